@@ -1,0 +1,120 @@
+"""Tables: job → run → step_metric / epoch_metric. Alembic (migrations/) owns the schema.
+
+The same models run on PostgreSQL (JSONB, native UUID, BIGINT keys) and on SQLite, the
+embedded default.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "job"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(String(128), default="local")
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(Json)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    error: Mapped[str | None] = mapped_column(Text)
+    device: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    summary: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+    runs: Mapped[list[Run]] = relationship(
+        back_populates="job", order_by="Run.id", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (Index("ix_job_owner_created", "owner", "created_at"),)
+
+
+class Run(Base):
+    __tablename__ = "run"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(64))
+    optimizer: Mapped[str] = mapped_column(String(32))
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(Json)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    diverged: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    job: Mapped[Job] = relationship(back_populates="runs")
+
+
+class StepMetric(Base):
+    __tablename__ = "step_metric"
+
+    run_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("run.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    lr: Mapped[float] = mapped_column(Float)
+    grad_norm: Mapped[float] = mapped_column(Float)
+    train_seconds: Mapped[float] = mapped_column(Float)
+
+
+class EpochMetric(Base):
+    __tablename__ = "epoch_metric"
+
+    run_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("run.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float] = mapped_column(Float)
+    train_accuracy: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float] = mapped_column(Float)
+    val_accuracy: Mapped[float | None] = mapped_column(Float)
+    train_seconds: Mapped[float] = mapped_column(Float)
+
+
+STEP_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "grad_norm", "train_seconds")
+EPOCH_FIELDS = (
+    "epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds",
+)

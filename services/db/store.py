@@ -1,0 +1,126 @@
+"""Jobs and runs: the use cases' reads and writes. Callers own the transaction
+(``with unit_of_work() as session``); nothing here commits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from services.db.models import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+    Run,
+    utcnow,
+)
+from services.errors import NotFound
+from services.spec import JobSpec
+
+
+def create_job(session: Session, spec: JobSpec, owner: str = "local") -> Job:
+    """Insert the job and one run per optimizer entry and seed (queued)."""
+    job = Job(name=spec.name, owner=owner, spec=spec.model_dump(mode="json"), status=QUEUED)
+    for seed in spec.seeds:
+        for entry in spec.optimizers:
+            job.runs.append(
+                Run(
+                    label=entry.display_label,
+                    optimizer=entry.name,  # type: ignore[attr-defined]
+                    hyperparameters=_jsonable(entry.hyperparameters()),
+                    seed=seed,
+                    status=QUEUED,
+                )
+            )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def get_job(session: Session, job_id: uuid.UUID | str, *, with_runs: bool = True) -> Job:
+    try:
+        key = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except ValueError:
+        raise NotFound(f"no job with id '{job_id}'") from None
+    query = select(Job).where(Job.id == key)
+    if with_runs:
+        query = query.options(selectinload(Job.runs))
+    job = session.scalars(query).one_or_none()
+    if job is None:
+        raise NotFound(f"no job with id '{job_id}'")
+    return job
+
+
+def list_jobs(
+    session: Session, *, status: str | None = None, limit: int = 50, offset: int = 0
+) -> list[Job]:
+    query = select(Job).options(selectinload(Job.runs)).order_by(Job.created_at.desc())
+    if status:
+        query = query.where(Job.status == status)
+    return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def count_jobs(session: Session, *, status: str | None = None) -> int:
+    query = select(func.count()).select_from(Job)
+    if status:
+        query = query.where(Job.status == status)
+    return int(session.scalar(query) or 0)
+
+
+@dataclass(frozen=True)
+class Progress:
+    steps_done: int
+    total_steps: int | None
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total_steps:
+            return None
+        return min(1.0, self.steps_done / self.total_steps)
+
+
+def progress(job: Job) -> Progress:
+    done = sum(run.steps_done for run in job.runs)
+    totals = [run.total_steps for run in job.runs]
+    return Progress(done, None if None in totals else sum(t or 0 for t in totals))
+
+
+def start_job(session: Session, job: Job, total_steps: Mapping[int, int], device: str) -> None:
+    job.status, job.started_at, job.device, job.error = RUNNING, utcnow(), device, None
+    for run in job.runs:
+        run.total_steps = total_steps[run.id]
+
+
+def start_run(session: Session, run_id: int) -> None:
+    run = session.get_one(Run, run_id)
+    run.status, run.started_at = RUNNING, utcnow()
+
+
+def finish_run(session: Session, run_id: int, *, diverged: bool, steps_done: int) -> None:
+    run = session.get_one(Run, run_id)
+    run.status, run.finished_at = SUCCEEDED, utcnow()
+    run.diverged, run.steps_done = diverged, steps_done
+
+
+def finish_job(
+    session: Session, job_id: uuid.UUID, *, error: str | None = None,
+    summary: dict[str, Any] | None = None,
+) -> None:
+    """Succeeded, or failed with a readable error; runs still open fail with the job."""
+    job = get_job(session, job_id)
+    job.status, job.finished_at, job.error = (FAILED if error else SUCCEEDED), utcnow(), error
+    if summary is not None:
+        job.summary = summary
+    for run in job.runs:
+        if run.status in (QUEUED, RUNNING):
+            run.status, run.error, run.finished_at = FAILED, error or "job ended early", utcnow()

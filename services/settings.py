@@ -1,0 +1,72 @@
+"""Settings, read once from the environment (prefix ``OPTBENCH_``).
+
+With nothing set, optbench runs on the *embedded default*: a SQLite file and Kombu's
+``filesystem://`` broker, both under ``OPTBENCH_HOME``, so a fresh machine needs only pip.
+A cluster sets ``OPTBENCH_DATABASE_URL`` (PostgreSQL, psycopg 3) and ``OPTBENCH_BROKER_URL``
+(Redis or RabbitMQ).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "optbench"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPTBENCH_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Folder for the embedded SQLite database and the filesystem broker.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means sqlite:///<home>/optbench.db.",
+    )
+    broker_url: str = Field(
+        default="filesystem://",
+        description="Celery broker URL; filesystem:// keeps messages under <home>/broker.",
+    )
+    flush_every_steps: int = Field(
+        default=100,
+        ge=1,
+        description="Step metrics are buffered and written once per this many steps "
+        "(and at every epoch end).",
+    )
+    worker_metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        description="Port of a worker process's Prometheus /metrics; 0 turns it off.",
+    )
+    worker_concurrency: int = Field(default=1, ge=1, description="Worker processes per worker.")
+    torch_threads: int = Field(
+        default=0, ge=0, description="torch intra-op threads per worker process; 0 = torch's default."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'optbench.db'}"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings. Tests that change the environment call ``cache_clear()``."""
+    return Settings()

@@ -1,0 +1,19 @@
+"""The training engine: pure torch. It knows nothing of Celery, SQL or Prometheus and reports
+everything through hooks (workers/engine/hooks.py); adapters live in workers/sinks/."""
+
+from workers.engine.config import DatasetConfig, JobConfig, ModelConfig, OptimizerConfig, RunConfig
+from workers.engine.hooks import EpochRecord, Hooks, RunResult, StepRecord
+from workers.engine.loop import Experiment
+
+__all__ = [
+    "DatasetConfig",
+    "EpochRecord",
+    "Experiment",
+    "Hooks",
+    "JobConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "RunConfig",
+    "RunResult",
+    "StepRecord",
+]

@@ -1,0 +1,48 @@
+"""Engine configuration: frozen dataclasses built by adapters (never read from the environment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    val_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    label: str
+    torch_class: str
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    full_batch: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: an optimizer entry and a seed. ``key`` identifies it to the hooks (a run id)."""
+
+    key: int
+    optimizer: OptimizerConfig
+    seed: int
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    dataset: DatasetConfig
+    model: ModelConfig
+    runs: tuple[RunConfig, ...]
+    epochs: int
+    batch_size: int
+    flush_every: int = 100
+    device: str = "cpu"

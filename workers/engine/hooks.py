@@ -1,0 +1,78 @@
+"""What the engine reports, and the interface it reports through.
+
+The engine calls hooks with plain Python numbers, in batches: ``on_steps`` once per flush
+(every ``JobConfig.flush_every`` steps and at each epoch end), ``on_epoch`` after the
+epoch's steps. Sinks (SQL, Prometheus, a progress printer) implement ``Hooks``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from workers.engine.config import RunConfig
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    step: int  # 1-based, global over the run
+    epoch: int  # 1-based
+    loss: float  # on this step's batch, before the update
+    accuracy: float  # on this step's batch, before the update
+    lr: float  # the learning rate this step used
+    grad_norm: float  # L2 norm of all gradients of this step
+    train_seconds: float  # training time since the run started (evaluation excluded)
+    samples: int  # batch size (for throughput); not stored per step
+
+
+@dataclass(frozen=True, slots=True)
+class EpochRecord:
+    epoch: int
+    step: int  # the global step at the end of the epoch
+    train_loss: float  # sample-weighted mean over the epoch's batches
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    train_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    steps: int
+    diverged: bool  # a non-finite loss or gradient stopped the run early
+    train_seconds: float
+
+
+class Hooks:
+    """No-op base: sinks override what they need."""
+
+    def on_run_start(self, run: RunConfig, total_steps: int) -> None: ...
+
+    def on_steps(self, run: RunConfig, steps: Sequence[StepRecord]) -> None: ...
+
+    def on_epoch(self, run: RunConfig, epoch: EpochRecord) -> None: ...
+
+    def on_run_end(self, run: RunConfig, result: RunResult) -> None: ...
+
+
+class CompositeHooks(Hooks):
+    """Fan each call out to several hooks, in order."""
+
+    def __init__(self, *hooks: Hooks) -> None:
+        self.hooks = hooks
+
+    def on_run_start(self, run: RunConfig, total_steps: int) -> None:
+        for hook in self.hooks:
+            hook.on_run_start(run, total_steps)
+
+    def on_steps(self, run: RunConfig, steps: Sequence[StepRecord]) -> None:
+        for hook in self.hooks:
+            hook.on_steps(run, steps)
+
+    def on_epoch(self, run: RunConfig, epoch: EpochRecord) -> None:
+        for hook in self.hooks:
+            hook.on_epoch(run, epoch)
+
+    def on_run_end(self, run: RunConfig, result: RunResult) -> None:
+        for hook in self.hooks:
+            hook.on_run_end(run, result)

@@ -1,0 +1,26 @@
+"""Build a ``torch.optim`` optimizer from an entry of the catalog (services/spec/optimizers.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from workers.engine.config import OptimizerConfig
+
+
+def build(config: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    cls = getattr(torch.optim, config.torch_class, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ValueError(f"torch.optim has no optimizer '{config.torch_class}'")
+    # JSON turns tuples (betas, etas, ...) into lists; torch wants tuples.
+    kwargs: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in config.hyperparameters.items()
+    }
+    return cls(params, **kwargs)
+
+
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """LBFGS re-evaluates the loss several times per step through a closure."""
+    return isinstance(optimizer, torch.optim.LBFGS)
