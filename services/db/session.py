@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session
 
 from services.settings import get_settings
@@ -15,6 +16,9 @@ from services.settings import get_settings
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         # The API and the worker write to one SQLite file from different processes: wait on
         # the lock instead of failing, and let readers work while a writer writes (WAL).
         engine = create_engine(url, connect_args={"timeout": 30})
@@ -33,12 +37,7 @@ def make_engine(url: str) -> Engine:
 
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
-    url = get_settings().resolved_database_url
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
-
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return make_engine(url)
+    return make_engine(get_settings().resolved_database_url)
 
 
 def reset_engine() -> None:

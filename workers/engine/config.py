@@ -22,7 +22,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    label: str
+    label: str  # unique within the job
+    name: str  # the catalog name (gd, nag, adamw, ...)
     torch_class: str
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     full_batch: bool = False

@@ -46,6 +46,9 @@ class RunResult:
 class Hooks:
     """No-op base: sinks override what they need."""
 
+    def on_start(self, total_steps: int) -> None:
+        """Before the first run: the steps all runs will take (for progress)."""
+
     def on_run_start(self, run: RunConfig, total_steps: int) -> None: ...
 
     def on_steps(self, run: RunConfig, steps: Sequence[StepRecord]) -> None: ...
@@ -60,6 +63,10 @@ class CompositeHooks(Hooks):
 
     def __init__(self, *hooks: Hooks) -> None:
         self.hooks = hooks
+
+    def on_start(self, total_steps: int) -> None:
+        for hook in self.hooks:
+            hook.on_start(total_steps)
 
     def on_run_start(self, run: RunConfig, total_steps: int) -> None:
         for hook in self.hooks:

@@ -57,6 +57,7 @@ class Experiment:
     def run_all(self, hooks: Hooks) -> dict[int, RunResult]:
         """Train every run, seed by seed, sharing each seed's initial weights."""
         results: dict[int, RunResult] = {}
+        hooks.on_start(sum(self.total_steps(run) for run in self.config.runs))
         for seed in dict.fromkeys(run.seed for run in self.config.runs):
             initial = self.initial_model(seed)
             for run in (r for r in self.config.runs if r.seed == seed):

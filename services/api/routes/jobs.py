@@ -1,0 +1,78 @@
+"""/v1/jobs: submit, list, inspect; metrics and summary of one job."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query, Response
+
+from services import jobs
+from services.api.schemas import JobOut, JobPage, MetricsOut, RunSeries
+from services.spec import LECTURE_SPEC, JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_EXAMPLES = {
+    "lecture": {
+        "summary": "The lecture's exercise: eight optimizers on digits",
+        "value": LECTURE_SPEC,
+    },
+    "adamw-vs-nadam": {
+        "summary": "Two torch.optim classes, three seeds, a synthetic data set",
+        "value": {
+            "name": "AdamW vs NAdam",
+            "dataset": {"name": "classification", "n_samples": 4000, "n_classes": 5},
+            "model": {"name": "mlp", "hidden": [64, 64], "activation": "gelu"},
+            "optimizers": [{"name": "AdamW", "lr": 0.003}, {"name": "NAdam", "lr": 0.002}],
+            "epochs": 5,
+            "seeds": [0, 1, 2],
+            "target": {"metric": "val_accuracy", "value": 0.8},
+        },
+    },
+}
+
+
+@router.post("", status_code=202, response_model=JobOut)
+def submit_job(
+    spec: Annotated[JobSpec, Body(openapi_examples=_EXAMPLES)], response: Response
+) -> JobOut:
+    """Queue a comparison: one run per optimizer entry and seed."""
+    job = jobs.submit(spec)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.of(job)
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPage:
+    """Jobs, newest first."""
+    items, total = jobs.listing(status, limit, offset)
+    return JobPage(items=[JobOut.of(job) for job in items], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: uuid.UUID) -> JobOut:
+    """Status, progress (steps done / total) and runs."""
+    return JobOut.of(jobs.get(job_id))
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsOut)
+def get_metrics(job_id: uuid.UUID, granularity: Literal["step", "epoch"] = "step") -> MetricsOut:
+    """Series per run, columnar: ``{"step": [...], "loss": [...], ...}``."""
+    job, series = jobs.series(job_id, granularity)
+    return MetricsOut(
+        job_id=job.id,
+        granularity=granularity,
+        runs=[RunSeries(run_id=run.id, label=run.label, optimizer=run.optimizer, seed=run.seed,
+                        series=series[run.id]) for run in job.runs],
+    )
+
+
+@router.get("/{job_id}/summary")
+def get_summary(job_id: uuid.UUID) -> dict[str, Any]:
+    """Per optimizer label: final train loss, best validation accuracy, steps to the target."""
+    return jobs.summary(job_id)

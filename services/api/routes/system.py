@@ -1,0 +1,33 @@
+"""Catalog, health and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from services.catalog import catalog
+from services.db.session import unit_of_work
+
+router = APIRouter()
+
+
+@router.get("/v1/catalog", tags=["catalog"])
+def get_catalog() -> dict[str, Any]:
+    """Data sets, models and optimizers with their parameters, defaults and bounds."""
+    return catalog()
+
+
+@router.get("/healthz", tags=["system"])
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["system"])
+def readyz() -> dict[str, str]:
+    """Readiness: the database answers (503 problem+json otherwise)."""
+    with unit_of_work() as session:
+        session.execute(text("SELECT 1"))
+    return {"status": "ready"}

@@ -1,0 +1,176 @@
+"""The ``optbench`` command.
+
+    optbench demo            the lecture comparison on the embedded default (API + one worker)
+    optbench run SPEC        run a spec file (JSON or YAML) in this process, print the table
+    optbench api             serve the HTTP API
+    optbench worker          start a Celery worker
+    optbench migrate         apply database migrations
+
+This is the one place that joins services and workers: it imports ``workers`` (and so torch)
+only inside the commands that train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from services.console import ProgressLine, summary_table
+from services.settings import get_settings
+from services.spec import JobSpec, field_errors
+
+
+class CliError(Exception):
+    """Printed as one line, exit status 2."""
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from services.db.migrate import upgrade
+
+    url = get_settings().resolved_database_url
+    upgrade()
+    print(f"database {_redacted(url)} is at the newest schema")
+    return 0
+
+
+def _migrate_if_embedded() -> None:
+    # The embedded SQLite file is created on first use; a cluster migrates once, explicitly.
+    if get_settings().is_embedded:
+        from services.db.migrate import upgrade
+
+        upgrade()
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _migrate_if_embedded()
+    uvicorn.run("services.api.app:create_app", factory=True, host=args.host, port=args.port,
+                log_level=args.log_level)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.celery_app import app
+
+    concurrency = args.concurrency or get_settings().worker_concurrency
+    app.worker_main(["worker", f"--loglevel={args.log_level}", f"--concurrency={concurrency}",
+                     f"--pool={args.pool}", "--without-gossip", "--without-mingle"])
+    return 0
+
+
+def load_spec(path: Path) -> JobSpec:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise CliError(f"cannot read spec file {path}: {error.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise CliError(f"{path} is not valid JSON/YAML: {error}") from None
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(map(str, field_errors(error.errors())))
+        raise CliError(f"{path}: {problems}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from services import jobs
+    from services.db import store
+    from services.db.session import unit_of_work
+    from workers.engine import Hooks
+    from workers.execution import execute_job
+
+    spec = load_spec(args.spec)
+    _migrate_if_embedded()
+    with unit_of_work() as session:
+        job_id = store.create_job(session, spec).id
+    progress = ProgressLine()
+
+    class ShowProgress(Hooks):
+        done, total = 0, 0
+
+        def on_start(self, total_steps: int) -> None:
+            self.total = total_steps
+
+        def on_steps(self, run: Any, steps: Sequence[Any]) -> None:
+            self.done += len(steps)
+            progress.update(self.done, self.total, run.optimizer.label)
+
+    status = execute_job(job_id, flush_every=get_settings().flush_every_steps,
+                         extra_hooks=(ShowProgress(),) if not args.json else ())
+    progress.close()
+    job = jobs.get(job_id)
+    summary = jobs.summary(job_id)
+    if args.json:
+        print(json.dumps({"job_id": str(job_id), "status": status, "error": job.error,
+                          "summary": summary}, indent=2))
+    else:
+        print(f"job {job_id}: {status}" + (f" ({job.error})" if job.error else ""))
+        print(summary_table(summary))
+    return 0 if status == "succeeded" else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.demo import run_demo
+
+    return run_demo(epochs=args.epochs)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="optbench", description=__doc__.splitlines()[0] if __doc__ else "")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the lecture's eight optimizers on digits, end to end")
+    demo.add_argument("--epochs", type=int, default=10)
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="run a spec file in this process")
+    run.add_argument("spec", type=Path, help="job spec, JSON or YAML")
+    run.add_argument("--json", action="store_true", help='print {"job_id": ..., "summary": ...}')
+    run.set_defaults(func=cmd_run)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--log-level", default="info")
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="start a Celery worker")
+    worker.add_argument("--concurrency", type=int, default=0, help="default: OPTBENCH_WORKER_CONCURRENCY")
+    worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
+    worker.add_argument("--log-level", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations (Alembic)")
+    migrate.set_defaults(func=cmd_migrate)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as error:
+        print(f"optbench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""The job queue: Celery configuration shared by the API (which only sends) and the workers.
+
+The API sends tasks by name, so it never imports the worker code (or torch).
+Broker: Redis or RabbitMQ in a cluster; Kombu's ``filesystem://`` transport for the
+embedded default (messages are files under ``OPTBENCH_HOME/broker``; no server).
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+
+from services.settings import Settings, get_settings
+
+RUN_JOB_TASK = "optbench.run_job"
+QUEUE = "optbench"
+# Longer than any job may run: Redis redelivers an unacknowledged task after this long.
+VISIBILITY_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport_options: dict[str, Any] = {}
+    if settings.broker_url.startswith("filesystem://"):
+        folder = settings.broker_folder
+        for sub in ("queue", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport_options = {
+            # One folder both ways: producers write where consumers read.
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+        }
+    elif settings.broker_url.startswith(("redis://", "rediss://")):
+        transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": QUEUE,
+        # JSON only: a pickle payload from the broker would be code execution.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        # Tasks are idempotent (metric writes ignore duplicates), so a task is acknowledged
+        # only when it has finished and is redelivered if its worker dies.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+    }
+
+
+@lru_cache(maxsize=1)
+def _client() -> Celery:
+    app = Celery("optbench-client")
+    app.conf.update(celery_config(get_settings()))
+    return app
+
+
+def enqueue_job(job_id: uuid.UUID) -> None:
+    """Send the job to the workers. Call only after the job's transaction has committed."""
+    _client().send_task(RUN_JOB_TASK, args=[str(job_id)], queue=QUEUE)
+
+
+def reset_client() -> None:
+    _client.cache_clear()

@@ -1,0 +1,36 @@
+"""Engine hooks → SQL: every flush is one transaction with one multi-row statement."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from services.db import metrics, store
+from services.db.models import STEP_FIELDS
+from services.db.session import unit_of_work
+from services.telemetry import METRIC_ROWS_WRITTEN, METRIC_WRITE_SECONDS
+from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepRecord
+
+
+class SqlSink(Hooks):
+    def on_run_start(self, run: RunConfig, total_steps: int) -> None:
+        with unit_of_work() as session:
+            store.start_run(session, run.key)
+
+    def on_steps(self, run: RunConfig, steps: Sequence[StepRecord]) -> None:
+        rows = [{field: getattr(record, field) for field in STEP_FIELDS} for record in steps]
+        started = time.perf_counter()
+        with unit_of_work() as session:
+            written = metrics.write_steps(session, run.key, rows)
+        METRIC_WRITE_SECONDS.observe(time.perf_counter() - started)
+        METRIC_ROWS_WRITTEN.labels("step").inc(written)
+
+    def on_epoch(self, run: RunConfig, epoch: EpochRecord) -> None:
+        with unit_of_work() as session:
+            written = metrics.write_epochs(session, run.key, [asdict(epoch)])
+        METRIC_ROWS_WRITTEN.labels("epoch").inc(written)
+
+    def on_run_end(self, run: RunConfig, result: RunResult) -> None:
+        with unit_of_work() as session:
+            store.finish_run(session, run.key, diverged=result.diverged, steps_done=result.steps)
