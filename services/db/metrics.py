@@ -32,7 +32,8 @@ def _insert_ignoring_duplicates(session: Session, table: Table, rows: Sequence[M
             statement = sqlite.insert(table).values(chunk).on_conflict_do_nothing()
         else:  # pragma: no cover - other databases are not supported
             statement = insert(table).values(chunk)
-        result = session.execute(statement)
+        # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.0.28+).
+        result = session.execute(statement, execution_options={"preserve_rowcount": True})
         written += max(result.rowcount, 0)  # type: ignore[attr-defined]
     return written
 

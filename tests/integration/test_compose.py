@@ -6,29 +6,18 @@ tests skip locally and fail in CI (CI=true).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.support import require_binary
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE = ["-f", "docker-compose.yml"]
 GPU = [*BASE, "-f", "docker-compose.gpu.yml"]
 PROMETHEUS_CONFIG = "deploy/prometheus/prometheus.yml"
-
-
-def _require(binary: str, hint: str) -> str:
-    """Path of `binary`; skip the test when it is missing (fail instead when CI=true)."""
-    path = shutil.which(binary)
-    if path is None:
-        message = f"{binary} not installed: {hint}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,7 +28,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _compose_config(files: list[str]) -> dict:
     """Services of the merged, interpolated compose configuration."""
-    compose = _require("docker-compose", "apt-get install docker-compose")
+    compose = require_binary("docker-compose", "apt-get install docker-compose")
     return yaml.safe_load(_run(compose, *files, "config").stdout)["services"]
 
 
@@ -50,7 +39,7 @@ def _gpu_devices(service: dict) -> list[dict]:
 
 @pytest.mark.parametrize("files", [BASE, GPU], ids=["base", "base+gpu"])
 def test_compose_config_is_valid(files: list[str]) -> None:
-    compose = _require("docker-compose", "apt-get install docker-compose")
+    compose = require_binary("docker-compose", "apt-get install docker-compose")
     _run(compose, *files, "config", "-q")
 
 
@@ -83,5 +72,5 @@ def test_gpu_override_reserves_nvidia_devices() -> None:
 
 
 def test_prometheus_config_is_valid() -> None:
-    promtool = _require("promtool", "apt-get install prometheus")
+    promtool = require_binary("promtool", "apt-get install prometheus")
     _run(promtool, "check", "config", PROMETHEUS_CONFIG)

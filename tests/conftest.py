@@ -1,0 +1,89 @@
+"""Fixtures shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.db.session import reset_engine
+from services.queue import reset_client
+from services.settings import get_settings
+from tests.support import require_port
+
+
+def reset_process_state() -> None:
+    """Forget cached settings, database engine and Celery client after the environment changed."""
+    reset_engine()
+    get_settings.cache_clear()
+    reset_client()
+
+
+@pytest.fixture
+def embedded_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh embedded default (SQLite file + filesystem broker) under a temporary home, migrated."""
+    from services.db.migrate import upgrade
+
+    for name in ("OPTBENCH_DATABASE_URL", "OPTBENCH_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPTBENCH_HOME", str(tmp_path / "home"))
+    reset_process_state()
+    upgrade()
+    yield tmp_path / "home"
+    reset_process_state()
+
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "OPTBENCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated by ``optbench migrate``."""
+    from sqlalchemy import create_engine, make_url, text
+
+    admin = make_url(POSTGRES_ADMIN_URL)
+    require_port(admin.host or "127.0.0.1", admin.port or 5432, "PostgreSQL")
+    name = f"optbench_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    migrate = subprocess.run(
+        [sys.executable, "-m", "services.cli", "migrate"],
+        env={**os.environ, "OPTBENCH_DATABASE_URL": url}, capture_output=True, text=True, timeout=120,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    yield url
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """This process's settings point at the session's PostgreSQL database; tables emptied after."""
+    from sqlalchemy import text
+
+    from services.db.session import get_engine
+
+    monkeypatch.setenv("OPTBENCH_DATABASE_URL", postgres_url)
+    reset_process_state()
+    yield postgres_url
+    with get_engine().begin() as connection:
+        connection.execute(text("TRUNCATE job, run, step_metric, epoch_metric CASCADE"))
+    reset_process_state()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs on the embedded SQLite file and on PostgreSQL."""
+    fixture = "embedded_home" if request.param == "sqlite" else "postgres_db"
+    request.getfixturevalue(fixture)
+    return str(request.param)

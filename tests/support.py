@@ -1,0 +1,40 @@
+"""Helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+
+ON_CI = os.environ.get("CI") == "true"
+
+
+def unavailable(reason: str) -> None:
+    """Skip a test whose real dependency is missing here; under CI=true that is a failure."""
+    if ON_CI:
+        pytest.fail(f"{reason} (CI=true: dependencies must be present, not skipped)")
+    pytest.skip(reason)
+
+
+def require_binary(binary: str, hint: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        unavailable(f"{binary} not installed: {hint}")
+    assert path is not None
+    return path
+
+
+def require_port(host: str, port: int, what: str) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError:
+        unavailable(f"{what} is not reachable at {host}:{port}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

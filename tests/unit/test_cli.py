@@ -1,0 +1,67 @@
+"""The optbench command: run a spec in-process, and refuse bad input in one clear line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.cli import main
+from services.db import metrics, store
+from services.db.session import unit_of_work
+
+SMALL_SPEC = {
+    "name": "cli test",
+    "dataset": {"name": "classification", "n_samples": 300, "n_features": 8, "n_informative": 4,
+                "n_classes": 3},
+    "model": {"name": "linear"},
+    "optimizers": [{"name": "gd", "lr": 0.5}, {"name": "Adam", "lr": 0.01}],
+    "epochs": 2,
+    "batch_size": 50,
+    "seeds": [0, 1],
+    "target": {"metric": "val_accuracy", "value": 0.3},
+}
+
+
+def test_run_stores_the_job_and_prints_json(embedded_home: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SMALL_SPEC))
+    assert main(["run", str(spec_file), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "succeeded"
+    rows = {row["label"]: row for row in out["summary"]["optimizers"]}
+    assert rows["adam"]["runs"] == 2 and rows["adam"]["target_reached"] == "2/2"
+    with unit_of_work() as session:
+        job = store.get_job(session, out["job_id"])
+        assert job.status == "succeeded" and job.summary == out["summary"]
+        # 240 training samples in batches of 50: 5 steps per epoch for adam, 1 for gd
+        assert [run.total_steps for run in job.runs] == [2, 10, 2, 10]
+        assert metrics.count_steps(session, [run.id for run in job.runs]) == 24
+
+
+def test_run_prints_the_table(embedded_home: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({**SMALL_SPEC, "seeds": [0]}))
+    assert main(["run", str(spec_file)]) == 0
+    out = capsys.readouterr().out
+    assert "target: val_accuracy >= 0.3" in out
+    assert [line.split()[0] for line in out.splitlines()[-2:]] == ["gd", "adam"]
+
+
+def test_a_bad_spec_file_is_one_line_naming_the_field(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text(yaml.safe_dump({**SMALL_SPEC, "epochs": -1}))
+    assert main(["run", str(spec_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "epochs: Input should be greater than or equal to 1" in err
+
+
+def test_a_missing_spec_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tmp_path / "nope.json")]) == 2
+    assert "cannot read spec file" in capsys.readouterr().err
