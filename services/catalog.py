@@ -20,19 +20,30 @@ def _parameters(model: type[BaseModel]) -> dict[str, Any]:
 def catalog() -> dict[str, Any]:
     return {
         "datasets": [
-            {"name": name, "description": (model.__doc__ or "").strip(),
-             "parameters": _parameters(model)}
+            {
+                "name": name,
+                "description": (model.__doc__ or "").strip(),
+                "parameters": _parameters(model),
+            }
             for name, model in DATASET_MODELS.items()
         ],
         "models": [
-            {"name": name, "description": (model.__doc__ or "").strip(),
-             "parameters": _parameters(model)}
+            {
+                "name": name,
+                "description": (model.__doc__ or "").strip(),
+                "parameters": _parameters(model),
+            }
             for name, model in MODEL_MODELS.items()
         ],
         "optimizers": [
-            {"name": name, "torch_class": info.torch_class, "description": info.description,
-             "full_batch": info.full_batch, "fixed": info.fixed,
-             "parameters": _parameters(ENTRY_MODELS[name])}
+            {
+                "name": name,
+                "torch_class": info.torch_class,
+                "description": info.description,
+                "full_batch": info.full_batch,
+                "fixed": info.fixed,
+                "parameters": _parameters(ENTRY_MODELS[name]),
+            }
             for name, info in CATALOG.items()
         ],
         "refused_optimizers": REFUSED,

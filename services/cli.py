@@ -58,8 +58,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     _migrate_if_embedded()
-    uvicorn.run("services.api.app:create_app", factory=True, host=args.host, port=args.port,
-                log_level=args.log_level)
+    uvicorn.run(
+        "services.api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+    )
     return 0
 
 
@@ -67,8 +72,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.celery_app import app
 
     concurrency = args.concurrency or get_settings().worker_concurrency
-    app.worker_main(["worker", f"--loglevel={args.log_level}", f"--concurrency={concurrency}",
-                     f"--pool={args.pool}", "--without-gossip", "--without-mingle"])
+    app.worker_main(
+        [
+            "worker",
+            f"--loglevel={args.log_level}",
+            f"--concurrency={concurrency}",
+            f"--pool={args.pool}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return 0
 
 
@@ -111,14 +124,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             self.done += len(steps)
             progress.update(self.done, self.total, run.optimizer.label)
 
-    status = execute_job(job_id, flush_every=get_settings().flush_every_steps,
-                         extra_hooks=(ShowProgress(),) if not args.json else ())
+    status = execute_job(
+        job_id,
+        flush_every=get_settings().flush_every_steps,
+        extra_hooks=(ShowProgress(),) if not args.json else (),
+    )
     progress.close()
     job = jobs.get(job_id)
     summary = jobs.summary(job_id)
     if args.json:
-        print(json.dumps({"job_id": str(job_id), "status": status, "error": job.error,
-                          "summary": summary}, indent=2))
+        print(
+            json.dumps(
+                {"job_id": str(job_id), "status": status, "error": job.error, "summary": summary},
+                indent=2,
+            )
+        )
     else:
         print(f"job {job_id}: {status}" + (f" ({job.error})" if job.error else ""))
         print(summary_table(summary))
@@ -132,7 +152,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="optbench", description=__doc__.splitlines()[0] if __doc__ else "")
+    top = argparse.ArgumentParser(
+        prog="optbench", description=__doc__.splitlines()[0] if __doc__ else ""
+    )
     sub = top.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="the lecture's eight optimizers on digits, end to end")
@@ -151,7 +173,9 @@ def parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
 
     worker = sub.add_parser("worker", help="start a Celery worker")
-    worker.add_argument("--concurrency", type=int, default=0, help="default: OPTBENCH_WORKER_CONCURRENCY")
+    worker.add_argument(
+        "--concurrency", type=int, default=0, help="default: OPTBENCH_WORKER_CONCURRENCY"
+    )
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--log-level", default="INFO")
     worker.set_defaults(func=cmd_worker)

@@ -33,7 +33,9 @@ def summary_table(summary: dict[str, Any]) -> str:
             for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
         )
 
-    target_text = f"target: {target.get('metric')} {'>=' if 'accuracy' in str(target.get('metric')) else '<='} {target.get('value')}"
+    metric = str(target.get("metric"))
+    direction = ">=" if metric.endswith("accuracy") else "<="
+    target_text = f"target: {metric} {direction} {target.get('value')}"
     return "\n".join([target_text, line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 

@@ -12,8 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
@@ -34,8 +34,9 @@ def _free_port() -> int:
 def _child(*args: str) -> Iterator[subprocess.Popen[bytes]]:
     """A child process of ``optbench ...``, stopped when the block ends."""
     command = [sys.executable, "-m", "services.cli", *args]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=os.environ.copy())
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy()
+    )
     try:
         yield process
     finally:
@@ -80,8 +81,9 @@ def run_demo(epochs: int = 10) -> int:
         while job["status"] not in FINISHED:
             time.sleep(0.5)
             job = client.get(f"/v1/jobs/{job['id']}").json()
-            progress.update(job["progress"]["steps_done"], job["progress"]["total_steps"],
-                            job["status"])
+            progress.update(
+                job["progress"]["steps_done"], job["progress"]["total_steps"], job["status"]
+            )
         progress.close()
         summary = client.get(f"/v1/jobs/{job['id']}/summary").json()
     print(f"job {job['id']}: {job['status']}" + (f" ({job['error']})" if job["error"] else ""))

@@ -1,10 +1,10 @@
 """The domain errors. Routes raise these; one handler renders them as RFC 9457 problem+json.
 
-    OptbenchError (500)
-    ├── NotFound (404)            a job or run that does not exist (or is not the caller's)
-    ├── InvalidSpec (422)         a job spec or query that fails validation
-    ├── Conflict (409)            an action the resource's state does not allow
-    └── Unavailable (503)         the database or the broker cannot be reached right now
+OptbenchError (500)
+├── NotFound (404)            a job or run that does not exist (or is not the caller's)
+├── InvalidSpec (422)         a job spec or query that fails validation
+├── Conflict (409)            an action the resource's state does not allow
+└── Unavailable (503)         the database or the broker cannot be reached right now
 """
 
 from __future__ import annotations

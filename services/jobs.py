@@ -38,9 +38,9 @@ def get(job_id: uuid.UUID | str) -> Job:
 
 def listing(status: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
     with unit_of_work() as session:
-        return store.list_jobs(session, status=status, limit=limit, offset=offset), store.count_jobs(
-            session, status=status
-        )
+        return store.list_jobs(
+            session, status=status, limit=limit, offset=offset
+        ), store.count_jobs(session, status=status)
 
 
 def summary(job_id: uuid.UUID | str) -> dict[str, Any]:
@@ -52,7 +52,9 @@ def summary(job_id: uuid.UUID | str) -> dict[str, Any]:
         return job_summary(session, job)
 
 
-def series(job_id: uuid.UUID | str, granularity: str) -> tuple[Job, dict[int, dict[str, list[Any]]]]:
+def series(
+    job_id: uuid.UUID | str, granularity: str
+) -> tuple[Job, dict[int, dict[str, list[Any]]]]:
     if granularity not in ("step", "epoch"):
         raise InvalidSpec(f"granularity: must be 'step' or 'epoch', got '{granularity}'")
     with unit_of_work() as session:

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=1, ge=1, description="Worker processes per worker.")
     torch_threads: int = Field(
-        default=0, ge=0, description="torch intra-op threads per worker process; 0 = torch's default."
+        default=0,
+        ge=0,
+        description="torch intra-op threads per worker process; 0 = torch's default.",
     )
 
     @property

@@ -62,20 +62,25 @@ def summarize(spec: JobSpec, runs: Sequence[RunView]) -> dict[str, Any]:
                 epochs_to.append(run.epochs["epoch"][hit])
                 seconds.append(run.epochs["train_seconds"][hit])
         finals = [run.epochs["train_loss"][-1] for run in group if run.epochs["train_loss"]]
-        bests = [max(a for a in run.epochs["val_accuracy"] if a is not None)
-                 for run in group if any(a is not None for a in run.epochs["val_accuracy"])]
-        rows.append({
-            "label": label,
-            "optimizer": entry.name,  # type: ignore[attr-defined]
-            "runs": len(group),
-            "final_train_loss": _mean(finals),
-            "best_val_accuracy": _mean(bests),
-            "steps_to_target": _median(steps),
-            "epochs_to_target": _median(epochs_to),
-            "seconds_to_target": _median(seconds),
-            "target_reached": f"{len(steps)}/{len(group)}",
-            "diverged": sum(run.diverged for run in group),
-        })
+        bests = [
+            max(a for a in run.epochs["val_accuracy"] if a is not None)
+            for run in group
+            if any(a is not None for a in run.epochs["val_accuracy"])
+        ]
+        rows.append(
+            {
+                "label": label,
+                "optimizer": entry.name,
+                "runs": len(group),
+                "final_train_loss": _mean(finals),
+                "best_val_accuracy": _mean(bests),
+                "steps_to_target": _median(steps),
+                "epochs_to_target": _median(epochs_to),
+                "seconds_to_target": _median(seconds),
+                "target_reached": f"{len(steps)}/{len(group)}",
+                "diverged": sum(run.diverged for run in group),
+            }
+        )
     return {"target": spec.target.model_dump(), "optimizers": rows}
 
 

@@ -26,7 +26,7 @@ def reset_process_state() -> None:
 
 @pytest.fixture
 def embedded_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh embedded default (SQLite file + filesystem broker) under a temporary home, migrated."""
+    """A fresh, migrated embedded default (SQLite + filesystem broker) in a temporary home."""
     from services.db.migrate import upgrade
 
     for name in ("OPTBENCH_DATABASE_URL", "OPTBENCH_BROKER_URL"):
@@ -57,7 +57,10 @@ def postgres_url() -> Iterator[str]:
     url = admin.set(database=name).render_as_string(hide_password=False)
     migrate = subprocess.run(
         [sys.executable, "-m", "services.cli", "migrate"],
-        env={**os.environ, "OPTBENCH_DATABASE_URL": url}, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OPTBENCH_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert migrate.returncode == 0, migrate.stderr
     yield url

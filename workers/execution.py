@@ -58,8 +58,9 @@ def job_config(job: Job, device: str, flush_every: int) -> JobConfig:
         for run in job.runs
     )
     return JobConfig(
-        dataset=DatasetConfig(spec.dataset.name, dataset, spec.dataset.val_fraction,
-                              spec.dataset.seed),
+        dataset=DatasetConfig(
+            spec.dataset.name, dataset, spec.dataset.val_fraction, spec.dataset.seed
+        ),
         model=ModelConfig(spec.model.name, model),
         runs=runs,
         epochs=spec.epochs,
@@ -85,8 +86,9 @@ def execute_job(
         experiment = Experiment(config)
         with unit_of_work() as session:
             job = store.get_job(session, job_key)
-            store.start_job(session, job, {r.key: experiment.total_steps(r) for r in config.runs},
-                            device)
+            store.start_job(
+                session, job, {r.key: experiment.total_steps(r) for r in config.runs}, device
+            )
         hooks = CompositeHooks(SqlSink(), PrometheusSink(config.dataset.name, device), *extra_hooks)
         experiment.run_all(hooks)
         with unit_of_work() as session:
@@ -101,4 +103,3 @@ def execute_job(
         return "failed"
     JOBS_FINISHED.labels("succeeded").inc()
     return "succeeded"
-

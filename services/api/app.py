@@ -1,4 +1,7 @@
-"""The FastAPI application: ``optbench api`` or ``uvicorn services.api.app:create_app --factory``."""
+"""The FastAPI application.
+
+Served by ``optbench api``, or ``uvicorn services.api.app:create_app --factory``.
+"""
 
 from __future__ import annotations
 

@@ -17,8 +17,13 @@ PROBLEM = "application/problem+json"
 
 
 def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> JSONResponse:
-    body = {"type": f"https://optbench.dev/problems/{code}", "title": title, "status": status,
-            "detail": detail, **extra}
+    body = {
+        "type": f"https://optbench.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
     headers = {"Retry-After": "5"} if status == 503 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
@@ -34,7 +39,10 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     if request.method == "POST" and request.url.path.rstrip("/") == "/v1/jobs":
         JOBS_REJECTED.labels("invalid_spec").inc()
     return problem(
-        422, "Invalid request", "; ".join(map(str, errors)), "invalid-spec",
+        422,
+        "Invalid request",
+        "; ".join(map(str, errors)),
+        "invalid-spec",
         errors=[{"field": e.field, "message": e.message} for e in errors],
     )
 

@@ -52,11 +52,21 @@ class JobOut(BaseModel):
     def of(cls, job: Job) -> JobOut:
         progress = store.progress(job)
         return cls(
-            id=job.id, name=job.name, status=job.status, error=job.error, device=job.device,
-            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-            progress=ProgressOut(steps_done=progress.steps_done, total_steps=progress.total_steps,
-                                 fraction=progress.fraction),
-            runs=[RunOut.of(run) for run in job.runs], spec=job.spec,
+            id=job.id,
+            name=job.name,
+            status=job.status,
+            error=job.error,
+            device=job.device,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            progress=ProgressOut(
+                steps_done=progress.steps_done,
+                total_steps=progress.total_steps,
+                fraction=progress.fraction,
+            ),
+            runs=[RunOut.of(run) for run in job.runs],
+            spec=job.spec,
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,9 @@ from services.db.models import EPOCH_FIELDS, STEP_FIELDS, EpochMetric, Run, Step
 _ROWS_PER_STATEMENT = 2000
 
 
-def _insert_ignoring_duplicates(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
+def _insert_ignoring_duplicates(
+    session: Session, table: type[StepMetric] | type[EpochMetric], rows: Sequence[Mapping[str, Any]]
+) -> int:
     """Insert rows, skipping keys already stored. Returns the number of new rows."""
     dialect = session.get_bind().dialect.name
     written = 0
@@ -43,7 +45,9 @@ def write_steps(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]]
     if not rows:
         return 0
     written = _insert_ignoring_duplicates(
-        session, StepMetric.__table__, [{"run_id": run_id, **row} for row in rows]  # type: ignore[arg-type]
+        session,
+        StepMetric,
+        [{"run_id": run_id, **row} for row in rows],
     )
     last = max(int(row["step"]) for row in rows)
     session.execute(
@@ -56,7 +60,9 @@ def write_epochs(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]
     if not rows:
         return 0
     return _insert_ignoring_duplicates(
-        session, EpochMetric.__table__, [{"run_id": run_id, **row} for row in rows]  # type: ignore[arg-type]
+        session,
+        EpochMetric,
+        [{"run_id": run_id, **row} for row in rows],
     )
 
 
@@ -64,7 +70,9 @@ def series(
     session: Session, run_ids: Iterable[int], granularity: str = "step"
 ) -> dict[int, dict[str, list[Any]]]:
     """Columnar series per run: ``{run_id: {"step": [...], "loss": [...], ...}}``."""
-    model, fields = (StepMetric, STEP_FIELDS) if granularity == "step" else (EpochMetric, EPOCH_FIELDS)
+    model, fields = (
+        (StepMetric, STEP_FIELDS) if granularity == "step" else (EpochMetric, EPOCH_FIELDS)
+    )
     key = model.step if granularity == "step" else model.epoch
     ids = list(run_ids)
     result: dict[int, dict[str, list[Any]]] = {rid: {f: [] for f in fields} for rid in ids}
@@ -82,6 +90,8 @@ def series(
 
 def count_steps(session: Session, run_ids: Iterable[int]) -> int:
     return int(
-        session.scalar(select(func.count()).select_from(StepMetric).where(StepMetric.run_id.in_(list(run_ids))))
+        session.scalar(
+            select(func.count()).select_from(StepMetric).where(StepMetric.run_id.in_(list(run_ids)))
+        )
         or 0
     )

@@ -30,7 +30,13 @@ Json = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 
 
@@ -116,5 +122,11 @@ class EpochMetric(Base):
 
 STEP_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "grad_norm", "train_seconds")
 EPOCH_FIELDS = (
-    "epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds",
+    "epoch",
+    "step",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "train_seconds",
 )

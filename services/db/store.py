@@ -32,7 +32,7 @@ def create_job(session: Session, spec: JobSpec, owner: str = "local") -> Job:
             job.runs.append(
                 Run(
                     label=entry.display_label,
-                    optimizer=entry.name,  # type: ignore[attr-defined]
+                    optimizer=entry.name,
                     hyperparameters=_jsonable(entry.hyperparameters()),
                     seed=seed,
                     status=QUEUED,
@@ -113,7 +113,10 @@ def finish_run(session: Session, run_id: int, *, diverged: bool, steps_done: int
 
 
 def finish_job(
-    session: Session, job_id: uuid.UUID, *, error: str | None = None,
+    session: Session,
+    job_id: uuid.UUID,
+    *,
+    error: str | None = None,
     summary: dict[str, Any] | None = None,
 ) -> None:
     """Succeeded, or failed with a readable error; runs still open fail with the job."""

@@ -20,5 +20,7 @@ class StrictModel(BaseModel):
             if unknown:
                 allowed = ", ".join(cls.model_fields)
                 noun = "key" if len(unknown) == 1 else "keys"
-                raise ValueError(f"unknown {noun} {', '.join(map(repr, unknown))}; allowed keys: {allowed}")
+                raise ValueError(
+                    f"unknown {noun} {', '.join(map(repr, unknown))}; allowed keys: {allowed}"
+                )
         return data

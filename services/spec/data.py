@@ -13,8 +13,12 @@ ValFraction = Annotated[
 ]
 SplitSeed = Annotated[
     int,
-    Field(ge=0, le=2**31 - 1, description="seed of the data generation and the train/val split; "
-          "fixed per job so every run sees the same data"),
+    Field(
+        ge=0,
+        le=2**31 - 1,
+        description="seed of the data generation and the train/val split; "
+        "fixed per job so every run sees the same data",
+    ),
 ]
 
 
@@ -43,7 +47,8 @@ class ClassificationData(StrictModel):
     def _check_sizes(self) -> ClassificationData:
         if self.n_informative > self.n_features:
             raise ValueError(
-                f"n_informative ({self.n_informative}) must not exceed n_features ({self.n_features})"
+                f"n_informative ({self.n_informative}) must not exceed "
+                f"n_features ({self.n_features})"
             )
         if self.n_classes * 2 > 2**self.n_informative:
             raise ValueError(
@@ -53,6 +58,8 @@ class ClassificationData(StrictModel):
         return self
 
 
-DATASET_MODELS = {"digits": DigitsData, "classification": ClassificationData}
+DATASET_MODELS: dict[str, type[StrictModel]] = {
+    "digits": DigitsData,
+    "classification": ClassificationData,
+}
 DatasetSpec = Annotated[DigitsData | ClassificationData, Discriminator("name")]
-

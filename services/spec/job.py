@@ -49,8 +49,11 @@ class JobSpec(StrictModel):
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(64, ge=1, le=65_536, description="mini-batch size (gd ignores it)")
     seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(
-        default=[0], min_length=1, max_length=32,
-        description="one run per optimizer entry and seed; seeds set initial weights and batch order",
+        default=[0],
+        min_length=1,
+        max_length=32,
+        description="one run per optimizer entry and seed; "
+        "a seed sets the initial weights and the batch order",
     )
     target: TargetSpec = Field(default_factory=TargetSpec)
 
@@ -60,8 +63,8 @@ class JobSpec(StrictModel):
         if isinstance(entries, list):
             for index, entry in enumerate(entries):
                 name = canonical_name(entry.get("name")) if isinstance(entry, dict) else None
-                if name in REFUSED:
-                    raise ValueError(f"optimizers[{index}].name: {REFUSED[name]}")  # type: ignore[index]
+                if isinstance(name, str) and name in REFUSED:
+                    raise ValueError(f"optimizers[{index}].name: {REFUSED[name]}")
         return entries
 
     @field_validator("seeds")
@@ -78,7 +81,8 @@ class JobSpec(StrictModel):
             label = entry.display_label
             if label in seen:
                 raise ValueError(
-                    f"optimizers[{index}]: duplicate label '{label}' (also optimizers[{seen[label]}]); "
+                    f"optimizers[{index}]: duplicate label '{label}' "
+                    f"(also optimizers[{seen[label]}]); "
                     "give each entry a distinct 'label'"
                 )
             seen[label] = index

@@ -27,5 +27,5 @@ class MLPModel(StrictModel):
     activation: Activation = "relu"
 
 
-MODEL_MODELS = {"linear": LinearModel, "mlp": MLPModel}
+MODEL_MODELS: dict[str, type[StrictModel]] = {"linear": LinearModel, "mlp": MLPModel}
 ModelSpec = Annotated[LinearModel | MLPModel, Discriminator("name")]

@@ -15,7 +15,7 @@ the mathematics (``foreach``, ``fused``, ``capturable``, ``differentiable``) and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BeforeValidator, Discriminator, Field, Tag, create_model, model_validator
 
@@ -100,87 +100,194 @@ CATALOG: dict[str, OptimizerInfo] = {
     info.name: info
     for info in [
         # The lecture's eight.
-        OptimizerInfo("gd", "SGD", "Full-batch gradient descent: one step per epoch over the "
-                      "whole training split.", {"lr": _lr(1e-3), "weight_decay": _WD},
-                      full_batch=True),
-        OptimizerInfo("sgd", "SGD", "Stochastic gradient descent on mini-batches (torch.optim.SGD).",
-                      _SGD_PARAMS),
-        OptimizerInfo("momentum", "SGD", "SGD with (heavy-ball) momentum.",
-                      {"lr": _lr(1e-3), "momentum": Param(Unit, 0.9, "momentum factor"),
-                       "dampening": Param(Unit, 0.0, "dampening for momentum"),
-                       "weight_decay": _WD}),
-        OptimizerInfo("nag", "SGD", "Nesterov accelerated gradient (SGD, nesterov=True).",
-                      {"lr": _lr(1e-3),
-                       "momentum": Param(Annotated[float, Field(gt=0.0, lt=1.0)], 0.9,
-                                         "momentum factor"),
-                       "weight_decay": _WD},
-                      fixed={"nesterov": True}),
-        OptimizerInfo("adagrad", "Adagrad", "Adagrad: per-parameter steps scaled by the summed "
-                      "squared gradients.", _ADAGRAD_PARAMS),
-        OptimizerInfo("rmsprop", "RMSprop", "RMSProp: steps scaled by a moving average of "
-                      "squared gradients.", _RMSPROP_PARAMS),
-        OptimizerInfo("adadelta", "Adadelta", "AdaDelta: RMSProp with a unit-correcting running "
-                      "average of updates.", _ADADELTA_PARAMS),
-        OptimizerInfo("adam", "Adam", "Adam: bias-corrected first and second moment estimates.",
-                      _ADAM_PARAMS),
+        OptimizerInfo(
+            "gd",
+            "SGD",
+            "Full-batch gradient descent: one step per epoch over the whole training split.",
+            {"lr": _lr(1e-3), "weight_decay": _WD},
+            full_batch=True,
+        ),
+        OptimizerInfo(
+            "sgd",
+            "SGD",
+            "Stochastic gradient descent on mini-batches (torch.optim.SGD).",
+            _SGD_PARAMS,
+        ),
+        OptimizerInfo(
+            "momentum",
+            "SGD",
+            "SGD with (heavy-ball) momentum.",
+            {
+                "lr": _lr(1e-3),
+                "momentum": Param(Unit, 0.9, "momentum factor"),
+                "dampening": Param(Unit, 0.0, "dampening for momentum"),
+                "weight_decay": _WD,
+            },
+        ),
+        OptimizerInfo(
+            "nag",
+            "SGD",
+            "Nesterov accelerated gradient (SGD, nesterov=True).",
+            {
+                "lr": _lr(1e-3),
+                "momentum": Param(Annotated[float, Field(gt=0.0, lt=1.0)], 0.9, "momentum factor"),
+                "weight_decay": _WD,
+            },
+            fixed={"nesterov": True},
+        ),
+        OptimizerInfo(
+            "adagrad",
+            "Adagrad",
+            "Adagrad: per-parameter steps scaled by the summed squared gradients.",
+            _ADAGRAD_PARAMS,
+        ),
+        OptimizerInfo(
+            "rmsprop",
+            "RMSprop",
+            "RMSProp: steps scaled by a moving average of squared gradients.",
+            _RMSPROP_PARAMS,
+        ),
+        OptimizerInfo(
+            "adadelta",
+            "Adadelta",
+            "AdaDelta: RMSProp with a unit-correcting running average of updates.",
+            _ADADELTA_PARAMS,
+        ),
+        OptimizerInfo(
+            "adam", "Adam", "Adam: bias-corrected first and second moment estimates.", _ADAM_PARAMS
+        ),
         # The rest of torch.optim.
-        OptimizerInfo("adamw", "AdamW", "Adam with decoupled weight decay.",
-                      {k: v for k, v in _ADAM_PARAMS.items() if k != "decoupled_weight_decay"}
-                      | {"weight_decay": Param(Decay, 1e-2, "decoupled weight decay")}),
-        OptimizerInfo("adamax", "Adamax", "Adam with the infinity norm for the second moment.",
-                      {"lr": _lr(2e-3), "betas": _BETAS, "eps": _EPS, "weight_decay": _WD}),
-        OptimizerInfo("nadam", "NAdam", "Adam with Nesterov momentum.",
-                      {"lr": _lr(2e-3), "betas": _BETAS, "eps": _EPS, "weight_decay": _WD,
-                       "momentum_decay": Param(Annotated[float, Field(ge=0.0, le=1.0)], 4e-3,
-                                               "momentum decay"),
-                       "decoupled_weight_decay": _DECOUPLED}),
-        OptimizerInfo("radam", "RAdam", "Rectified Adam: variance-rectified adaptive steps.",
-                      {"lr": _lr(1e-3), "betas": _BETAS, "eps": _EPS, "weight_decay": _WD,
-                       "decoupled_weight_decay": _DECOUPLED}),
-        OptimizerInfo("asgd", "ASGD", "Averaged stochastic gradient descent.",
-                      {"lr": _lr(1e-2),
-                       "lambd": Param(Annotated[float, Field(ge=0.0, le=1.0)], 1e-4, "decay term"),
-                       "alpha": Param(Annotated[float, Field(ge=0.0, le=10.0)], 0.75,
-                                      "power for the eta update"),
-                       "t0": Param(Annotated[float, Field(ge=0.0)], 1e6,
-                                   "step at which averaging starts"),
-                       "weight_decay": _WD}),
-        OptimizerInfo("rprop", "Rprop", "Resilient backpropagation: sign-based adaptive steps.",
-                      {"lr": _lr(1e-2),
-                       "etas": Param(tuple[Annotated[float, Field(gt=0.0, lt=1.0)],
-                                           Annotated[float, Field(gt=1.0, le=10.0)]],
-                                     (0.5, 1.2), "(decrease, increase) multiplicative factors"),
-                       "step_sizes": Param(tuple[Annotated[float, Field(ge=0.0)],
-                                                 Annotated[float, Field(gt=0.0)]],
-                                           (1e-6, 50.0), "(minimal, maximal) step size")}),
-        OptimizerInfo("lbfgs", "LBFGS", "L-BFGS quasi-Newton method (re-evaluates the batch "
-                      "through a closure).",
-                      {"lr": _lr(1.0),
-                       "max_iter": Param(Annotated[int, Field(ge=1, le=1000)], 20,
-                                         "maximal iterations per optimizer step"),
-                       "max_eval": Param(Annotated[int, Field(ge=1, le=10000)] | None, None,
-                                         "maximal function evaluations per step "
-                                         "(default max_iter * 1.25)"),
-                       "tolerance_grad": Param(Annotated[float, Field(ge=0.0)], 1e-7,
-                                               "termination tolerance on first-order optimality"),
-                       "tolerance_change": Param(Annotated[float, Field(ge=0.0)], 1e-9,
-                                                 "termination tolerance on function/parameter "
-                                                 "changes"),
-                       "history_size": Param(Annotated[int, Field(ge=1, le=1000)], 100,
-                                             "update history size"),
-                       "line_search_fn": Param(Literal["strong_wolfe"] | None, None,
-                                               "line search: null or 'strong_wolfe'")}),
-        OptimizerInfo("adafactor", "Adafactor", "Adafactor: factored second-moment estimates.",
-                      {"lr": _lr(1e-2),
-                       "beta2_decay": Param(Annotated[float, Field(ge=-1.0, le=0.0)], -0.8,
-                                            "decay rate of the second moment"),
-                       "eps": Param(tuple[Annotated[float, Field(gt=0.0)] | None,
-                                          Annotated[float, Field(gt=0.0)]],
-                                    (None, 1e-3), "(epsilon1, epsilon2); null epsilon1 means the "
-                                    "dtype's machine epsilon"),
-                       "d": Param(Annotated[float, Field(gt=0.0)], 1.0,
-                                  "clipping threshold of the relative step"),
-                       "weight_decay": _WD}),
+        OptimizerInfo(
+            "adamw",
+            "AdamW",
+            "Adam with decoupled weight decay.",
+            {k: v for k, v in _ADAM_PARAMS.items() if k != "decoupled_weight_decay"}
+            | {"weight_decay": Param(Decay, 1e-2, "decoupled weight decay")},
+        ),
+        OptimizerInfo(
+            "adamax",
+            "Adamax",
+            "Adam with the infinity norm for the second moment.",
+            {"lr": _lr(2e-3), "betas": _BETAS, "eps": _EPS, "weight_decay": _WD},
+        ),
+        OptimizerInfo(
+            "nadam",
+            "NAdam",
+            "Adam with Nesterov momentum.",
+            {
+                "lr": _lr(2e-3),
+                "betas": _BETAS,
+                "eps": _EPS,
+                "weight_decay": _WD,
+                "momentum_decay": Param(
+                    Annotated[float, Field(ge=0.0, le=1.0)], 4e-3, "momentum decay"
+                ),
+                "decoupled_weight_decay": _DECOUPLED,
+            },
+        ),
+        OptimizerInfo(
+            "radam",
+            "RAdam",
+            "Rectified Adam: variance-rectified adaptive steps.",
+            {
+                "lr": _lr(1e-3),
+                "betas": _BETAS,
+                "eps": _EPS,
+                "weight_decay": _WD,
+                "decoupled_weight_decay": _DECOUPLED,
+            },
+        ),
+        OptimizerInfo(
+            "asgd",
+            "ASGD",
+            "Averaged stochastic gradient descent.",
+            {
+                "lr": _lr(1e-2),
+                "lambd": Param(Annotated[float, Field(ge=0.0, le=1.0)], 1e-4, "decay term"),
+                "alpha": Param(
+                    Annotated[float, Field(ge=0.0, le=10.0)], 0.75, "power for the eta update"
+                ),
+                "t0": Param(Annotated[float, Field(ge=0.0)], 1e6, "step at which averaging starts"),
+                "weight_decay": _WD,
+            },
+        ),
+        OptimizerInfo(
+            "rprop",
+            "Rprop",
+            "Resilient backpropagation: sign-based adaptive steps.",
+            {
+                "lr": _lr(1e-2),
+                "etas": Param(
+                    tuple[
+                        Annotated[float, Field(gt=0.0, lt=1.0)],
+                        Annotated[float, Field(gt=1.0, le=10.0)],
+                    ],
+                    (0.5, 1.2),
+                    "(decrease, increase) multiplicative factors",
+                ),
+                "step_sizes": Param(
+                    tuple[Annotated[float, Field(ge=0.0)], Annotated[float, Field(gt=0.0)]],
+                    (1e-6, 50.0),
+                    "(minimal, maximal) step size",
+                ),
+            },
+        ),
+        OptimizerInfo(
+            "lbfgs",
+            "LBFGS",
+            "L-BFGS quasi-Newton method (re-evaluates the batch through a closure).",
+            {
+                "lr": _lr(1.0),
+                "max_iter": Param(
+                    Annotated[int, Field(ge=1, le=1000)],
+                    20,
+                    "maximal iterations per optimizer step",
+                ),
+                "max_eval": Param(
+                    Annotated[int, Field(ge=1, le=10000)] | None,
+                    None,
+                    "maximal function evaluations per step (default max_iter * 1.25)",
+                ),
+                "tolerance_grad": Param(
+                    Annotated[float, Field(ge=0.0)],
+                    1e-7,
+                    "termination tolerance on first-order optimality",
+                ),
+                "tolerance_change": Param(
+                    Annotated[float, Field(ge=0.0)],
+                    1e-9,
+                    "termination tolerance on function/parameter changes",
+                ),
+                "history_size": Param(
+                    Annotated[int, Field(ge=1, le=1000)], 100, "update history size"
+                ),
+                "line_search_fn": Param(
+                    Literal["strong_wolfe"] | None, None, "line search: null or 'strong_wolfe'"
+                ),
+            },
+        ),
+        OptimizerInfo(
+            "adafactor",
+            "Adafactor",
+            "Adafactor: factored second-moment estimates.",
+            {
+                "lr": _lr(1e-2),
+                "beta2_decay": Param(
+                    Annotated[float, Field(ge=-1.0, le=0.0)],
+                    -0.8,
+                    "decay rate of the second moment",
+                ),
+                "eps": Param(
+                    tuple[Annotated[float, Field(gt=0.0)] | None, Annotated[float, Field(gt=0.0)]],
+                    (None, 1e-3),
+                    "(epsilon1, epsilon2); null epsilon1 means the dtype's machine epsilon",
+                ),
+                "d": Param(
+                    Annotated[float, Field(gt=0.0)], 1.0, "clipping threshold of the relative step"
+                ),
+                "weight_decay": _WD,
+            },
+        ),
     ]
 }
 
@@ -201,6 +308,7 @@ def canonical_name(value: object) -> object:
 
 
 class OptimizerEntryBase(StrictModel):
+    name: str  # each catalog entry narrows it to its own Literal name
     label: str | None = Field(
         default=None,
         min_length=1,
@@ -211,16 +319,18 @@ class OptimizerEntryBase(StrictModel):
 
     @property
     def info(self) -> OptimizerInfo:
-        return CATALOG[self.name]  # type: ignore[attr-defined]
+        return CATALOG[self.name]
 
     @property
     def display_label(self) -> str:
-        return self.label or self.name  # type: ignore[attr-defined]
+        return self.label or self.name
 
     @model_validator(mode="after")
     def _check_combination(self) -> OptimizerEntryBase:
         values = self.hyperparameters()
-        if values.get("nesterov") and (values.get("momentum", 0) <= 0 or values.get("dampening", 0)):
+        if values.get("nesterov") and (
+            values.get("momentum", 0) <= 0 or values.get("dampening", 0)
+        ):
             raise ValueError("nesterov=true needs momentum > 0 and dampening 0")
         return self
 
@@ -232,11 +342,14 @@ class OptimizerEntryBase(StrictModel):
 
 def _entry_model(info: OptimizerInfo) -> type[OptimizerEntryBase]:
     fields: dict[str, Any] = {
-        "name": (Annotated[Literal[info.name], BeforeValidator(canonical_name)], ...),  # type: ignore[valid-type]
+        "name": (Annotated[Literal[info.name], BeforeValidator(canonical_name)], ...),
     }
     for key, param in info.params.items():
-        fields[key] = (param.annotation, Field(default=param.default, description=param.description))
-    return create_model(  # type: ignore[no-any-return, call-overload]
+        fields[key] = (
+            param.annotation,
+            Field(default=param.default, description=param.description),
+        )
+    return create_model(
         f"Optimizer_{info.name}",
         __base__=OptimizerEntryBase,
         __doc__=info.description,
@@ -259,11 +372,14 @@ _ALLOWED = ", ".join(OPTIMIZER_NAMES)
 
 # One tagged union: the OpenAPI schema shows each optimizer with its own parameters, and a
 # wrong parameter is reported against the right optimizer.
-OptimizerEntry = Annotated[
-    Union[tuple(Annotated[model, Tag(name)] for name, model in ENTRY_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(
-        _entry_tag,
-        custom_error_type="unknown_optimizer",
-        custom_error_message=f"unknown optimizer name; allowed (case-insensitive): {_ALLOWED}",
-    ),
-]
+if TYPE_CHECKING:
+    OptimizerEntry = OptimizerEntryBase
+else:
+    OptimizerEntry = Annotated[
+        Union[tuple(Annotated[model, Tag(name)] for name, model in ENTRY_MODELS.items())],  # noqa: UP007
+        Discriminator(
+            _entry_tag,
+            custom_error_type="unknown_optimizer",
+            custom_error_message=f"unknown optimizer name; allowed (case-insensitive): {_ALLOWED}",
+        ),
+    ]

@@ -8,7 +8,7 @@ message that says what is allowed.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,9 @@ def _path(loc: Sequence[int | str]) -> list[int | str]:
     for i, part in enumerate(parts):
         after_union = i >= 1 and part in _UNION_TAGS.get(str(parts[i - 1]), ())
         after_entry = (
-            i >= 2 and parts[i - 2] == "optimizers" and isinstance(parts[i - 1], int)
+            i >= 2
+            and parts[i - 2] == "optimizers"
+            and isinstance(parts[i - 1], int)
             and part in CATALOG
         )
         if not (after_union or after_entry):  # else it is a union's tag, not a field
@@ -50,7 +52,7 @@ def _render(parts: list[int | str]) -> str:
     return text
 
 
-def field_errors(errors: Iterable[dict[str, Any]]) -> list[FieldError]:
+def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
     result = []
     for error in errors:
         parts = _path(error.get("loc", ()))

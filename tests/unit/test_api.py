@@ -25,7 +25,9 @@ def queued_messages(home: Path) -> int:
     return len(list(folder.iterdir())) if folder.exists() else 0
 
 
-def test_submit_returns_202_with_location_and_queued_runs(client: TestClient, embedded_home: Path) -> None:
+def test_submit_returns_202_with_location_and_queued_runs(
+    client: TestClient, embedded_home: Path
+) -> None:
     response = client.post("/v1/jobs", json=LECTURE_SPEC)
     assert response.status_code == 202
     job = response.json()
@@ -59,7 +61,9 @@ def test_bad_spec_is_a_problem_naming_the_field(client: TestClient, embedded_hom
 
 
 def test_malformed_json_is_a_problem_too(client: TestClient) -> None:
-    response = client.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    response = client.post(
+        "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
 
@@ -76,7 +80,10 @@ def test_metrics_of_a_queued_job_are_empty_columns(client: TestClient) -> None:
     body = client.get(f"/v1/jobs/{job['id']}/metrics", params={"granularity": "epoch"}).json()
     assert len(body["runs"]) == 8
     assert body["runs"][0]["series"]["val_accuracy"] == []
-    assert client.get(f"/v1/jobs/{job['id']}/metrics", params={"granularity": "week"}).status_code == 422
+    assert (
+        client.get(f"/v1/jobs/{job['id']}/metrics", params={"granularity": "week"}).status_code
+        == 422
+    )
 
 
 def test_catalog_lists_every_optimizer_with_parameters(client: TestClient) -> None:

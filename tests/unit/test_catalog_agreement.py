@@ -13,15 +13,25 @@ from workers.engine import OptimizerConfig
 from workers.engine.optimizers import build
 
 # Switches of the implementation, not of the mathematics; optbench always minimises.
-NOT_HYPERPARAMETERS = {"params", "self", "foreach", "fused", "capturable", "differentiable", "maximize"}
+NOT_HYPERPARAMETERS = {
+    "params",
+    "self",
+    "foreach",
+    "fused",
+    "capturable",
+    "differentiable",
+    "maximize",
+}
 # Catalog defaults that deliberately differ from torch's: the alias *is* the difference.
 ALIAS_DEFAULTS = {("momentum", "momentum"): 0.9, ("nag", "momentum"): 0.9}
 
 
 def torch_optimizers() -> dict[str, type[torch.optim.Optimizer]]:
     return {
-        name: cls for name, cls in vars(torch.optim).items()
-        if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)
+        name: cls
+        for name, cls in vars(torch.optim).items()
+        if isinstance(cls, type)
+        and issubclass(cls, torch.optim.Optimizer)
         and cls is not torch.optim.Optimizer
     }
 

@@ -14,8 +14,13 @@ from services.db.session import unit_of_work
 
 SMALL_SPEC = {
     "name": "cli test",
-    "dataset": {"name": "classification", "n_samples": 300, "n_features": 8, "n_informative": 4,
-                "n_classes": 3},
+    "dataset": {
+        "name": "classification",
+        "n_samples": 300,
+        "n_features": 8,
+        "n_informative": 4,
+        "n_classes": 3,
+    },
     "model": {"name": "linear"},
     "optimizers": [{"name": "gd", "lr": 0.5}, {"name": "Adam", "lr": 0.01}],
     "epochs": 2,
@@ -25,8 +30,9 @@ SMALL_SPEC = {
 }
 
 
-def test_run_stores_the_job_and_prints_json(embedded_home: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_stores_the_job_and_prints_json(
+    embedded_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(SMALL_SPEC))
     assert main(["run", str(spec_file), "--json"]) == 0
@@ -42,8 +48,9 @@ def test_run_stores_the_job_and_prints_json(embedded_home: Path, tmp_path: Path,
         assert metrics.count_steps(session, [run.id for run in job.runs]) == 24
 
 
-def test_run_prints_the_table(embedded_home: Path, tmp_path: Path,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_prints_the_table(
+    embedded_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps({**SMALL_SPEC, "seeds": [0]}))
     assert main(["run", str(spec_file)]) == 0
@@ -52,8 +59,9 @@ def test_run_prints_the_table(embedded_home: Path, tmp_path: Path,
     assert [line.split()[0] for line in out.splitlines()[-2:]] == ["gd", "adam"]
 
 
-def test_a_bad_spec_file_is_one_line_naming_the_field(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_spec_file_is_one_line_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec_file = tmp_path / "bad.yaml"
     spec_file.write_text(yaml.safe_dump({**SMALL_SPEC, "epochs": -1}))
     assert main(["run", str(spec_file)]) == 2

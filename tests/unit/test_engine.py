@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from workers.engine import DatasetConfig, Experiment, JobConfig, ModelConfig, OptimizerConfig, RunConfig
+from workers.engine import (
+    DatasetConfig,
+    Experiment,
+    JobConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RunConfig,
+)
 from workers.sinks.memory import MemorySink
 
 LECTURE = [
@@ -22,8 +29,14 @@ LECTURE = [
 ]
 
 
-def job(optimizers: list[OptimizerConfig], *, seeds: tuple[int, ...] = (0,), epochs: int = 3,
-        flush_every: int = 7, model: ModelConfig | None = None) -> JobConfig:
+def job(
+    optimizers: list[OptimizerConfig],
+    *,
+    seeds: tuple[int, ...] = (0,),
+    epochs: int = 3,
+    flush_every: int = 7,
+    model: ModelConfig | None = None,
+) -> JobConfig:
     runs = tuple(
         RunConfig(key=index, optimizer=optimizer, seed=seed)
         for index, (seed, optimizer) in enumerate((s, o) for s in seeds for o in optimizers)
@@ -31,7 +44,10 @@ def job(optimizers: list[OptimizerConfig], *, seeds: tuple[int, ...] = (0,), epo
     return JobConfig(
         dataset=DatasetConfig("digits"),
         model=model or ModelConfig("mlp", {"hidden": [32]}),
-        runs=runs, epochs=epochs, batch_size=64, flush_every=flush_every,
+        runs=runs,
+        epochs=epochs,
+        batch_size=64,
+        flush_every=flush_every,
     )
 
 
@@ -55,14 +71,16 @@ def test_mini_batch_runs_share_initial_weights_and_first_batch(lecture_run) -> N
 
 
 def test_gd_takes_one_full_batch_step_per_epoch_from_the_same_weights(lecture_run) -> None:  # type: ignore[no-untyped-def]
-    config, sink, experiment = lecture_run
+    _, sink, experiment = lecture_run
     gd = sink.steps[0]
     assert [s.step for s in gd] == [1, 2, 3] and [s.epoch for s in gd] == [1, 2, 3]
     assert all(s.samples == experiment.n_train for s in gd)
     # Its first loss is the full-split loss of the shared initial weights.
     model = experiment.initial_model(0)
     with torch.no_grad():
-        full = torch.nn.functional.cross_entropy(model(experiment.data.x_train), experiment.data.y_train)
+        full = torch.nn.functional.cross_entropy(
+            model(experiment.data.x_train), experiment.data.y_train
+        )
     assert gd[0].loss == pytest.approx(full.item(), rel=1e-6)
 
 
@@ -120,8 +138,9 @@ def test_a_diverging_run_stops_and_keeps_only_finite_steps() -> None:
 
 
 def test_lbfgs_steps_through_its_closure() -> None:
-    lbfgs = OptimizerConfig("lbfgs", "lbfgs", "LBFGS",
-                            {"lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"})
+    lbfgs = OptimizerConfig(
+        "lbfgs", "lbfgs", "LBFGS", {"lr": 1.0, "max_iter": 5, "line_search_fn": "strong_wolfe"}
+    )
     config = job([lbfgs], epochs=1, model=ModelConfig("linear"))
     sink = MemorySink()
     Experiment(config).run_all(sink)

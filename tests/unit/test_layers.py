@@ -12,8 +12,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_python(code: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True, text=True,
-        timeout=120, env=env,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -35,7 +39,8 @@ def test_api_serves_a_submission_without_importing_torch(tmp_path: Path) -> None
     env = {**os.environ, "OPTBENCH_HOME": str(tmp_path)}
     env.pop("OPTBENCH_DATABASE_URL", None)
     env.pop("OPTBENCH_BROKER_URL", None)
-    out = run_python("""
+    out = run_python(
+        """
         import sys
         from fastapi.testclient import TestClient
         from services.db.migrate import upgrade
@@ -46,5 +51,7 @@ def test_api_serves_a_submission_without_importing_torch(tmp_path: Path) -> None
         assert client.post("/v1/jobs", json=LECTURE_SPEC).status_code == 202
         assert client.get("/v1/catalog").status_code == 200
         print("torch" in sys.modules, "workers" in sys.modules)
-    """, env=env)
+    """,
+        env=env,
+    )
     assert out == "False False"

@@ -30,7 +30,12 @@ def test_aliases_map_to_their_torch_optimizer_with_fixed_arguments() -> None:
     spec = JobSpec.model_validate(LECTURE_SPEC)
     nag = spec.optimizers[3]
     assert nag.info.torch_class == "SGD"
-    assert nag.hyperparameters() == {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "nesterov": True}
+    assert nag.hyperparameters() == {
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "nesterov": True,
+    }
 
 
 def test_names_are_case_insensitive_and_defaults_are_torchs() -> None:
@@ -80,7 +85,10 @@ def test_refused_optimizers_say_why_and_what_to_use() -> None:
     ("mutate", "expected"),
     [
         (lambda s: s["dataset"].update(name="cifar"), "dataset.name: Input tag 'cifar'"),
-        (lambda s: s["model"].update(activation="swish"), "model.activation: Input should be 'relu'"),
+        (
+            lambda s: s["model"].update(activation="swish"),
+            "model.activation: Input should be 'relu'",
+        ),
         (lambda s: s.update(epochs=0), "epochs: Input should be greater than or equal to 1"),
         (lambda s: s.update(seeds=[1, 1]), "seeds: seeds must be distinct"),
         (lambda s: s["target"].update(value=95), "target: an accuracy target is a fraction"),

@@ -19,14 +19,28 @@ def a_run_id() -> int:
 
 
 def steps(first: int, last: int) -> list[StepRecord]:
-    return [StepRecord(step=s, epoch=1 + (s - 1) // 10, loss=1.0 / s, accuracy=0.5, lr=0.05,
-                       grad_norm=0.1, train_seconds=0.01 * s, samples=64) for s in range(first, last + 1)]
+    return [
+        StepRecord(
+            step=s,
+            epoch=1 + (s - 1) // 10,
+            loss=1.0 / s,
+            accuracy=0.5,
+            lr=0.05,
+            grad_norm=0.1,
+            train_seconds=0.01 * s,
+            samples=64,
+        )
+        for s in range(first, last + 1)
+    ]
 
 
 def stored_steps(run_id: int) -> list[int]:
     with unit_of_work() as session:
-        return list(session.scalars(select(StepMetric.step).where(StepMetric.run_id == run_id)
-                                    .order_by(StepMetric.step)))
+        return list(
+            session.scalars(
+                select(StepMetric.step).where(StepMetric.run_id == run_id).order_by(StepMetric.step)
+            )
+        )
 
 
 def test_rewriting_steps_and_epochs_stores_each_once(database: str) -> None:
@@ -62,9 +76,25 @@ def test_a_flush_is_one_statement_even_for_many_rows(database: str) -> None:
     event.listen(get_engine(), "before_cursor_execute", listener)
     try:
         with unit_of_work() as session:
-            written = metrics.write_steps(session, run_id, [
-                {k: getattr(r, k) for k in ("step", "epoch", "loss", "accuracy", "lr", "grad_norm",
-                                            "train_seconds")} for r in steps(1, 500)])
+            written = metrics.write_steps(
+                session,
+                run_id,
+                [
+                    {
+                        k: getattr(r, k)
+                        for k in (
+                            "step",
+                            "epoch",
+                            "loss",
+                            "accuracy",
+                            "lr",
+                            "grad_norm",
+                            "train_seconds",
+                        )
+                    }
+                    for r in steps(1, 500)
+                ],
+            )
     finally:
         event.remove(get_engine(), "before_cursor_execute", listener)
     inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]

@@ -35,8 +35,11 @@ class Splits:
 
     def to(self, device: str) -> Splits:
         return Splits(
-            self.x_train.to(device), self.y_train.to(device),
-            self.x_val.to(device), self.y_val.to(device), self.n_classes,
+            self.x_train.to(device),
+            self.y_train.to(device),
+            self.x_val.to(device),
+            self.y_val.to(device),
+            self.n_classes,
         )
 
 
@@ -56,7 +59,9 @@ def _classification(seed: int, **params: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    y: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val): every class keeps its share in both splits, at least one each."""
     rng = np.random.default_rng(seed)
     train, val = [], []
@@ -82,6 +87,9 @@ def load(config: DatasetConfig) -> Splits:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
 
     return Splits(
-        tensor(x[train], torch.float32), tensor(y[train], torch.long),
-        tensor(x[val], torch.float32), tensor(y[val], torch.long), len(labels),
+        tensor(x[train], torch.float32),
+        tensor(y[train], torch.long),
+        tensor(x[val], torch.float32),
+        tensor(y[val], torch.long),
+        len(labels),
     )

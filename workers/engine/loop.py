@@ -12,6 +12,7 @@ DataLoader's per-batch Python work costs more than the step itself.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Iterator
@@ -44,12 +45,12 @@ class Experiment:
         model = models.build(self.config.model, self.data.n_features, self.data.n_classes)
         return model.to(self.config.device)
 
-    def batches(self, run: RunConfig) -> Iterator[tuple[int, list[torch.Tensor] | None]]:
+    def batches(self, run: RunConfig) -> Iterator[tuple[int, list[torch.Tensor | None]]]:
         """(epoch, batch indices) for every epoch; ``None`` means the whole training split."""
         generator = torch.Generator().manual_seed(run.seed)
         for epoch in range(1, self.config.epochs + 1):
             if run.optimizer.full_batch:
-                yield epoch, None
+                yield epoch, [None]
             else:
                 order = torch.randperm(self.n_train, generator=generator).to(self.config.device)
                 yield epoch, list(order.split(self.config.batch_size))
@@ -75,7 +76,7 @@ class Experiment:
 
         for epoch, epoch_batches in self.batches(run):
             model.train()
-            for index in epoch_batches or [None]:
+            for index in epoch_batches:
                 x = data.x_train if index is None else data.x_train[index]
                 y = data.y_train if index is None else data.y_train[index]
                 started = time.perf_counter()
@@ -83,7 +84,8 @@ class Experiment:
                 loss, logits = _forward_backward(model, optimizer, x, y)
                 grad_norm = _grad_norm(model)
                 if closure_needed:
-                    optimizer.step(lambda: _forward_backward(model, optimizer, x, y)[0])  # type: ignore[arg-type]
+                    closure = functools.partial(_closure_loss, model, optimizer, x, y)
+                    optimizer.step(closure)  # type: ignore[arg-type]
                 else:
                     optimizer.step()
                 train_seconds += time.perf_counter() - started
@@ -105,7 +107,12 @@ class Experiment:
         return finite
 
     def _end(
-        self, run: RunConfig, hooks: Hooks, buffer: _StepBuffer, *, diverged: bool,
+        self,
+        run: RunConfig,
+        hooks: Hooks,
+        buffer: _StepBuffer,
+        *,
+        diverged: bool,
         train_seconds: float,
     ) -> RunResult:
         result = RunResult(steps=buffer.last_step, diverged=diverged, train_seconds=train_seconds)
@@ -122,8 +129,13 @@ class Experiment:
         val_accuracy = (logits.argmax(dim=1) == self.data.y_val).float().mean().item()
         train_loss, train_accuracy = buffer.epoch_means()
         return EpochRecord(
-            epoch=epoch, step=step, train_loss=train_loss, train_accuracy=train_accuracy,
-            val_loss=val_loss, val_accuracy=val_accuracy, train_seconds=train_seconds,
+            epoch=epoch,
+            step=step,
+            train_loss=train_loss,
+            train_accuracy=train_accuracy,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            train_seconds=train_seconds,
         )
 
 
@@ -135,6 +147,13 @@ def _forward_backward(
     loss = F.cross_entropy(logits, y)
     loss.backward()
     return loss, logits
+
+
+def _closure_loss(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """LBFGS's closure: re-evaluate the batch at the current weights."""
+    return _forward_backward(model, optimizer, x, y)[0]
 
 
 def _grad_norm(model: nn.Module) -> torch.Tensor:
@@ -161,8 +180,15 @@ class _StepBuffer:
         return len(self._meta)
 
     def add(
-        self, step: int, epoch: int, loss: torch.Tensor, correct: torch.Tensor,
-        grad_norm: torch.Tensor, lr: float, train_seconds: float, samples: int,
+        self,
+        step: int,
+        epoch: int,
+        loss: torch.Tensor,
+        correct: torch.Tensor,
+        grad_norm: torch.Tensor,
+        lr: float,
+        train_seconds: float,
+        samples: int,
     ) -> None:
         self._values.append(torch.stack([loss.detach(), correct.to(loss.dtype), grad_norm]))
         self._meta.append((step, epoch, lr, train_seconds, samples))
@@ -180,8 +206,9 @@ class _StepBuffer:
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 finite = False
                 break
-            records.append(StepRecord(step, epoch, loss, correct / samples, lr, grad_norm,
-                                      seconds, samples))
+            records.append(
+                StepRecord(step, epoch, loss, correct / samples, lr, grad_norm, seconds, samples)
+            )
             self._epoch_loss_sum += loss * samples
             self._epoch_correct += correct
             self._epoch_samples += samples

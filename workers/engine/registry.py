@@ -26,7 +26,9 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ValueError(f"unknown {self.kind} '{name}'; known: {', '.join(self.names())}") from None
+            raise ValueError(
+                f"unknown {self.kind} '{name}'; known: {', '.join(self.names())}"
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

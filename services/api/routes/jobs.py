@@ -67,8 +67,16 @@ def get_metrics(job_id: uuid.UUID, granularity: Literal["step", "epoch"] = "step
     return MetricsOut(
         job_id=job.id,
         granularity=granularity,
-        runs=[RunSeries(run_id=run.id, label=run.label, optimizer=run.optimizer, seed=run.seed,
-                        series=series[run.id]) for run in job.runs],
+        runs=[
+            RunSeries(
+                run_id=run.id,
+                label=run.label,
+                optimizer=run.optimizer,
+                seed=run.seed,
+                series=series[run.id],
+            )
+            for run in job.runs
+        ],
     )
 
 
