@@ -122,7 +122,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         def on_steps(self, run: Any, steps: Sequence[Any]) -> None:
             self.done += len(steps)
-            progress.update(self.done, self.total, run.optimizer.label)
+            progress.update(
+                self.done, self.total, run.optimizer.label, force=self.done >= self.total
+            )
 
     status = execute_job(
         job_id,

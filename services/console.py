@@ -49,9 +49,11 @@ class ProgressLine:
         self._last = 0.0
         self.started = time.monotonic()
 
-    def update(self, done: int, total: int | None, status: str = "") -> None:
+    def update(
+        self, done: int, total: int | None, status: str = "", *, force: bool = False
+    ) -> None:
         now = time.monotonic()
-        if not self.tty and now - self._last < self.every:
+        if not (self.tty or force) and now - self._last < self.every:
             return
         self._last = now
         elapsed = now - self.started

@@ -81,8 +81,12 @@ def run_demo(epochs: int = 10) -> int:
         while job["status"] not in FINISHED:
             time.sleep(0.5)
             job = client.get(f"/v1/jobs/{job['id']}").json()
+            done = job["status"] in FINISHED
             progress.update(
-                job["progress"]["steps_done"], job["progress"]["total_steps"], job["status"]
+                job["progress"]["steps_done"],
+                job["progress"]["total_steps"],
+                job["status"],
+                force=done,
             )
         progress.close()
         summary = client.get(f"/v1/jobs/{job['id']}/summary").json()

@@ -125,5 +125,7 @@ def finish_job(
     if summary is not None:
         job.summary = summary
     for run in job.runs:
-        if run.status in (QUEUED, RUNNING):
+        if run.status == RUNNING:
             run.status, run.error, run.finished_at = FAILED, error or "job ended early", utcnow()
+        elif run.status == QUEUED:
+            run.status, run.error = FAILED, "not started: the job failed before this run"

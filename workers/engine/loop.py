@@ -66,11 +66,11 @@ class Experiment:
         return results
 
     def train(self, run: RunConfig, model: nn.Module, hooks: Hooks) -> RunResult:
+        hooks.on_run_start(run, self.total_steps(run))
         torch.manual_seed(run.seed)  # the same stream for any randomness inside the model
         optimizer = optimizers.build(run.optimizer, model.parameters())
         closure_needed = optimizers.needs_closure(optimizer)
         data = self.data
-        hooks.on_run_start(run, self.total_steps(run))
         buffer = _StepBuffer()
         step, train_seconds = 0, 0.0
 
