@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,17 @@ class Settings(BaseSettings):
         description="Port of a worker process's Prometheus /metrics; 0 turns it off.",
     )
     worker_concurrency: int = Field(default=1, ge=1, description="Worker processes per worker.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="where workers train: auto = CUDA when available, else CPU"
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="folder of file data sets (mnist/, fashion_mnist/, cifar-10-batches-py/); "
+        "empty means <home>/data",
+    )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="largest data set upload accepted (413 above)"
+    )
     torch_threads: int = Field(
         default=0,
         ge=0,
@@ -58,6 +70,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'optbench.db'}"
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir or self.home / "data"
 
     @property
     def broker_folder(self) -> Path:

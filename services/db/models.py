@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     Uuid,
@@ -83,6 +84,9 @@ class Run(Base):
     steps_done: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)
     diverged: Mapped[bool] = mapped_column(Boolean, default=False)
+    diverged_at_step: Mapped[int | None] = mapped_column(Integer)
+    test_loss: Mapped[float | None] = mapped_column(Float)
+    test_accuracy: Mapped[float | None] = mapped_column(Float)  # R² for regression
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -103,6 +107,12 @@ class StepMetric(Base):
     lr: Mapped[float] = mapped_column(Float)
     grad_norm: Mapped[float] = mapped_column(Float)
     train_seconds: Mapped[float] = mapped_column(Float)
+    # Landscapes: the point where this step's loss was evaluated.
+    x: Mapped[float | None] = mapped_column(Float)
+    y: Mapped[float | None] = mapped_column(Float)
+    # Set on the steps where a mid-epoch evaluation ran (eval_every_steps).
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    val_accuracy: Mapped[float | None] = mapped_column(Float)
 
 
 class EpochMetric(Base):
@@ -118,9 +128,32 @@ class EpochMetric(Base):
     val_loss: Mapped[float] = mapped_column(Float)
     val_accuracy: Mapped[float | None] = mapped_column(Float)
     train_seconds: Mapped[float] = mapped_column(Float)
+    distance: Mapped[float | None] = mapped_column(Float)  # landscapes: to the nearest minimum
 
 
-STEP_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "grad_norm", "train_seconds")
+class Dataset(Base):
+    """A user's uploaded data set, stored in the database so that every worker can load it."""
+
+    __tablename__ = "dataset"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(String(128), default="local")
+    name: Mapped[str] = mapped_column(String(200))
+    source_format: Mapped[str] = mapped_column(String(8))  # npz or csv, as uploaded
+    task: Mapped[str] = mapped_column(String(16))  # classification or regression
+    n_samples: Mapped[int] = mapped_column(Integer)
+    n_features: Mapped[int] = mapped_column(Integer)
+    n_classes: Mapped[int | None] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Normalised NPZ (x: float32 N x D, y: labels or targets), whatever was uploaded.
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+
+
+STEP_FIELDS = (
+    "step", "epoch", "loss", "accuracy", "lr", "grad_norm", "train_seconds",
+    "x", "y", "val_loss", "val_accuracy",
+)
 EPOCH_FIELDS = (
     "epoch",
     "step",

@@ -11,6 +11,7 @@ class DatasetConfig:
     name: str
     params: dict[str, Any] = field(default_factory=dict)
     val_fraction: float = 0.2
+    test_fraction: float = 0.2
     seed: int = 0
 
 
