@@ -1,15 +1,18 @@
-"""What a job can name: data sets, models and optimizers with parameters, defaults and bounds."""
+"""What a job can name: data sets, models, optimizers and schedules, with parameters,
+defaults and bounds (read from the spec models, so the catalog cannot drift from them)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
 from services.spec import CATALOG, DATASET_MODELS, MODEL_MODELS, REFUSED
+from services.spec.landscapes import LANDSCAPE_MODELS
 from services.spec.optimizers import ENTRY_MODELS
+from services.spec.schedules import ScheduleSpec
 
-_NOT_PARAMETERS = {"name", "label"}
+_NOT_PARAMETERS = {"name", "label", "schedule"}
 
 
 def _parameters(model: type[BaseModel]) -> dict[str, Any]:
@@ -17,24 +20,25 @@ def _parameters(model: type[BaseModel]) -> dict[str, Any]:
     return {key: value for key, value in properties.items() if key not in _NOT_PARAMETERS}
 
 
+def _doc(model: type[BaseModel]) -> str:
+    return (model.__doc__ or "").strip().splitlines()[0]
+
+
+def _entry(name: str, model: type[BaseModel], **extra: Any) -> dict[str, Any]:
+    return {"name": name, **extra, "description": _doc(model), "parameters": _parameters(model)}
+
+
+def _task(name: str, model: type[BaseModel]) -> str:
+    return "landscape" if name in LANDSCAPE_MODELS else str(getattr(model, "task", ""))
+
+
 def catalog() -> dict[str, Any]:
+    schedules = get_args(get_args(ScheduleSpec)[0])
     return {
         "datasets": [
-            {
-                "name": name,
-                "description": (model.__doc__ or "").strip(),
-                "parameters": _parameters(model),
-            }
-            for name, model in DATASET_MODELS.items()
+            _entry(name, model, task=_task(name, model)) for name, model in DATASET_MODELS.items()
         ],
-        "models": [
-            {
-                "name": name,
-                "description": (model.__doc__ or "").strip(),
-                "parameters": _parameters(model),
-            }
-            for name, model in MODEL_MODELS.items()
-        ],
+        "models": [_entry(name, model) for name, model in MODEL_MODELS.items()],
         "optimizers": [
             {
                 "name": name,
@@ -45,6 +49,9 @@ def catalog() -> dict[str, Any]:
                 "parameters": _parameters(ENTRY_MODELS[name]),
             }
             for name, info in CATALOG.items()
+        ],
+        "schedules": [
+            _entry(get_args(model.model_fields["name"].annotation)[0], model) for model in schedules
         ],
         "refused_optimizers": REFUSED,
     }

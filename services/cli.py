@@ -126,11 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 self.done, self.total, run.optimizer.label, force=self.done >= self.total
             )
 
-    status = execute_job(
-        job_id,
-        flush_every=get_settings().flush_every_steps,
-        extra_hooks=(ShowProgress(),) if not args.json else (),
-    )
+    status = execute_job(job_id, extra_hooks=(ShowProgress(),) if not args.json else ())
     progress.close()
     job = jobs.get(job_id)
     summary = jobs.summary(job_id)

@@ -6,23 +6,28 @@ import sys
 import time
 from typing import Any, TextIO
 
-COLUMNS = (
-    ("optimizer", "label", "{}"),
-    ("final train loss", "final_train_loss", "{:.4f}"),
-    ("best val acc", "best_val_accuracy", "{:.2%}"),
+_HEAD = (("optimizer", "label", "{}"), ("final train loss", "final_train_loss", "{:.4g}"))
+_TAIL = (
     ("steps to target", "steps_to_target", "{:.0f}"),
     ("time to target", "seconds_to_target", "{:.2f} s"),
     ("reached", "target_reached", "{}"),
     ("diverged", "diverged", "{}"),
 )
+# The score column depends on the task: accuracy, R², or a landscape's distance to a minimum.
+COLUMNS = {
+    "classification": (*_HEAD, ("best val acc", "best_val_accuracy", "{:.2%}"), *_TAIL),
+    "regression": (*_HEAD, ("best val R²", "best_val_accuracy", "{:.4f}"), *_TAIL),
+    "landscape": (*_HEAD, ("final distance", "final_distance", "{:.3g}"), *_TAIL),
+}
 
 
 def summary_table(summary: dict[str, Any]) -> str:
     """A plain-text table, one row per optimizer label, ranked as listed in the spec."""
     target = summary.get("target", {})
-    header = [title for title, _, _ in COLUMNS]
+    columns = COLUMNS[summary.get("task", "classification")]
+    header = [title for title, _, _ in columns]
     rows = [
-        ["-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in COLUMNS]
+        ["-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in columns]
         for row in summary.get("optimizers", [])
     ]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
@@ -34,7 +39,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         )
 
     metric = str(target.get("metric"))
-    direction = ">=" if metric.endswith("accuracy") else "<="
+    direction = ">=" if metric.endswith(("accuracy", "r2")) else "<="
     target_text = f"target: {metric} {direction} {target.get('value')}"
     return "\n".join([target_text, line(header), line(["-" * w for w in widths]), *map(line, rows)])
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from services.db import metrics
 from services.db.models import Job
-from services.spec import JobSpec
+from services.spec import JobSpec, TargetSpec
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,9 @@ class RunView:
     epochs: Mapping[str, Sequence[Any]]  # columnar: epoch, step, train_loss, val_accuracy, ...
 
 
-def _first_reached(spec: JobSpec, epochs: Mapping[str, Sequence[Any]]) -> int | None:
-    for index, value in enumerate(epochs.get(spec.target.metric, [])):
-        if value is not None and spec.target.reached(value):
+def _first_reached(target: TargetSpec, epochs: Mapping[str, Sequence[Any]]) -> int | None:
+    for index, value in enumerate(epochs.get(target.column, [])):
+        if value is not None and target.reached(value):
             return index
     return None
 
@@ -50,13 +50,14 @@ def summarize(spec: JobSpec, runs: Sequence[RunView]) -> dict[str, Any]:
     by_label: dict[str, list[RunView]] = {}
     for run in runs:
         by_label.setdefault(run.label, []).append(run)
+    target = spec.effective_target
     rows = []
     for entry in spec.optimizers:
         label = entry.display_label
         group = by_label.get(label, [])
         steps, epochs_to, seconds = [], [], []
         for run in group:
-            hit = _first_reached(spec, run.epochs)
+            hit = _first_reached(target, run.epochs)
             if hit is not None:
                 steps.append(run.epochs["step"][hit])
                 epochs_to.append(run.epochs["epoch"][hit])
@@ -67,13 +68,19 @@ def summarize(spec: JobSpec, runs: Sequence[RunView]) -> dict[str, Any]:
             for run in group
             if any(a is not None for a in run.epochs["val_accuracy"])
         ]
+        distances = [
+            run.epochs["distance"][-1]
+            for run in group
+            if run.epochs.get("distance") and run.epochs["distance"][-1] is not None
+        ]
         rows.append(
             {
                 "label": label,
                 "optimizer": entry.name,
                 "runs": len(group),
                 "final_train_loss": _mean(finals),
-                "best_val_accuracy": _mean(bests),
+                "best_val_accuracy": _mean(bests),  # R² for regression
+                "final_distance": _mean(distances),
                 "steps_to_target": _median(steps),
                 "epochs_to_target": _median(epochs_to),
                 "seconds_to_target": _median(seconds),
@@ -81,7 +88,7 @@ def summarize(spec: JobSpec, runs: Sequence[RunView]) -> dict[str, Any]:
                 "diverged": sum(run.diverged for run in group),
             }
         )
-    return {"target": spec.target.model_dump(), "optimizers": rows}
+    return {"task": spec.task, "target": target.model_dump(), "optimizers": rows}
 
 
 def job_summary(session: Session, job: Job) -> dict[str, Any]:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import torch
+from sqlalchemy.orm import Session
 
+from services import uploads
 from services.db import store
 from services.db.models import FINISHED, Job
 from services.db.session import unit_of_work
-from services.spec import CATALOG, JobSpec
+from services.settings import Settings, get_settings
+from services.spec import CATALOG, JobSpec, OptimizerEntry
 from services.summary import job_summary
 from services.telemetry import JOBS_FINISHED
 from workers.engine import (
@@ -34,15 +38,39 @@ from workers.sinks.sql import SqlSink
 log = logging.getLogger(__name__)
 
 
-def pick_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def pick_device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("OPTBENCH_DEVICE=cuda but this worker sees no CUDA device")
+    return setting
 
 
-def job_config(job: Job, device: str, flush_every: int) -> JobConfig:
+_SPLIT_KEYS = {"name", "val_fraction", "test_fraction", "seed"}
+FILE_DATASETS = frozenset({"mnist", "fashion_mnist", "cifar10"})
+
+
+def dataset_config(session: Session, spec: JobSpec, settings: Settings) -> DatasetConfig:
+    """The engine's view of the data set: parameters only, files and uploads resolved here."""
+    data = spec.dataset
+    params = data.model_dump(exclude=_SPLIT_KEYS, mode="json")
+    if data.name in FILE_DATASETS:  # type: ignore[attr-defined]
+        params["folder"] = str(settings.resolved_data_dir)
+    if data.name == "upload":  # type: ignore[attr-defined]
+        params = {"npz": uploads.load_dataset_bytes(session, params.pop("id"))}
+    return DatasetConfig(
+        name=data.name,  # type: ignore[attr-defined]
+        params=params,
+        val_fraction=getattr(data, "val_fraction", 0.0),
+        test_fraction=getattr(data, "test_fraction", 0.0),
+        seed=getattr(data, "seed", 0),
+    )
+
+
+def job_config(session: Session, job: Job, device: str, settings: Settings) -> JobConfig:
     """Translate the stored spec and runs into the engine's frozen configuration."""
     spec = JobSpec.model_validate(job.spec)
-    dataset = spec.dataset.model_dump(exclude={"name", "val_fraction", "seed"})
-    model = spec.model.model_dump(exclude={"name"})
+    entries = {entry.display_label: entry for entry in spec.optimizers}
     runs = tuple(
         RunConfig(
             key=run.id,
@@ -53,36 +81,42 @@ def job_config(job: Job, device: str, flush_every: int) -> JobConfig:
                 torch_class=CATALOG[run.optimizer].torch_class,
                 hyperparameters=dict(run.hyperparameters),
                 full_batch=CATALOG[run.optimizer].full_batch,
+                schedule=_schedule(entries[run.label]),
             ),
         )
         for run in job.runs
     )
     return JobConfig(
-        dataset=DatasetConfig(
-            spec.dataset.name, dataset, spec.dataset.val_fraction, spec.dataset.seed
-        ),
-        model=ModelConfig(spec.model.name, model),
+        dataset=dataset_config(session, spec, settings),
+        model=ModelConfig(spec.model.name, spec.model.model_dump(exclude={"name"})),
         runs=runs,
         epochs=spec.epochs,
         batch_size=spec.batch_size,
-        flush_every=flush_every,
+        flush_every=settings.flush_every_steps,
         device=device,
+        eval_every_steps=spec.eval_every_steps,
+        divergence_ratio=spec.divergence_ratio,
+        mixed_precision=spec.mixed_precision,
     )
 
 
-def execute_job(
-    job_id: uuid.UUID | str, *, flush_every: int = 100, extra_hooks: tuple[Hooks, ...] = ()
-) -> str:
+def _schedule(entry: OptimizerEntry) -> dict[str, Any] | None:
+    return entry.schedule.model_dump() if entry.schedule else None
+
+
+def execute_job(job_id: uuid.UUID | str, *, extra_hooks: tuple[Hooks, ...] = ()) -> str:
     """Train the job to its end; returns its final status. Safe to call twice (idempotent)."""
-    device = pick_device()
+    settings = get_settings()
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
         if job.status in FINISHED:
             log.info("job %s is already %s; nothing to do", job.id, job.status)
             return job.status
-        config = job_config(job, device, flush_every)
         job_key = job.id
     try:
+        device = pick_device(settings.device)
+        with unit_of_work() as session:
+            config = job_config(session, store.get_job(session, job_key), device, settings)
         experiment = Experiment(config)
         with unit_of_work() as session:
             job = store.get_job(session, job_key)

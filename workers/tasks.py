@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from services.queue import RUN_JOB_TASK
-from services.settings import get_settings
 from workers.celery_app import app
 from workers.execution import execute_job
 
 
 @app.task(name=RUN_JOB_TASK)
 def run_job(job_id: str) -> str:
-    return execute_job(job_id, flush_every=get_settings().flush_every_steps)
+    return execute_job(job_id)

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import make_asgi_app
 
 from services.api import errors
-from services.api.routes import jobs, system
+from services.api.routes import datasets, jobs, system
 
 DESCRIPTION = """
 Compare `torch.optim` optimizers on real training runs.
@@ -24,6 +24,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="optbench", version="0.1.0", description=DESCRIPTION)
     errors.install(app)
     app.include_router(jobs.router)
+    app.include_router(datasets.router)
     app.include_router(system.router)
     app.mount("/metrics", make_asgi_app())
     return app

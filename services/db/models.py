@@ -151,8 +151,17 @@ class Dataset(Base):
 
 
 STEP_FIELDS = (
-    "step", "epoch", "loss", "accuracy", "lr", "grad_norm", "train_seconds",
-    "x", "y", "val_loss", "val_accuracy",
+    "step",
+    "epoch",
+    "loss",
+    "accuracy",
+    "lr",
+    "grad_norm",
+    "train_seconds",
+    "x",
+    "y",
+    "val_loss",
+    "val_accuracy",
 )
 EPOCH_FIELDS = (
     "epoch",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
@@ -22,6 +22,21 @@ from services.db.models import (
 )
 from services.errors import NotFound
 from services.spec import JobSpec
+
+
+class RunOutcome(Protocol):
+    """How a run ended (the engine's RunResult has this shape; services never import it)."""
+
+    @property
+    def steps(self) -> int: ...
+    @property
+    def diverged(self) -> bool: ...
+    @property
+    def diverged_at_step(self) -> int | None: ...
+    @property
+    def test_loss(self) -> float | None: ...
+    @property
+    def test_accuracy(self) -> float | None: ...
 
 
 def create_job(session: Session, spec: JobSpec, owner: str = "local") -> Job:
@@ -106,10 +121,13 @@ def start_run(session: Session, run_id: int) -> None:
     run.status, run.started_at = RUNNING, utcnow()
 
 
-def finish_run(session: Session, run_id: int, *, diverged: bool, steps_done: int) -> None:
+def finish_run(session: Session, run_id: int, result: RunOutcome) -> None:
+    """A run that ended, diverged or not, has succeeded: divergence is a result, not an error."""
     run = session.get_one(Run, run_id)
     run.status, run.finished_at = SUCCEEDED, utcnow()
-    run.diverged, run.steps_done = diverged, steps_done
+    run.diverged, run.steps_done = result.diverged, result.steps
+    run.diverged_at_step = result.diverged_at_step
+    run.test_loss, run.test_accuracy = result.test_loss, result.test_accuracy
 
 
 def finish_job(

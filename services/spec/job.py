@@ -7,32 +7,54 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from services.spec.base import StrictModel
-from services.spec.data import DatasetSpec
-from services.spec.models import ModelSpec
+from services.spec.data import DatasetSpec, dataset_task
+from services.spec.models import IMAGE_DATASETS, ModelSpec
 from services.spec.optimizers import REFUSED, OptimizerEntry, canonical_name
 
-TargetMetric = Literal["val_accuracy", "train_accuracy", "val_loss", "train_loss"]
+TargetMetric = Literal[
+    "val_accuracy", "train_accuracy", "val_r2", "train_r2", "val_loss", "train_loss", "distance"
+]
+# Which metrics fit which task; the first is the default target's.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("val_accuracy", "train_accuracy", "val_loss", "train_loss"),
+    "regression": ("val_r2", "train_r2", "val_loss", "train_loss"),
+    "landscape": ("distance", "train_loss", "val_loss"),
+}
+DEFAULT_TARGET_VALUE = {"classification": 0.9, "regression": 0.9, "landscape": 1e-2}
 
 
 class TargetSpec(StrictModel):
-    """The convergence target. Accuracy targets are reached at >= value, loss targets at <= value.
+    """The convergence target, checked on epoch-level metrics.
 
-    Targets are checked on epoch-level metrics (the validation metrics exist only per epoch,
-    and an epoch's train loss is far less noisy than one batch's); steps-to-target is the
-    global step at the end of the first epoch that reached it.
+    Accuracy and R² targets are reached at >= value; loss and distance targets at <= value.
+    The validation metrics exist only per epoch, and an epoch's train loss is far less noisy
+    than one batch's; steps-to-target is the global step at the end of the first epoch that
+    reached it. R² is stored in the accuracy columns of a regression job; ``distance`` is a
+    landscape's distance to its nearest minimum.
     """
 
     metric: TargetMetric = "val_accuracy"
-    value: float = Field(0.9, ge=0.0, le=1e6)
+    value: float = Field(0.9, ge=-1e6, le=1e6)
 
     @model_validator(mode="after")
-    def _check_accuracy_range(self) -> TargetSpec:
-        if self.metric.endswith("accuracy") and self.value > 1.0:
+    def _check_range(self) -> TargetSpec:
+        if self.metric.endswith("accuracy") and not 0.0 <= self.value <= 1.0:
             raise ValueError(f"an accuracy target is a fraction in [0, 1], got {self.value}")
+        if self.metric.endswith("r2") and self.value > 1.0:
+            raise ValueError(f"an R² target is at most 1, got {self.value}")
         return self
 
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric.endswith(("accuracy", "r2"))
+
+    @property
+    def column(self) -> str:
+        """The epoch_metric column holding the metric (R² lives in the accuracy columns)."""
+        return self.metric.replace("_r2", "_accuracy")
+
     def reached(self, value: float) -> bool:
-        return value >= self.value if self.metric.endswith("accuracy") else value <= self.value
+        return value >= self.value if self.higher_is_better else value <= self.value
 
 
 class JobSpec(StrictModel):
@@ -55,7 +77,36 @@ class JobSpec(StrictModel):
         description="one run per optimizer entry and seed; "
         "a seed sets the initial weights and the batch order",
     )
-    target: TargetSpec = Field(default_factory=TargetSpec)
+    target: TargetSpec | None = Field(
+        default=None,
+        description="default: val_accuracy >= 0.9 (classification), val_r2 >= 0.9 "
+        "(regression), distance <= 0.01 (landscapes)",
+    )
+    eval_every_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="also evaluate on the validation split every N steps (not only per epoch)",
+    )
+    mixed_precision: bool = Field(False, description="bfloat16 autocast for forward and loss")
+    divergence_ratio: float = Field(
+        1e4,
+        gt=1.0,
+        le=1e12,
+        description="a run stops as diverged when its loss is non-finite or exceeds this "
+        "many times max(first loss, 1)",
+    )
+
+    @property
+    def task(self) -> str:
+        return dataset_task(self.dataset)
+
+    @property
+    def effective_target(self) -> TargetSpec:
+        if self.target is not None:
+            return self.target
+        task = self.task
+        return TargetSpec(metric=TASK_METRICS[task][0], value=DEFAULT_TARGET_VALUE[task])
 
     @field_validator("optimizers", mode="before")
     @classmethod
@@ -86,6 +137,26 @@ class JobSpec(StrictModel):
                     "give each entry a distinct 'label'"
                 )
             seen[label] = index
+        return self
+
+    @model_validator(mode="after")
+    def _model_fits_data(self) -> JobSpec:
+        landscape = self.task == "landscape"
+        if landscape != (self.model.name == "point"):
+            raise ValueError(
+                "model: a 2-D landscape trains the 'point' model, and 'point' needs a landscape"
+                f" (dataset '{self.dataset.name}' with model '{self.model.name}')"  # type: ignore[attr-defined]
+            )
+        if self.model.name in ("cnn", "resnet") and self.dataset.name not in IMAGE_DATASETS:  # type: ignore[attr-defined]
+            raise ValueError(
+                f"model: '{self.model.name}' needs an image data set "
+                f"({', '.join(sorted(IMAGE_DATASETS))}); use 'mlp' or 'linear'"
+            )
+        if self.target and self.target.metric not in TASK_METRICS[self.task]:
+            raise ValueError(
+                f"target.metric: '{self.target.metric}' does not fit a {self.task} data set; "
+                f"use one of {', '.join(TASK_METRICS[self.task])}"
+            )
         return self
 
     def runs(self) -> list[tuple[str, int]]:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import BeforeValidator, Discriminator, Field, Tag, create_model, model_validator
 
 from services.spec.base import StrictModel
+from services.spec.schedules import ScheduleSpec
 
-LearningRate = Annotated[float, Field(gt=0.0, le=100.0, description="learning rate")]
+LearningRate = Annotated[float, Field(gt=0.0, le=1e6, description="learning rate")]
 Decay = Annotated[float, Field(ge=0.0, le=1.0, description="weight decay (L2 penalty)")]
 Epsilon = Annotated[float, Field(gt=0.0, le=1.0, description="term added for numerical stability")]
 Unit = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -317,6 +318,10 @@ class OptimizerEntryBase(StrictModel):
         description="Name of this entry in results; defaults to the optimizer name.",
     )
 
+    schedule: ScheduleSpec | None = Field(
+        default=None, description="learning-rate schedule of this entry (units: steps)"
+    )
+
     @property
     def info(self) -> OptimizerInfo:
         return CATALOG[self.name]
@@ -336,7 +341,7 @@ class OptimizerEntryBase(StrictModel):
 
     def hyperparameters(self) -> dict[str, Any]:
         """The keyword arguments of the torch constructor (the user's values and the fixed ones)."""
-        values = self.model_dump(exclude={"name", "label"})
+        values = self.model_dump(exclude={"name", "label", "schedule"})
         return {**values, **self.info.fixed}
 
 

@@ -15,8 +15,13 @@ from typing import Any
 from services.spec.data import DATASET_MODELS
 from services.spec.models import MODEL_MODELS
 from services.spec.optimizers import CATALOG
+from services.spec.schedules import SCHEDULE_NAMES
 
-_UNION_TAGS = {"dataset": set(DATASET_MODELS), "model": set(MODEL_MODELS)}
+_UNION_TAGS = {
+    "dataset": set(DATASET_MODELS),
+    "model": set(MODEL_MODELS),
+    "schedule": set(SCHEDULE_NAMES),
+}
 _PATH_IN_MESSAGE = re.compile(r"^(?P<field>[a-z_]+(\[\d+\])?(\.[a-z_]+)?): (?P<message>.*)$", re.S)
 
 

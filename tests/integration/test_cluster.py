@@ -130,7 +130,7 @@ def test_lecture_job_lands_every_step_exactly_once_in_postgres(
 
     assert [row[0] for row in rows] == [o["name"] for o in LECTURE_SPEC["optimizers"]]
     for label, total, count, distinct, first, last in rows:
-        expected = 3 if label == "gd" else 3 * 23  # 1,433 training samples / 64 = 23 batches
+        expected = 3 if label == "gd" else 3 * 17  # 1,077 training samples / 64 = 17 batches
         assert (total, count, distinct, first, last) == (
             expected,
             expected,
@@ -141,7 +141,7 @@ def test_lecture_job_lands_every_step_exactly_once_in_postgres(
     assert epochs == 8 * 3
 
     series = client.get(f"/v1/jobs/{job_id}/metrics", params={"granularity": "step"}).json()
-    assert [len(run["series"]["loss"]) for run in series["runs"]] == [3] + [69] * 7
+    assert [len(run["series"]["loss"]) for run in series["runs"]] == [3] + [51] * 7
     summary = client.get(f"/v1/jobs/{job_id}/summary").json()
     assert [row["label"] for row in summary["optimizers"]] == [r[0] for r in rows]
 
@@ -153,5 +153,5 @@ def test_lecture_job_lands_every_step_exactly_once_in_postgres(
         for line in exposition.splitlines()
         if line.startswith("optbench_train_steps_total{")
     )
-    assert steps == 3 + 7 * 69
+    assert steps == 3 + 7 * 51
     assert 'optbench_jobs_finished_total{status="succeeded"} 1.0' in exposition

@@ -92,7 +92,9 @@ def test_catalog_lists_every_optimizer_with_parameters(client: TestClient) -> No
     assert names == list(CATALOG)
     adam = next(entry for entry in catalog["optimizers"] if entry["name"] == "adam")
     assert adam["parameters"]["lr"]["default"] == 0.001
-    assert {d["name"] for d in catalog["datasets"]} == {"digits", "classification"}
+    tasks = {d["name"]: d["task"] for d in catalog["datasets"]}
+    assert tasks["digits"] == "classification" and tasks["rosenbrock"] == "landscape"
+    assert {s["name"] for s in catalog["schedules"]} >= {"cosine", "onecycle", "plateau"}
     assert "sparseadam" in catalog["refused_optimizers"]
 
 

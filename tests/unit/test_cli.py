@@ -43,9 +43,11 @@ def test_run_stores_the_job_and_prints_json(
     with unit_of_work() as session:
         job = store.get_job(session, out["job_id"])
         assert job.status == "succeeded" and job.summary == out["summary"]
-        # 240 training samples in batches of 50: 5 steps per epoch for adam, 1 for gd
-        assert [run.total_steps for run in job.runs] == [2, 10, 2, 10]
-        assert metrics.count_steps(session, [run.id for run in job.runs]) == 24
+        # 300 samples less 20 % validation and 20 % test leave 180 for training: batches of 50
+        # give 4 steps per epoch for adam, and gd takes 1
+        assert [run.total_steps for run in job.runs] == [2, 8, 2, 8]
+        assert metrics.count_steps(session, [run.id for run in job.runs]) == 20
+        assert all(run.test_accuracy is not None for run in job.runs)
 
 
 def test_run_prints_the_table(

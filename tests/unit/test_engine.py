@@ -145,4 +145,21 @@ def test_lbfgs_steps_through_its_closure() -> None:
     sink = MemorySink()
     Experiment(config).run_all(sink)
     assert not sink.results[0].diverged
-    assert sink.epochs[0][-1].train_loss < sink.steps[0][0].loss / 3
+    assert sink.epochs[0][-1].val_loss < sink.steps[0][0].loss / 3
+
+
+def test_the_same_spec_gives_bit_identical_metrics_twice() -> None:
+    def everything(sink: MemorySink) -> list[tuple[object, ...]]:
+        rows: list[tuple[object, ...]] = []
+        for key in sorted(sink.steps):
+            rows += [(key, s.step, s.loss, s.accuracy, s.lr, s.grad_norm) for s in sink.steps[key]]
+            rows += [
+                (key, e.epoch, e.train_loss, e.val_loss, e.val_accuracy) for e in sink.epochs[key]
+            ]
+        return rows
+
+    config = job(LECTURE, seeds=(0, 1), epochs=2)
+    first, second = MemorySink(), MemorySink()
+    Experiment(config).run_all(first)
+    Experiment(config).run_all(second)
+    assert everything(first) == everything(second)  # exact equality, not approx

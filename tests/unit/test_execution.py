@@ -58,6 +58,8 @@ def test_a_failing_run_fails_the_job_with_a_readable_error(embedded_home: Path) 
         assert job.status == "failed"
         assert job.error == "ValueError: Invalid learning rate: -1.0"
         first, failed, never = job.runs
-        assert first.status == "succeeded" and first.steps_done == 2 * 4
+        assert (
+            first.status == "succeeded" and first.steps_done == 2 * 3
+        )  # 120 training samples / 40
         assert failed.status == "failed" and failed.error == job.error
         assert never.status == "failed" and never.error.startswith("not started")

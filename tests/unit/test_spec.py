@@ -104,3 +104,51 @@ def test_target_direction_depends_on_the_metric() -> None:
     spec = JobSpec.model_validate({**LECTURE_SPEC, "target": {"metric": "val_loss", "value": 0.2}})
     assert spec.target.reached(0.1) and not spec.target.reached(0.3)
     assert JobSpec.model_validate(LECTURE_SPEC).target.reached(0.96)
+
+
+def test_schedules_are_validated_per_entry() -> None:
+    spec = copy.deepcopy(LECTURE_SPEC)
+    spec["optimizers"][7]["schedule"] = {"name": "cosine"}
+    entry = JobSpec.model_validate(spec).optimizers[7]
+    assert entry.schedule is not None and entry.schedule.name == "cosine"
+    assert "schedule" not in entry.hyperparameters()  # not a torch.optim argument
+    [message] = errors_of(
+        lambda s: s["optimizers"][1].update(schedule={"name": "multistep", "milestones": [5, 3]})
+    )
+    assert message.startswith("optimizers[1].schedule.milestones: milestones must be strictly")
+    [unknown] = errors_of(lambda s: s["optimizers"][1].update(schedule={"name": "linear"}))
+    assert unknown.startswith("optimizers[1].schedule") and "'cosine'" in unknown
+
+
+def test_landscapes_pair_with_the_point_model_and_default_to_a_distance_target() -> None:
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "rosenbrock"},
+            "model": {"name": "point"},
+            "optimizers": [{"name": "adam"}],
+            "epochs": 100,
+        }
+    )
+    assert spec.task == "landscape"
+    assert spec.effective_target.metric == "distance" and spec.effective_target.column == "distance"
+    [mlp] = errors_of(lambda s: s.update(dataset={"name": "rosenbrock"}))
+    assert "'point' model" in mlp
+    [point] = errors_of(lambda s: s.update(model={"name": "point"}))
+    assert "'point' needs a landscape" in point
+
+
+def test_targets_must_fit_the_task() -> None:
+    [message] = errors_of(lambda s: s.update(target={"metric": "distance", "value": 0.1}))
+    assert "does not fit a classification data set" in message
+    regression = {
+        "dataset": {"name": "regression"},
+        "model": {"name": "linear"},
+        "optimizers": [{"name": "sgd"}],
+    }
+    target = JobSpec.model_validate(regression).effective_target
+    assert (target.metric, target.column, target.value) == ("val_r2", "val_accuracy", 0.9)
+
+
+def test_convolutional_models_need_image_data() -> None:
+    [message] = errors_of(lambda s: s.update(model={"name": "cnn"}))
+    assert message.startswith("model: 'cnn' needs an image data set")

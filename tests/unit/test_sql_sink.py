@@ -52,9 +52,12 @@ def test_rewriting_steps_and_epochs_stores_each_once(database: str) -> None:
     sink.on_steps(run, steps(11, 30))  # a redelivered task repeats steps 11..20
     sink.on_steps(run, steps(1, 30))
     epoch = EpochRecord(1, 10, 0.5, 0.8, 0.6, 0.75, 0.1)
-    sink.on_epoch(run, epoch)
-    sink.on_epoch(run, epoch)
-    sink.on_run_end(run, RunResult(steps=30, diverged=False, train_seconds=0.3))
+    sink.on_epochs(run, [epoch])
+    sink.on_epochs(run, [epoch])
+    sink.on_run_end(
+        run,
+        RunResult(steps=30, diverged=False, train_seconds=0.3, test_loss=0.4, test_accuracy=0.7),
+    )
 
     assert stored_steps(run_id) == list(range(1, 31))
     with unit_of_work() as session:
@@ -63,6 +66,7 @@ def test_rewriting_steps_and_epochs_stores_each_once(database: str) -> None:
         run_row = session.get_one(Run, run_id)
     assert columns["loss"][:2] == [1.0, 0.5]
     assert run_row.status == "succeeded" and run_row.steps_done == 30
+    assert (run_row.test_loss, run_row.test_accuracy, run_row.diverged) == (0.4, 0.7, False)
 
 
 def test_a_flush_is_one_statement_even_for_many_rows(database: str) -> None:
@@ -90,6 +94,10 @@ def test_a_flush_is_one_statement_even_for_many_rows(database: str) -> None:
                             "lr",
                             "grad_norm",
                             "train_seconds",
+                            "x",
+                            "y",
+                            "val_loss",
+                            "val_accuracy",
                         )
                     }
                     for r in steps(1, 500)

@@ -28,6 +28,7 @@ class OptimizerConfig:
     torch_class: str
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     full_batch: bool = False
+    schedule: dict[str, Any] | None = None  # {"name": "cosine", ...}; see engine/schedules.py
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,8 @@ class JobConfig:
     batch_size: int
     flush_every: int = 100
     device: str = "cpu"
+    eval_every_steps: int | None = None  # also evaluate on the validation split every N steps
+    # A run stops as diverged when its loss is non-finite or exceeds this many times
+    # max(first loss, 1).
+    divergence_ratio: float = 1e4
+    mixed_precision: bool = False  # bfloat16 autocast for forward and loss

@@ -1,16 +1,27 @@
 """Data sets: a registry of loaders, and ``load`` which splits and scales what they return.
 
-A loader is ``(seed, **params) -> RawData``. scikit-learn and mnist1d are only *sources* of
-data here; they are imported inside the loaders that need them, so the engine's own imports
-stay torch and numpy. Landscapes (2-D test functions) are not data sets of samples: they
-live in workers/engine/landscapes.py.
+A loader is ``(seed, **params) -> RawData``; its keyword parameters are the spec's
+(services/spec/data.py) plus what the adapter adds: ``folder`` (the configured data folder)
+for file data sets, ``npz`` (the stored bytes) for uploads. scikit-learn and mnist1d are only
+*sources* of data here; they are imported inside the loaders that need them, so the engine's
+own imports stay torch, numpy and the standard library. Landscapes (2-D test functions) are
+not data sets of samples: they live in workers/engine/landscapes.py.
+
+File data sets join their official train and test parts: optbench makes its own seeded,
+stratified train/validation/test splits for every data set alike.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
+import pickle
+import random
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -62,20 +73,295 @@ class Splits:
         return Splits(**moved, task=self.task, n_outputs=self.n_outputs)
 
 
-@DATASETS.register("digits")
-def _digits(seed: int) -> RawData:
-    from sklearn.datasets import load_digits
+# --- bundled with scikit-learn -------------------------------------------------------------
 
-    bunch: Any = load_digits()
-    return RawData(bunch.data, bunch.target)
+
+def _bundled(name: str) -> Loader:
+    def loader(seed: int) -> RawData:
+        from sklearn import datasets
+
+        bunch: Any = getattr(datasets, f"load_{name}")()
+        return RawData(bunch.data, bunch.target)
+
+    loader.__name__ = f"_{name}"
+    return loader
+
+
+for _name in ("digits", "iris", "wine", "breast_cancer"):
+    DATASETS.register(_name)(_bundled(_name))
+
+
+# --- generated -----------------------------------------------------------------------------
+
+
+@DATASETS.register("mnist1d")
+def _mnist1d(seed: int, n_samples: int = 5000) -> RawData:
+    """Generated here by mnist1d's ``make_dataset`` (never its download path), its train and
+    test parts joined. It seeds Python's and numpy's global generators, so they are restored."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.seed = n_samples, seed
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        data = make_dataset(args)
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+    return RawData(
+        np.concatenate([data["x"], data["x_test"]]), np.concatenate([data["y"], data["y_test"]])
+    )
+
+
+@DATASETS.register("moons")
+def _moons(seed: int, n_samples: int = 1000, noise: float = 0.1) -> RawData:
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n_samples, noise=noise, random_state=seed)
+    return RawData(x, y)
+
+
+@DATASETS.register("circles")
+def _circles(seed: int, n_samples: int = 1000, noise: float = 0.1, factor: float = 0.5) -> RawData:
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(n_samples, noise=noise, factor=factor, random_state=seed)
+    return RawData(x, y)
+
+
+@DATASETS.register("blobs")
+def _blobs(
+    seed: int,
+    n_samples: int = 1000,
+    n_features: int = 2,
+    centers: int = 3,
+    cluster_std: float = 1.0,
+) -> RawData:
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(
+        n_samples, n_features, centers=centers, cluster_std=cluster_std, random_state=seed
+    )
+    return RawData(x, y)
+
+
+@DATASETS.register("spirals")
+def _spirals(
+    seed: int, n_samples: int = 1000, n_classes: int = 2, noise: float = 0.05, turns: float = 1.5
+) -> RawData:
+    """One arm per class from the centre out to radius 1, the arms evenly apart in angle."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n_samples) % n_classes
+    t = rng.uniform(size=n_samples)  # position along the arm: 0 at the centre, 1 at its end
+    angle = 2 * np.pi * (turns * t + y / n_classes)
+    x = t[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    return RawData(x + noise * rng.standard_normal((n_samples, 2)), y)
 
 
 @DATASETS.register("classification")
-def _classification(seed: int, **params: Any) -> RawData:
+def _classification(
+    seed: int,
+    n_samples: int = 2000,
+    n_features: int = 20,
+    n_informative: int = 10,
+    n_classes: int = 4,
+    class_sep: float = 1.0,
+    flip_y: float = 0.01,
+) -> RawData:
     from sklearn.datasets import make_classification
 
-    x, y = make_classification(random_state=seed, n_redundant=0, **params)
+    x, y = make_classification(
+        n_samples,
+        n_features,
+        n_informative=n_informative,
+        n_redundant=0,
+        n_classes=n_classes,
+        class_sep=class_sep,
+        flip_y=flip_y,
+        random_state=seed,
+    )
     return RawData(x, y)
+
+
+@DATASETS.register("regression")
+def _regression(
+    seed: int,
+    n_samples: int = 1000,
+    n_features: int = 10,
+    n_informative: int = 5,
+    noise: float = 10.0,
+) -> RawData:
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(
+        n_samples, n_features, n_informative=n_informative, noise=noise, random_state=seed
+    )
+    return RawData(x, y, "regression")
+
+
+# --- files in the configured data folder ---------------------------------------------------
+
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_IDX_SOURCES = {
+    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/ (a mirror of "
+    "http://yann.lecun.com/exdb/mnist/)",
+    "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ "
+    "(see https://github.com/zalandoresearch/fashion-mnist)",
+}
+_IMAGES, _LABELS = 2051, 2049  # IDX magic numbers: unsigned bytes, 3 and 1 dimensions
+
+
+@DATASETS.register("mnist")
+def _mnist(seed: int, folder: str, max_samples: int | None = None) -> RawData:
+    return _subsample(_read_idx_set(Path(folder), "mnist"), max_samples, seed)
+
+
+@DATASETS.register("fashion_mnist")
+def _fashion_mnist(seed: int, folder: str, max_samples: int | None = None) -> RawData:
+    return _subsample(_read_idx_set(Path(folder), "fashion_mnist"), max_samples, seed)
+
+
+def _read_idx_set(folder: Path, name: str) -> RawData:
+    """The four IDX files (each plain or gzipped) of ``<folder>/<name>/``, as N x 1 x 28 x 28."""
+    root = folder / name
+    found = {file: _plain_or_gz(root / file) for file in _IDX_FILES}
+    missing = [file for file, path in found.items() if path is None]
+    if missing:
+        raise FileNotFoundError(
+            f"{name} needs the IDX files {', '.join(_IDX_FILES)} (each may be gzipped, "
+            f"ending in .gz) in {root}; missing: {', '.join(missing)}. Download them from "
+            f"{_IDX_SOURCES[name]} and place them in {root}"
+        )
+    train_x, train_y, test_x, test_y = (path for path in found.values() if path is not None)
+    x = np.concatenate([_read_idx(train_x, _IMAGES), _read_idx(test_x, _IMAGES)])
+    y = np.concatenate([_read_idx(train_y, _LABELS), _read_idx(test_y, _LABELS)])
+    if len(x) != len(y):
+        raise ValueError(f"{root}: {len(x)} images but {len(y)} labels")
+    return RawData(x[:, None], y)
+
+
+def _plain_or_gz(path: Path) -> Path | None:
+    gz = path.with_name(path.name + ".gz")
+    return path if path.is_file() else gz if gz.is_file() else None
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """An IDX file: a big-endian header (magic number, then one uint32 per dimension) and
+    unsigned bytes."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    found = struct.unpack(">I", raw[:4])[0] if len(raw) >= 4 else None
+    if found != magic:
+        raise ValueError(f"{path} is not an IDX file of magic number {magic} (found {found})")
+    header = 4 + 4 * raw[3]
+    shape = struct.unpack(f">{raw[3]}I", raw[4:header])
+    if len(raw) - header != math.prod(shape):
+        raise ValueError(
+            f"{path}: shape {shape} needs {math.prod(shape)} bytes of data, "
+            f"found {len(raw) - header}"
+        )
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+_CIFAR_FOLDER = "cifar-10-batches-py"
+_CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+# A CIFAR batch is a dict of numpy arrays and lists: nothing else may be unpickled, so a file
+# planted in the data folder cannot run code.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"a CIFAR batch may not hold {module}.{name}")
+        return super().find_class(module, name)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(seed: int, folder: str, max_samples: int | None = None) -> RawData:
+    """The python version's pickled batches, as N x 3 x 32 x 32."""
+    root = Path(folder) / _CIFAR_FOLDER
+    missing = [file for file in _CIFAR_FILES if not (root / file).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"cifar10 needs the python batches {', '.join(_CIFAR_FILES)} in {root}; missing: "
+            f"{', '.join(missing)}. Download https://www.cs.toronto.edu/~kriz/"
+            f"cifar-10-python.tar.gz and extract it in {folder} (it unpacks to {_CIFAR_FOLDER}/)"
+        )
+    xs, ys = zip(*(_read_batch(root / file) for file in _CIFAR_FILES), strict=True)
+    return _subsample(RawData(np.concatenate(xs), np.concatenate(ys)), max_samples, seed)
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with path.open("rb") as stream:
+        batch = _BatchUnpickler(stream, encoding="bytes").load()
+    x = np.asarray(batch[b"data"], dtype=np.uint8)
+    y = np.asarray(batch[b"labels"], dtype=np.int64)
+    if x.ndim != 2 or x.shape != (len(y), 3 * 32 * 32):
+        raise ValueError(
+            f"{path}: data of shape {x.shape} for {len(y)} labels, expected ({len(y)}, 3072)"
+        )
+    return x.reshape(-1, 3, 32, 32), y
+
+
+def _subsample(raw: RawData, max_samples: int | None, seed: int) -> RawData:
+    if max_samples is None or max_samples >= len(raw.y):
+        return raw
+    keep = stratified_subset(raw.y, max_samples, seed)
+    return RawData(raw.x[keep], raw.y[keep], raw.task)
+
+
+def stratified_subset(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subsample of ``size`` in which every class keeps its share
+    (the classes with the largest remainders get the odd samples)."""
+    labels, counts = np.unique(y, return_counts=True)
+    quota = counts * size / len(y)
+    take = np.floor(quota).astype(int)
+    take[np.argsort(take - quota, kind="stable")[: size - take.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(np.flatnonzero(y == label), count, replace=False)
+        for label, count in zip(labels, take, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
+# --- uploads -------------------------------------------------------------------------------
+
+
+@DATASETS.register("upload")
+def _upload(seed: int, npz: bytes) -> RawData:
+    """The stored, normalised NPZ of an upload: ``x`` (N x D), ``y`` and a 0-d ``task``."""
+    with np.load(io.BytesIO(npz), allow_pickle=False) as archive:
+        missing = {"x", "y", "task"} - set(archive.files)
+        if missing:
+            raise ValueError(f"an uploaded data set lacks the arrays {', '.join(sorted(missing))}")
+        x, y, task = archive["x"], archive["y"].reshape(-1), str(archive["task"])
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(
+            f"an uploaded data set needs x of N x D and N targets, got x of "
+            f"shape {x.shape} and {len(y)} targets"
+        )
+    if task not in ("classification", "regression"):
+        raise ValueError(
+            f"an uploaded data set's task is 'classification' or 'regression', not {task!r}"
+        )
+    return RawData(x, y, "regression" if task == "regression" else "classification")
+
+
+# --- splits and scaling --------------------------------------------------------------------
 
 
 def split_indices(
@@ -84,7 +370,9 @@ def split_indices(
     """(train, val, test) indices. Stratified: every class keeps its share in each split
     (at least one sample per class in val and test when the fractions are positive)."""
     rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(y == label) for label in np.unique(y)] if stratify else [np.arange(len(y))]
+    groups = (
+        [np.flatnonzero(y == label) for label in np.unique(y)] if stratify else [np.arange(len(y))]
+    )
     parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
     for members in groups:
         members = rng.permutation(members)
@@ -101,29 +389,49 @@ def _share(n: int, fraction: float) -> int:
     return 0 if fraction <= 0 else min(n - 1, max(1, math.ceil(n * fraction)))
 
 
+_CHUNK = 2048  # rows at a time: a float64 copy of all of CIFAR-10 would take 1.5 GB
+
+
+def standardise(x: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """float32 features scaled with the training rows' mean and std: per feature for tabular
+    data (N x D), one mean and scale over all pixels for images. Moments add up in float64
+    chunk by chunk, so a large image set is never copied whole in float64."""
+    flat = x.reshape(len(x), -1)
+    chunks = [train[start : start + _CHUNK] for start in range(0, len(train), _CHUNK)]
+    mean = sum(flat[rows].sum(axis=0, dtype=np.float64) for rows in chunks) / len(train)
+    images = x.ndim > 2
+    if images:  # every pixel counts the same rows, so the mean of the means is the mean
+        mean = np.full_like(mean, mean.mean())
+    squares = sum(np.square(flat[rows] - mean).sum(axis=0) for rows in chunks)
+    std = np.sqrt((np.full_like(squares, squares.mean()) if images else squares) / len(train))
+    std = np.where(std == 0, 1.0, std)  # constant features (digits' blank corners) stay constant
+    scaled = np.empty(flat.shape, dtype=np.float32)
+    for start in range(0, len(flat), _CHUNK):
+        scaled[start : start + _CHUNK] = (flat[start : start + _CHUNK] - mean) / std
+    return scaled.reshape(x.shape)
+
+
 def load(config: DatasetConfig) -> Splits:
     """Load, split (seeded; stratified for classification) and standardise with the training
     split's statistics: per feature for tabular data, one mean and scale for images."""
     raw = DATASETS.get(config.name)(config.seed, **config.params)
-    x = np.asarray(raw.x, dtype=np.float64)
     classification = raw.task == "classification"
+    y: np.ndarray
     if classification:
-        labels, y = np.unique(raw.y, return_inverse=True)
+        labels, y = np.unique(np.asarray(raw.y).reshape(-1), return_inverse=True)
         n_outputs = len(labels)
     else:
         y = np.asarray(raw.y, dtype=np.float64).reshape(-1)
         n_outputs = 1
-    train, val, test = split_indices(y, config.val_fraction, config.test_fraction, config.seed,
-                                     stratify=classification)
-    axis = 0 if x.ndim == 2 else None  # images: one scale for all pixels
-    mean, std = x[train].mean(axis=axis), x[train].std(axis=axis)
-    std = np.where(std == 0, 1.0, std)  # constant features (digits' blank corners) stay constant
-    x = (x - mean) / std
+    train, val, test = split_indices(
+        y, config.val_fraction, config.test_fraction, config.seed, stratify=classification
+    )
+    x = standardise(np.asarray(raw.x), train)
     if not classification:  # a standardised target makes the MSE scale-free (R² is unchanged)
         y = (y - y[train].mean()) / (y[train].std() or 1.0)
 
     def tensors(index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        features = torch.as_tensor(np.ascontiguousarray(x[index]), dtype=torch.float32)
+        features = torch.from_numpy(x[index])
         targets = torch.as_tensor(y[index], dtype=torch.long if classification else torch.float32)
         return features, targets
 

@@ -1,8 +1,10 @@
 """What the engine reports, and the interface it reports through.
 
-The engine calls hooks with plain Python numbers, in batches: ``on_steps`` once per flush
-(every ``JobConfig.flush_every`` steps and at each epoch end), ``on_epoch`` after the
-epoch's steps. Sinks (SQL, Prometheus, a progress printer) implement ``Hooks``.
+The engine calls hooks with plain Python numbers, in batches: ``on_steps`` and ``on_epochs``
+once per flush (every ``JobConfig.flush_every`` steps and at each epoch end), epochs after
+their steps. Sinks (SQL, Prometheus, a progress printer) implement ``Hooks``.
+
+"accuracy" is the classification accuracy, or R² for regression; landscapes have none.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ class StepRecord:
     step: int  # 1-based, global over the run
     epoch: int  # 1-based
     loss: float  # on this step's batch, before the update
-    accuracy: float  # on this step's batch, before the update
+    accuracy: float | None  # on this step's batch, before the update
     lr: float  # the learning rate this step used
     grad_norm: float  # L2 norm of all gradients of this step
     train_seconds: float  # training time since the run started (evaluation excluded)
     samples: int  # batch size (for throughput); not stored per step
+    x: float | None = None  # landscapes: where this step's loss was evaluated
+    y: float | None = None
+    val_loss: float | None = None  # set when a mid-epoch evaluation ran after this step
+    val_accuracy: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +36,21 @@ class EpochRecord:
     epoch: int
     step: int  # the global step at the end of the epoch
     train_loss: float  # sample-weighted mean over the epoch's batches
-    train_accuracy: float
+    train_accuracy: float | None
     val_loss: float
-    val_accuracy: float
+    val_accuracy: float | None
     train_seconds: float
+    distance: float | None = None  # landscapes: to the nearest minimum, after the epoch
 
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
     steps: int
-    diverged: bool  # a non-finite loss or gradient stopped the run early
+    diverged: bool  # a non-finite or exploding loss stopped the run early
     train_seconds: float
+    diverged_at_step: int | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
 
 
 class Hooks:
@@ -53,7 +63,7 @@ class Hooks:
 
     def on_steps(self, run: RunConfig, steps: Sequence[StepRecord]) -> None: ...
 
-    def on_epoch(self, run: RunConfig, epoch: EpochRecord) -> None: ...
+    def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None: ...
 
     def on_run_end(self, run: RunConfig, result: RunResult) -> None: ...
 
@@ -76,9 +86,9 @@ class CompositeHooks(Hooks):
         for hook in self.hooks:
             hook.on_steps(run, steps)
 
-    def on_epoch(self, run: RunConfig, epoch: EpochRecord) -> None:
+    def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None:
         for hook in self.hooks:
-            hook.on_epoch(run, epoch)
+            hook.on_epochs(run, epochs)
 
     def on_run_end(self, run: RunConfig, result: RunResult) -> None:
         for hook in self.hooks:

@@ -6,11 +6,13 @@ after ``torch.manual_seed(seed)``) and sees the same mini-batches in the same or
 only by their optimizer. ``gd`` takes one full-batch step per epoch instead.
 
 The data live on the device as tensors and batches are index slices: on small models a
-DataLoader's per-batch Python work costs more than the step itself.
+DataLoader's per-batch Python work costs more than the step itself. Landscapes (2-D test
+functions) train in workers/engine/landscapes.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -21,9 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.engine import datasets, models, optimizers
+from workers.engine import datasets, landscapes, models, optimizers, schedules
+from workers.engine.buffer import Divergence, StepBuffer
 from workers.engine.config import JobConfig, RunConfig
-from workers.engine.hooks import EpochRecord, Hooks, RunResult, StepRecord
+from workers.engine.hooks import EpochRecord, Hooks, RunResult
+
+EVAL_CHUNK = 4096  # samples per forward pass when evaluating a whole split
 
 
 class Experiment:
@@ -31,18 +36,29 @@ class Experiment:
 
     def __init__(self, config: JobConfig) -> None:
         self.config = config
+        self.landscape: landscapes.LandscapeRun | None = None
+        if config.dataset.name in landscapes.LANDSCAPES.names():
+            self.landscape = landscapes.LandscapeRun(config)
+            return
         self.data = datasets.load(config.dataset).to(config.device)
         self.n_train = int(self.data.y_train.shape[0])
+        self.classification = self.data.task == "classification"
 
     def steps_per_epoch(self, run: RunConfig) -> int:
-        return 1 if run.optimizer.full_batch else math.ceil(self.n_train / self.config.batch_size)
+        if self.landscape or run.optimizer.full_batch:
+            return 1
+        batches = math.ceil(self.n_train / self.config.batch_size)
+        # A trailing batch of one sample joins the one before (batch norm needs two).
+        return (
+            batches - 1 if batches > 1 and self.n_train % self.config.batch_size == 1 else batches
+        )
 
     def total_steps(self, run: RunConfig) -> int:
         return self.config.epochs * self.steps_per_epoch(run)
 
     def initial_model(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        model = models.build(self.config.model, self.data.n_features, self.data.n_classes)
+        model = models.build(self.config.model, self.data.input_shape, self.data.n_outputs)
         return model.to(self.config.device)
 
     def batches(self, run: RunConfig) -> Iterator[tuple[int, list[torch.Tensor | None]]]:
@@ -51,176 +67,152 @@ class Experiment:
         for epoch in range(1, self.config.epochs + 1):
             if run.optimizer.full_batch:
                 yield epoch, [None]
-            else:
-                order = torch.randperm(self.n_train, generator=generator).to(self.config.device)
-                yield epoch, list(order.split(self.config.batch_size))
+                continue
+            order = torch.randperm(self.n_train, generator=generator).to(self.config.device)
+            parts = list(order.split(self.config.batch_size))
+            if len(parts) > self.steps_per_epoch(run):
+                parts[-2:] = [torch.cat(parts[-2:])]
+            yield epoch, list(parts)
 
     def run_all(self, hooks: Hooks) -> dict[int, RunResult]:
         """Train every run, seed by seed, sharing each seed's initial weights."""
-        results: dict[int, RunResult] = {}
         hooks.on_start(sum(self.total_steps(run) for run in self.config.runs))
+        results: dict[int, RunResult] = {}
+        if self.landscape:
+            for run in self.config.runs:
+                results[run.key] = self.landscape.train(run, hooks)
+            return results
         for seed in dict.fromkeys(run.seed for run in self.config.runs):
             initial = self.initial_model(seed)
             for run in (r for r in self.config.runs if r.seed == seed):
                 results[run.key] = self.train(run, copy.deepcopy(initial), hooks)
         return results
 
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if not self.config.mixed_precision:
+            return contextlib.nullcontext()
+        device_type = "cuda" if self.config.device.startswith("cuda") else "cpu"
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+    def _loss_and_score(
+        self, output: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss, and the score summed over the batch: correct predictions, or R² x batch size."""
+        if self.classification:
+            return F.cross_entropy(output.float(), y), (output.argmax(dim=1) == y).sum()
+        prediction = output.float().squeeze(-1)
+        return F.mse_loss(prediction, y), _r2(prediction, y) * len(y)
+
+    def _forward_backward(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss, score = self._loss_and_score(model(x), y)
+        loss.backward()
+        return loss, score
+
+    def _closure(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """LBFGS's closure: re-evaluate the batch at the current weights."""
+        return self._forward_backward(model, optimizer, x, y)[0]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Mean loss and score (accuracy or R²) over a whole split, in eval mode."""
+        model.eval()
+        with self._autocast():
+            outputs = torch.cat([model(chunk).float() for chunk in x.split(EVAL_CHUNK)])
+        model.train()
+        loss, score = self._loss_and_score(outputs, y)
+        return loss.item(), score.item() / len(y)
+
     def train(self, run: RunConfig, model: nn.Module, hooks: Hooks) -> RunResult:
-        hooks.on_run_start(run, self.total_steps(run))
-        torch.manual_seed(run.seed)  # the same stream for any randomness inside the model
+        total = self.total_steps(run)
+        hooks.on_run_start(run, total)
+        torch.manual_seed(run.seed)  # the same stream for dropout in every run of this seed
         optimizer = optimizers.build(run.optimizer, model.parameters())
-        closure_needed = optimizers.needs_closure(optimizer)
-        data = self.data
-        buffer = _StepBuffer()
+        scheduler = schedules.build(run.optimizer.schedule, optimizer, total)
+        per_epoch_schedule = schedules.steps_per_epoch_only(scheduler)
+        data, eval_every = self.data, self.config.eval_every_steps
+        buffer = StepBuffer(Divergence(self.config.divergence_ratio))
         step, train_seconds = 0, 0.0
 
+        def flush() -> bool:
+            records = buffer.drain(with_accuracy=True)
+            if records:
+                hooks.on_steps(run, records)
+            return buffer.diverged_at is None
+
+        model.train()
         for epoch, epoch_batches in self.batches(run):
-            model.train()
             for index in epoch_batches:
                 x = data.x_train if index is None else data.x_train[index]
                 y = data.y_train if index is None else data.y_train[index]
                 started = time.perf_counter()
                 lr = float(optimizer.param_groups[0]["lr"])  # the rate this step uses
-                loss, logits = _forward_backward(model, optimizer, x, y)
+                loss, score = self._forward_backward(model, optimizer, x, y)
                 grad_norm = _grad_norm(model)
-                if closure_needed:
-                    closure = functools.partial(_closure_loss, model, optimizer, x, y)
-                    optimizer.step(closure)  # type: ignore[arg-type]
+                if optimizers.needs_closure(optimizer):
+                    optimizer.step(functools.partial(self._closure, model, optimizer, x, y))  # type: ignore[arg-type]
                 else:
                     optimizer.step()
+                if scheduler is not None and not per_epoch_schedule:
+                    scheduler.step()
                 train_seconds += time.perf_counter() - started
                 step += 1
-                correct = (logits.argmax(dim=1) == y).sum()
-                buffer.add(step, epoch, loss, correct, grad_norm, lr, train_seconds, len(y))
-                if len(buffer) >= self.config.flush_every and not self._flush(run, buffer, hooks):
-                    return self._end(run, hooks, buffer, diverged=True, train_seconds=train_seconds)
-            if not self._flush(run, buffer, hooks):
-                return self._end(run, hooks, buffer, diverged=True, train_seconds=train_seconds)
-            hooks.on_epoch(run, self._epoch_record(model, buffer, epoch, step, train_seconds))
-        return self._end(run, hooks, buffer, diverged=False, train_seconds=train_seconds)
-
-    def _flush(self, run: RunConfig, buffer: _StepBuffer, hooks: Hooks) -> bool:
-        """Hand buffered steps to the hooks; False when a non-finite value ended the run."""
-        records, finite = buffer.drain()
-        if records:
-            hooks.on_steps(run, records)
-        return finite
+                buffer.add(step, epoch, loss, score, grad_norm, lr, train_seconds, len(y))
+                if eval_every and step % eval_every == 0:
+                    buffer.add_evaluation(*self.evaluate(model, data.x_val, data.y_val))
+                if len(buffer) >= self.config.flush_every and not flush():
+                    return self._end(run, hooks, buffer, train_seconds)
+            if not flush():
+                return self._end(run, hooks, buffer, train_seconds)
+            val_loss, val_score = self.evaluate(model, data.x_val, data.y_val)
+            train_loss, train_score = buffer.epoch_means()
+            hooks.on_epochs(
+                run,
+                [
+                    EpochRecord(
+                        epoch, step, train_loss, train_score, val_loss, val_score, train_seconds
+                    )
+                ],
+            )
+            if per_epoch_schedule:
+                scheduler.step(val_loss)  # type: ignore[union-attr, arg-type]
+        test_loss, test_score = (
+            self.evaluate(model, data.x_test, data.y_test) if len(data.y_test) else (None, None)
+        )
+        return self._end(run, hooks, buffer, train_seconds, test_loss, test_score)
 
     def _end(
         self,
         run: RunConfig,
         hooks: Hooks,
-        buffer: _StepBuffer,
-        *,
-        diverged: bool,
+        buffer: StepBuffer,
         train_seconds: float,
+        test_loss: float | None = None,
+        test_accuracy: float | None = None,
     ) -> RunResult:
-        result = RunResult(steps=buffer.last_step, diverged=diverged, train_seconds=train_seconds)
+        result = RunResult(
+            steps=buffer.last_step,
+            diverged=buffer.diverged_at is not None,
+            train_seconds=train_seconds,
+            diverged_at_step=buffer.diverged_at,
+            test_loss=test_loss,
+            test_accuracy=test_accuracy,
+        )
         hooks.on_run_end(run, result)
         return result
 
-    @torch.no_grad()
-    def _epoch_record(
-        self, model: nn.Module, buffer: _StepBuffer, epoch: int, step: int, train_seconds: float
-    ) -> EpochRecord:
-        model.eval()
-        logits = model(self.data.x_val)
-        val_loss = F.cross_entropy(logits, self.data.y_val).item()
-        val_accuracy = (logits.argmax(dim=1) == self.data.y_val).float().mean().item()
-        train_loss, train_accuracy = buffer.epoch_means()
-        return EpochRecord(
-            epoch=epoch,
-            step=step,
-            train_loss=train_loss,
-            train_accuracy=train_accuracy,
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
-            train_seconds=train_seconds,
-        )
 
-
-def _forward_backward(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    optimizer.zero_grad(set_to_none=True)
-    logits = model(x)
-    loss = F.cross_entropy(logits, y)
-    loss.backward()
-    return loss, logits
-
-
-def _closure_loss(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    """LBFGS's closure: re-evaluate the batch at the current weights."""
-    return _forward_backward(model, optimizer, x, y)[0]
+def _r2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    residual = ((target - prediction) ** 2).sum()
+    total = ((target - target.mean()) ** 2).sum()
+    return torch.where(total > 0, 1 - residual / total.clamp_min(1e-12), torch.zeros_like(total))
 
 
 def _grad_norm(model: nn.Module) -> torch.Tensor:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
-class _StepBuffer:
-    """Per-step values kept as tensors and read in one batch per flush.
-
-    Calling ``.item()`` every step would force a host-device sync on a GPU each step; here
-    the only sync points are the flush (``tolist``) and the end-of-epoch evaluation.
-    """
-
-    def __init__(self) -> None:
-        self._values: list[torch.Tensor] = []  # [loss, correct, grad_norm] per step
-        self._meta: list[tuple[int, int, float, float, int]] = []
-        self.last_step = 0
-        self._epoch_loss_sum = 0.0
-        self._epoch_correct = 0.0
-        self._epoch_samples = 0
-
-    def __len__(self) -> int:
-        return len(self._meta)
-
-    def add(
-        self,
-        step: int,
-        epoch: int,
-        loss: torch.Tensor,
-        correct: torch.Tensor,
-        grad_norm: torch.Tensor,
-        lr: float,
-        train_seconds: float,
-        samples: int,
-    ) -> None:
-        self._values.append(torch.stack([loss.detach(), correct.to(loss.dtype), grad_norm]))
-        self._meta.append((step, epoch, lr, train_seconds, samples))
-
-    def drain(self) -> tuple[list[StepRecord], bool]:
-        """The buffered records up to the first non-finite one, and whether all were finite."""
-        if not self._meta:
-            return [], True
-        values = torch.stack(self._values).tolist()  # note: the one sync point per flush
-        records: list[StepRecord] = []
-        finite = True
-        for (loss, correct, grad_norm), (step, epoch, lr, seconds, samples) in zip(
-            values, self._meta, strict=True
-        ):
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                finite = False
-                break
-            records.append(
-                StepRecord(step, epoch, loss, correct / samples, lr, grad_norm, seconds, samples)
-            )
-            self._epoch_loss_sum += loss * samples
-            self._epoch_correct += correct
-            self._epoch_samples += samples
-        self._values.clear()
-        self._meta.clear()
-        if records:
-            self.last_step = records[-1].step
-        return records, finite
-
-    def epoch_means(self) -> tuple[float, float]:
-        """Sample-weighted train loss and accuracy over the epoch's steps; resets for the next."""
-        n = max(self._epoch_samples, 1)
-        means = self._epoch_loss_sum / n, self._epoch_correct / n
-        self._epoch_loss_sum, self._epoch_correct, self._epoch_samples = 0.0, 0.0, 0
-        return means

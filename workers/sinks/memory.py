@@ -27,8 +27,8 @@ class MemorySink(Hooks):
         self.flushes[run.key] += 1
         self.steps[run.key].extend(steps)
 
-    def on_epoch(self, run: RunConfig, epoch: EpochRecord) -> None:
-        self.epochs[run.key].append(epoch)
+    def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None:
+        self.epochs[run.key].extend(epochs)
 
     def on_run_end(self, run: RunConfig, result: RunResult) -> None:
         self.results[run.key] = result

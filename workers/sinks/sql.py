@@ -26,11 +26,11 @@ class SqlSink(Hooks):
         METRIC_WRITE_SECONDS.observe(time.perf_counter() - started)
         METRIC_ROWS_WRITTEN.labels("step").inc(written)
 
-    def on_epoch(self, run: RunConfig, epoch: EpochRecord) -> None:
+    def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None:
         with unit_of_work() as session:
-            written = metrics.write_epochs(session, run.key, [asdict(epoch)])
+            written = metrics.write_epochs(session, run.key, [asdict(epoch) for epoch in epochs])
         METRIC_ROWS_WRITTEN.labels("epoch").inc(written)
 
     def on_run_end(self, run: RunConfig, result: RunResult) -> None:
         with unit_of_work() as session:
-            store.finish_run(session, run.key, diverged=result.diverged, steps_done=result.steps)
+            store.finish_run(session, run.key, result)
