@@ -7,12 +7,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from services.db import metrics, store
-from services.db.models import FINISHED, Job
+from services.db.models import FINISHED, Dataset, Job
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec
 from services.queue import enqueue_job
 from services.spec import JobSpec
+from services.spec.job import TASK_METRICS
 from services.summary import job_summary
 from services.telemetry import JOBS_SUBMITTED
 
@@ -22,6 +25,7 @@ log = logging.getLogger(__name__)
 def submit(spec: JobSpec, enqueue: Callable[[uuid.UUID], None] = enqueue_job) -> Job:
     """Store the job and its runs, commit, then enqueue (never before the commit)."""
     with unit_of_work() as session:
+        _check_upload(session, spec)
         job = store.create_job(session, spec)
     JOBS_SUBMITTED.inc()
     try:
@@ -29,6 +33,25 @@ def submit(spec: JobSpec, enqueue: Callable[[uuid.UUID], None] = enqueue_job) ->
     except Exception:  # the job is stored and stays queued; the broker may be down
         log.exception("job %s stored but not enqueued", job.id)
     return job
+
+
+def _check_upload(session: Session, spec: JobSpec) -> None:
+    """An uploaded data set must exist, and the target must fit its stored task."""
+    if spec.dataset.name != "upload":  # type: ignore[attr-defined]
+        return
+    dataset_id = spec.dataset.id  # type: ignore[attr-defined]
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise InvalidSpec(
+            f"dataset.id: no uploaded data set with id '{dataset_id}'; "
+            "upload one with POST /v1/datasets"
+        )
+    metrics_allowed = TASK_METRICS[dataset.task]
+    if spec.target and spec.target.metric not in metrics_allowed:
+        raise InvalidSpec(
+            f"target.metric: '{spec.target.metric}' does not fit the uploaded {dataset.task} "
+            f"data set; use one of {', '.join(metrics_allowed)}"
+        )
 
 
 def get(job_id: uuid.UUID | str) -> Job:

@@ -171,4 +171,5 @@ EPOCH_FIELDS = (
     "val_loss",
     "val_accuracy",
     "train_seconds",
+    "distance",
 )

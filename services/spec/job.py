@@ -152,7 +152,9 @@ class JobSpec(StrictModel):
                 f"model: '{self.model.name}' needs an image data set "
                 f"({', '.join(sorted(IMAGE_DATASETS))}); use 'mlp' or 'linear'"
             )
-        if self.target and self.target.metric not in TASK_METRICS[self.task]:
+        # An upload's task is stored with it; services/jobs.py checks its target at submission.
+        upload = self.dataset.name == "upload"  # type: ignore[attr-defined]
+        if self.target and not upload and self.target.metric not in TASK_METRICS[self.task]:
             raise ValueError(
                 f"target.metric: '{self.target.metric}' does not fit a {self.task} data set; "
                 f"use one of {', '.join(TASK_METRICS[self.task])}"

@@ -69,3 +69,53 @@ def test_every_entry_constructs_in_torch_with_its_defaults(name: str) -> None:
             assert stored == entry.hyperparameters()["max_iter"] * 5 // 4  # torch derives it
         else:
             assert stored == value, key
+
+
+def test_every_spec_model_is_an_engine_model_and_back() -> None:
+    from services.spec import MODEL_MODELS
+    from workers.engine.models import MODELS
+
+    assert set(MODEL_MODELS) - {"point"} == set(MODELS.names())  # point: the landscapes' model
+
+
+def test_every_landscape_spec_builds_its_engine_function_with_defaults() -> None:
+    from services.spec.landscapes import LANDSCAPE_MODELS
+    from workers.engine.landscapes import LANDSCAPES
+
+    assert set(LANDSCAPE_MODELS) == set(LANDSCAPES.names())
+    for name, model in LANDSCAPE_MODELS.items():
+        spec = model.model_validate({"name": name})
+        params = spec.model_dump(exclude={"name", "start"})
+        value = LANDSCAPES.get(name)(**params)(torch.tensor(spec.start, dtype=torch.float64))
+        assert torch.isfinite(value), name
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"name": "step", "step_size": 3},
+        {"name": "multistep", "milestones": [2, 4]},
+        {"name": "exponential", "gamma": 0.9},
+        {"name": "cosine"},
+        {"name": "warmup_cosine", "warmup_steps": 2},
+        {"name": "onecycle", "max_lr": 0.1},
+        {"name": "plateau"},
+    ],
+)
+def test_every_schedule_spec_builds_a_torch_scheduler(schedule: dict[str, object]) -> None:
+    from pydantic import TypeAdapter
+
+    from services.spec.schedules import SCHEDULE_NAMES, ScheduleSpec
+    from workers.engine import schedules
+
+    spec = TypeAdapter(ScheduleSpec).validate_python(schedule)
+    assert spec.name in SCHEDULE_NAMES
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9)
+    scheduler = schedules.build(spec.model_dump(), optimizer, total_steps=10)
+    assert scheduler is not None
+    for _ in range(10):
+        optimizer.step()
+        if schedules.steps_per_epoch_only(scheduler):
+            scheduler.step(1.0)  # type: ignore[arg-type]
+        else:
+            scheduler.step()  # type: ignore[call-arg]
