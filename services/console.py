@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-_HEAD = (("optimizer", "label", "{}"), ("final train loss", "final_train_loss", "{:.4g}"))
+_HEAD = (("optimizer", "label", "{}"), ("final train loss", "final_train_loss", "{:.4f}"))
 _TAIL = (
     ("steps to target", "steps_to_target", "{:.0f}"),
     ("time to target", "seconds_to_target", "{:.2f} s"),
@@ -17,7 +17,12 @@ _TAIL = (
 COLUMNS = {
     "classification": (*_HEAD, ("best val acc", "best_val_accuracy", "{:.2%}"), *_TAIL),
     "regression": (*_HEAD, ("best val R²", "best_val_accuracy", "{:.4f}"), *_TAIL),
-    "landscape": (*_HEAD, ("final distance", "final_distance", "{:.3g}"), *_TAIL),
+    "landscape": (
+        ("optimizer", "label", "{}"),
+        ("final loss", "final_train_loss", "{:.4g}"),
+        ("final distance", "final_distance", "{:.3g}"),
+        *_TAIL,
+    ),
 }
 
 
