@@ -118,3 +118,38 @@ def test_a_job_on_an_uploaded_data_set(client: TestClient) -> None:
     )
     assert missing.status_code == 422
     assert missing.json()["detail"].startswith("dataset.id: no uploaded data set")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model"),
+    [("mnist", {"name": "cnn"}), ("cifar10", {"name": "resnet", "width": 4})],
+)
+def test_image_models_train_on_files_in_the_data_folder(
+    embedded_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dataset: str,
+    model: dict[str, Any],
+) -> None:
+    from tests.conftest import reset_process_state
+    from tests.unit.test_datasets import write_cifar, write_idx_set
+
+    if dataset == "mnist":
+        write_idx_set(tmp_path / "data" / "mnist", (False,) * 4)
+    else:
+        write_cifar(tmp_path / "data")
+    monkeypatch.setenv("OPTBENCH_DATA_DIR", str(tmp_path / "data"))
+    reset_process_state()
+    with TestClient(create_app()) as client:
+        job = submit_and_run(
+            client,
+            {
+                "dataset": {"name": dataset, "val_fraction": 0.2, "test_fraction": 0.0},
+                "model": model,
+                "optimizers": [{"name": "sgd", "lr": 0.01}],
+                "epochs": 2,
+                "batch_size": 8,
+            },
+        )
+    assert job["status"] == "succeeded", job["error"]
+    assert job["runs"][0]["steps_done"] == job["runs"][0]["total_steps"] > 0
