@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.db import metrics, store
+from services.db import metric_queries, store
 from services.db.models import FINISHED, Dataset, Job
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec
@@ -82,4 +82,4 @@ def series(
         raise InvalidSpec(f"granularity: must be 'step' or 'epoch', got '{granularity}'")
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
-        return job, metrics.series(session, [run.id for run in job.runs], granularity)
+        return job, metric_queries.series(session, [run.id for run in job.runs], granularity)

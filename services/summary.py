@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.db import metrics
+from services.db import metric_queries
 from services.db.models import Job
 from services.spec import JobSpec, TargetSpec
 
@@ -93,6 +93,6 @@ def summarize(spec: JobSpec, runs: Sequence[RunView]) -> dict[str, Any]:
 
 def job_summary(session: Session, job: Job) -> dict[str, Any]:
     """Summarize a job from its stored epoch metrics (finished or still running)."""
-    epochs = metrics.series(session, [run.id for run in job.runs], granularity="epoch")
+    epochs = metric_queries.series(session, [run.id for run in job.runs], granularity="epoch")
     views = [RunView(run.label, run.diverged, epochs[run.id]) for run in job.runs]
     return summarize(JobSpec.model_validate(job.spec), views)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from services.cli import main
-from services.db import metrics, store
+from services.db import metric_queries, store
 from services.db.session import unit_of_work
 
 SMALL_SPEC = {
@@ -46,7 +46,7 @@ def test_run_stores_the_job_and_prints_json(
         # 300 samples less 20 % validation and 20 % test leave 180 for training: batches of 50
         # give 4 steps per epoch for adam, and gd takes 1
         assert [run.total_steps for run in job.runs] == [2, 8, 2, 8]
-        assert metrics.count_steps(session, [run.id for run in job.runs]) == 20
+        assert metric_queries.count_steps(session, [run.id for run in job.runs]) == 20
         assert all(run.test_accuracy is not None for run in job.runs)
 
 

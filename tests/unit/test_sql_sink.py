@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from services.db import metrics, store
+from services.db import metric_queries, metric_writes, store
 from services.db.models import Run, StepMetric
 from services.db.session import unit_of_work
 from services.spec import LECTURE_SPEC, JobSpec
@@ -61,8 +61,8 @@ def test_rewriting_steps_and_epochs_stores_each_once(database: str) -> None:
 
     assert stored_steps(run_id) == list(range(1, 31))
     with unit_of_work() as session:
-        assert metrics.series(session, [run_id], "epoch")[run_id]["val_accuracy"] == [0.75]
-        columns = metrics.series(session, [run_id], "step")[run_id]
+        assert metric_queries.series(session, [run_id], "epoch")[run_id]["val_accuracy"] == [0.75]
+        columns = metric_queries.series(session, [run_id], "step")[run_id]
         run_row = session.get_one(Run, run_id)
     assert columns["loss"][:2] == [1.0, 0.5]
     assert run_row.status == "succeeded" and run_row.steps_done == 30
@@ -80,7 +80,7 @@ def test_a_flush_is_one_statement_even_for_many_rows(database: str) -> None:
     event.listen(get_engine(), "before_cursor_execute", listener)
     try:
         with unit_of_work() as session:
-            written = metrics.write_steps(
+            written = metric_writes.write_steps(
                 session,
                 run_id,
                 [

@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from services.db import metrics, store
+from services.db import metric_writes, store
 from services.db.models import STEP_FIELDS
 from services.db.session import unit_of_work
 from services.telemetry import METRIC_ROWS_WRITTEN, METRIC_WRITE_SECONDS
@@ -22,13 +22,15 @@ class SqlSink(Hooks):
         rows = [{field: getattr(record, field) for field in STEP_FIELDS} for record in steps]
         started = time.perf_counter()
         with unit_of_work() as session:
-            written = metrics.write_steps(session, run.key, rows)
+            written = metric_writes.write_steps(session, run.key, rows)
         METRIC_WRITE_SECONDS.observe(time.perf_counter() - started)
         METRIC_ROWS_WRITTEN.labels("step").inc(written)
 
     def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None:
         with unit_of_work() as session:
-            written = metrics.write_epochs(session, run.key, [asdict(epoch) for epoch in epochs])
+            written = metric_writes.write_epochs(
+                session, run.key, [asdict(epoch) for epoch in epochs]
+            )
         METRIC_ROWS_WRITTEN.labels("epoch").inc(written)
 
     def on_run_end(self, run: RunConfig, result: RunResult) -> None:

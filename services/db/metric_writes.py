@@ -1,4 +1,4 @@
-"""Metric rows: batched, idempotent writes and columnar reads.
+"""Metric rows: batched, idempotent writes.
 
 A flush is one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` per table (never a statement
 per row: mlflow#4299 is the mistake not to repeat), so a redelivered task that writes the
@@ -7,14 +7,14 @@ same (run_id, step) again changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from services.db.models import EPOCH_FIELDS, STEP_FIELDS, EpochMetric, Run, StepMetric
+from services.db.models import EpochMetric, Run, StepMetric
 
 # SQLite allows 32,766 bound parameters per statement; 8 columns x 2,000 rows stays under it.
 _ROWS_PER_STATEMENT = 2000
@@ -63,35 +63,4 @@ def write_epochs(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]
         session,
         EpochMetric,
         [{"run_id": run_id, **row} for row in rows],
-    )
-
-
-def series(
-    session: Session, run_ids: Iterable[int], granularity: str = "step"
-) -> dict[int, dict[str, list[Any]]]:
-    """Columnar series per run: ``{run_id: {"step": [...], "loss": [...], ...}}``."""
-    model, fields = (
-        (StepMetric, STEP_FIELDS) if granularity == "step" else (EpochMetric, EPOCH_FIELDS)
-    )
-    key = model.step if granularity == "step" else model.epoch
-    ids = list(run_ids)
-    result: dict[int, dict[str, list[Any]]] = {rid: {f: [] for f in fields} for rid in ids}
-    query = (
-        select(model.run_id, *(getattr(model, f) for f in fields))
-        .where(model.run_id.in_(ids))
-        .order_by(model.run_id, key)
-    )
-    for row in session.execute(query):
-        columns = result[row[0]]
-        for name, value in zip(fields, row[1:], strict=True):
-            columns[name].append(value)
-    return result
-
-
-def count_steps(session: Session, run_ids: Iterable[int]) -> int:
-    return int(
-        session.scalar(
-            select(func.count()).select_from(StepMetric).where(StepMetric.run_id.in_(list(run_ids)))
-        )
-        or 0
     )
