@@ -5,6 +5,12 @@
     optbench api             serve the HTTP API
     optbench worker          start a Celery worker
     optbench migrate         apply database migrations
+    optbench submit SPEC     submit a spec to the API (--watch to follow it)
+    optbench status JOB      a job's status and per-run progress
+    optbench watch JOB       live progress bars per run, then the summary
+    optbench summary JOB     the per-optimizer table
+
+``--url`` (or OPTBENCH_API_URL) points the last four at a remote API; ``--json`` prints JSON.
 
 This is the one place that joins services and workers: it imports ``workers`` (and so torch)
 only inside the commands that train.
@@ -22,7 +28,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from services.console import ProgressLine, summary_table
+from services.client import ApiClient, ApiError
+from services.console import ProgressLine, RunBoard, job_status, summary_table
 from services.settings import get_settings
 from services.spec import JobSpec, field_errors
 
@@ -143,6 +150,66 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if status == "succeeded" else 1
 
 
+def _client(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(args.url or get_settings().api_url)
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    with _client(args) as client:
+        job = client.submit(spec.model_dump(mode="json", exclude_unset=True))
+        if args.watch:
+            return _watch(client, job["id"], args.json)
+    if args.json:
+        _print_json(job)
+    else:
+        print(f"submitted job {job['id']} ({len(job['runs'])} runs): optbench watch {job['id']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.job(args.job)
+    if args.json:
+        _print_json(job)
+    else:
+        print(job_status(job))
+    return 0
+
+
+def _watch(client: ApiClient, job_id: str, as_json: bool) -> int:
+    board = RunBoard()
+    job = client.wait(job_id, on_update=lambda state: None if as_json else board.update(state))
+    summary = client.summary(job_id)
+    if as_json:
+        _print_json(
+            {"job_id": job_id, "status": job["status"], "error": job["error"], "summary": summary}
+        )
+    else:
+        print(f"job {job_id}: {job['status']}" + (f" ({job['error']})" if job["error"] else ""))
+        print(summary_table(summary))
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return _watch(client, args.job, args.json)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        summary = client.summary(args.job)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(summary_table(summary))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
@@ -180,6 +247,24 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply database migrations (Alembic)")
     migrate.set_defaults(func=cmd_migrate)
+
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--url", help="the API (default: OPTBENCH_API_URL or http://127.0.0.1:8000)"
+    )
+    remote.add_argument("--json", action="store_true", help="machine-readable output")
+    submit = sub.add_parser("submit", parents=[remote], help="submit a spec file to the API")
+    submit.add_argument("spec", type=Path, help="job spec, JSON or YAML")
+    submit.add_argument("--watch", action="store_true", help="then watch it to the end")
+    submit.set_defaults(func=cmd_submit)
+    for name, func, text in (
+        ("status", cmd_status, "a job's status and per-run progress"),
+        ("watch", cmd_watch, "live progress bars per run, then the summary"),
+        ("summary", cmd_summary, "the per-optimizer summary table"),
+    ):
+        command = sub.add_parser(name, parents=[remote], help=text)
+        command.add_argument("job", help="job id")
+        command.set_defaults(func=func)
     return top
 
 
@@ -187,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except CliError as error:
+    except (CliError, ApiError) as error:
         print(f"optbench: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

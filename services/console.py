@@ -56,7 +56,7 @@ class ProgressLine:
         self.stream = stream
         self.tty = stream.isatty()
         self.every = every_seconds
-        self._last = 0.0
+        self._last = float("-inf")  # the first update always shows
         self.started = time.monotonic()
 
     def update(
@@ -84,3 +84,66 @@ class ProgressLine:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _bar(done: int, total: int | None, width: int = 24) -> str:
+    if not total:
+        return "." * width
+    filled = int(width * min(done / total, 1.0))
+    return "#" * filled + "." * (width - filled)
+
+
+def run_lines(job: dict[str, Any]) -> list[str]:
+    """One line per run: label, seed, a bar, steps done / total and the run's status."""
+    runs = job.get("runs", [])
+    width = max((len(run["label"]) for run in runs), default=5)
+    lines = []
+    for run in runs:
+        done, total = run["steps_done"], run["total_steps"]
+        counts = f"{done}/{total if total is not None else '?'}"
+        flag = " diverged" if run.get("diverged") else ""
+        lines.append(
+            f"{run['label']:<{width}}  seed {run['seed']:<3} [{_bar(done, total)}] "
+            f"{counts:>13}  {run['status']}{flag}"
+        )
+    return lines
+
+
+def job_status(job: dict[str, Any]) -> str:
+    progress = job["progress"]
+    fraction = progress.get("fraction")
+    share = f" ({fraction:.0%})" if fraction is not None else ""
+    head = (
+        f"job {job['id']}: {job['status']}  {progress['steps_done']}"
+        f"/{progress['total_steps'] or '?'} steps{share}  {job['name']}"
+    )
+    if job.get("error"):
+        head += f"\nerror: {job['error']}"
+    return "\n".join([head, *run_lines(job)])
+
+
+class RunBoard:
+    """Per-run progress bars that redraw in place on a terminal; elsewhere a line every few
+    seconds and the last state at the end."""
+
+    def __init__(self, stream: TextIO = sys.stderr, every_seconds: float = 5.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.every = every_seconds
+        self._drawn = 0
+        self._last = float("-inf")  # the first update always shows
+
+    def update(self, job: dict[str, Any]) -> None:
+        finished = job["status"] in ("succeeded", "failed", "cancelled")
+        now = time.monotonic()
+        if self.tty:
+            lines = job_status(job).splitlines()
+            if self._drawn:
+                self.stream.write(f"\x1b[{self._drawn}F")  # back to the block's first line
+            self.stream.write("".join(f"\x1b[2K{line}\n" for line in lines))
+            self._drawn = len(lines)
+        elif finished or now - self._last >= self.every:
+            self._last = now
+            done, total = job["progress"]["steps_done"], job["progress"]["total_steps"]
+            self.stream.write(f"{job['status']}: {done}/{total or '?'} steps\n")
+        self.stream.flush()

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         default="filesystem://",
         description="Celery broker URL; filesystem:// keeps messages under <home>/broker.",
     )
+    api_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="where `optbench submit/status/watch/summary` reach the API",
+    )
     flush_every_steps: int = Field(
         default=100,
         ge=1,

@@ -6,6 +6,10 @@ import os
 import shutil
 import socket
 
+from services.support import free_port
+
+__all__ = ["free_port", "require_binary", "require_port", "unavailable"]
+
 import pytest
 
 ON_CI = os.environ.get("CI") == "true"
@@ -32,9 +36,3 @@ def require_port(host: str, port: int, what: str) -> None:
             return
     except OSError:
         unavailable(f"{what} is not reachable at {host}:{port}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -1,0 +1,70 @@
+"""A small client of the HTTP API, for the CLI (``optbench submit/status/watch/summary``) and
+the demo. Errors come back as ``ApiError`` carrying the problem+json detail."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class ApiError(Exception):
+    """The API answered with an error (its problem+json detail), or could not be reached."""
+
+
+class ApiClient:
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise ApiError(
+                f"cannot reach the optbench API at {self.base_url} ({error}); start it with "
+                "`optbench api` or pass --url / set OPTBENCH_API_URL"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(f"{method} {path}: {response.status_code} {detail}")
+        return response.json()
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._request("POST", "/v1/jobs", json=spec))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/jobs/{job_id}"))
+
+    def summary(self, job_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/jobs/{job_id}/summary"))
+
+    def ready(self) -> bool:
+        try:
+            return self.http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait(
+        self, job_id: str, on_update: Callable[[dict[str, Any]], None], interval: float = 0.5
+    ) -> dict[str, Any]:
+        """Poll until the job has finished, calling ``on_update`` with each state."""
+        while True:
+            job = self.job(job_id)
+            on_update(job)
+            if job["status"] in FINISHED:
+                return job
+            time.sleep(interval)

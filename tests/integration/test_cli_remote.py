@@ -1,0 +1,96 @@
+"""``optbench submit/status/watch/summary`` against a running API and worker (embedded default)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.cli import main
+from tests.support import free_port
+
+SPEC = {
+    "name": "remote cli",
+    "dataset": {"name": "iris"},
+    "model": {"name": "mlp", "hidden": [16]},
+    "optimizers": [{"name": "sgd", "lr": 0.1}, {"name": "adam", "lr": 0.01}],
+    "epochs": 3,
+    "batch_size": 16,
+    "seeds": [0, 1],
+}
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("home")
+    env = {**os.environ, "OPTBENCH_HOME": str(home), "OPTBENCH_WORKER_METRICS_PORT": "0"}
+    for name in ("OPTBENCH_DATABASE_URL", "OPTBENCH_BROKER_URL"):
+        env.pop(name, None)
+    port = free_port()
+    subprocess.run(
+        [sys.executable, "-m", "services.cli", "migrate"], env=env, check=True, capture_output=True
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for args in (["api", "--port", str(port)], ["worker", "--pool", "solo"])
+    ]
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    yield url
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_submit_watch_status_and_summary(
+    api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(SPEC))
+    assert main(["submit", str(spec_file), "--url", api_url, "--json"]) == 0
+    job_id = json.loads(capsys.readouterr().out)["id"]
+
+    assert main(["watch", job_id, "--url", api_url, "--json"]) == 0
+    watched = json.loads(capsys.readouterr().out)
+    assert watched["status"] == "succeeded"
+    assert [row["label"] for row in watched["summary"]["optimizers"]] == ["sgd", "adam"]
+
+    assert main(["status", job_id, "--url", api_url]) == 0
+    status = capsys.readouterr().out
+    assert f"job {job_id}: succeeded" in status
+    assert status.count("seed") == 4 and "[########################]" in status
+
+    assert main(["summary", job_id, "--url", api_url]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in table[-2:]] == ["sgd", "adam"]
+
+
+def test_an_unreachable_api_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "x", "--url", f"http://127.0.0.1:{free_port()}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("optbench: error: cannot reach the optbench API") and err.count("\n") == 1
+
+
+def test_an_unknown_job_is_the_apis_message(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["summary", "00000000-0000-0000-0000-000000000000", "--url", api_url]) == 2
+    assert "404 no job with id" in capsys.readouterr().err
