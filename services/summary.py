@@ -1,98 +1,291 @@
 """Per-optimizer summary of a job (DESIGN.md "Convergence metrics").
 
-- steps-to-target: the global step at the end of the first epoch whose target metric
-  reached the target; epochs-to-target and time-to-target (training seconds) likewise.
-  A run that never reaches it is *not reached* (it counts in the success rate, never as
-  the budget).
-- Over seeds: medians of the reached runs, means of final/best values, and the share of
-  seeds that reached the target.
+Definitions (per run):
+
+- steps-to-target: the global step at the end of the first epoch whose target metric reached
+  the target; epochs-to-target and time-to-target (training seconds, evaluation excluded)
+  likewise. A run that never reaches it is *not reached*: it counts in the success rate,
+  never as the budget.
+- area under the training-loss curve (``auc_train_loss``): the mean of the per-step training
+  loss over the run (read from the step series; one ``AVG`` per run in SQL).
+- final / best values come from the epoch series (an epoch's train loss is far less noisy
+  than one batch's): the last and the best (min loss, max accuracy or R²) stored value.
+- ``final_target``: the last value of the job's target metric (``target.metric``).
+
+A run that diverged counts in ``diverged`` and as not reached, and none of its values (final,
+best, area under the curve, to-target) enter the statistics: its curve was cut off by an
+exploding or non-finite loss. Non-finite stored values are ignored likewise.
+
+Over the seeds of one optimizer label (one row of ``optimizers``, in the spec's order):
+
+- ``stats[metric]`` = ``{"mean", "std", "median", "n"}`` with the sample standard deviation
+  (``None`` for fewer than two values); the to-target metrics are over the reached runs only.
+- the flat keys are the means of the value metrics and the medians of the to-target metrics.
+- ``success_rate`` = reached runs / runs, also written ``target_reached`` = ``"k/n"``.
+- ``rank`` (1 = best): by success rate (higher first), then median steps-to-target (lower
+  first; none reached last), then the mean final value of the target metric (better first by
+  the target's direction; none last). Equal keys share a rank and the next rank skips
+  (1, 1, 3). The top-level ``best`` is the first label of rank 1 in the spec's order.
+- ``paired``: runs of one seed share initial weights and mini-batches, so each label is
+  compared with ``best`` seed by seed on the final value of the target metric: the differences
+  (this label minus the reference) over the seeds where both runs have a value (neither
+  diverged), their mean and a 95 % t-interval (mean ± t(0.975, n-1) * s / sqrt(n)).
+  ``None`` for the reference itself and for fewer than two common seeds.
+
+Schema: ``{"task", "target", "best", "optimizers": [row, ...]}`` where a row holds ``label``,
+``optimizer``, ``runs``, ``final_train_loss``, ``best_train_loss``, ``final_val_accuracy``,
+``best_val_accuracy`` (R² for regression; ``None`` for landscapes), ``final_distance``
+(landscapes), ``final_target``, ``auc_train_loss``, ``steps_to_target``, ``epochs_to_target``,
+``seconds_to_target``, ``target_reached``, ``success_rate``, ``diverged``, ``rank``, ``stats``
+and ``paired`` (``{"reference", "metric", "n", "seeds", "differences", "mean", "ci95"}``).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.db import metric_queries
-from services.db.models import Job
+from services.db.models import Job, StepMetric
 from services.spec import JobSpec, TargetSpec
+
+# t(0.975, df): the two-sided 95 % quantile of Student's t; 1.96 (the normal's) beyond.
+T_975: dict[int, float] = {
+    1: 12.7062,
+    2: 4.3027,
+    3: 3.1824,
+    4: 2.7764,
+    5: 2.5706,
+    6: 2.4469,
+    7: 2.3646,
+    8: 2.3060,
+    9: 2.2622,
+    10: 2.2281,
+    11: 2.2010,
+    12: 2.1788,
+    13: 2.1604,
+    14: 2.1448,
+    15: 2.1314,
+    16: 2.1199,
+    17: 2.1098,
+    18: 2.1009,
+    19: 2.0930,
+    20: 2.0860,
+    21: 2.0796,
+    22: 2.0739,
+    23: 2.0687,
+    24: 2.0639,
+    25: 2.0595,
+    26: 2.0555,
+    27: 2.0518,
+    28: 2.0484,
+    29: 2.0452,
+    30: 2.0423,
+    31: 2.0395,
+}
+
+# Per-run values summarized over seeds (mean is the flat value) ...
+VALUE_METRICS = (
+    "final_train_loss",
+    "best_train_loss",
+    "final_val_accuracy",
+    "best_val_accuracy",
+    "final_distance",
+    "final_target",
+    "auc_train_loss",
+)
+# ... and the to-target ones, over the reached runs (median is the flat value).
+TO_TARGET_METRICS = ("steps_to_target", "epochs_to_target", "seconds_to_target")
+
+
+def t_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (``df >= 1``)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    return T_975.get(df, 1.96)
 
 
 @dataclass(frozen=True)
 class RunView:
-    """What the summary needs of a run: its label, whether it diverged, its epoch series."""
+    """What the summary needs of a run.
+
+    ``epochs`` is columnar (epoch, step, train_loss, val_accuracy, train_seconds, distance,
+    ...), as ``metric_queries.series(..., granularity="epoch")`` returns it;
+    ``auc_train_loss`` is the mean per-step training loss (``None``: no steps yet).
+    """
 
     label: str
     diverged: bool
-    epochs: Mapping[str, Sequence[Any]]  # columnar: epoch, step, train_loss, val_accuracy, ...
+    epochs: Mapping[str, Sequence[Any]]
+    seed: int = 0
+    auc_train_loss: float | None = None
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _column(epochs: Mapping[str, Sequence[Any]], name: str) -> list[float]:
+    """The finite values of one column, in order."""
+    return [v for v in (_finite(x) for x in epochs.get(name, ())) if v is not None]
+
+
+def _last(values: list[float]) -> float | None:
+    return values[-1] if values else None
 
 
 def _first_reached(target: TargetSpec, epochs: Mapping[str, Sequence[Any]]) -> int | None:
-    for index, value in enumerate(epochs.get(target.column, [])):
-        if value is not None and target.reached(value):
+    for index, value in enumerate(epochs.get(target.column, ())):
+        number = _finite(value)
+        if number is not None and target.reached(number):
             return index
     return None
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
+def _run_values(target: TargetSpec, run: RunView) -> dict[str, float | None]:
+    """One run's values (all ``None`` for a diverged run: it enters no statistic)."""
+    names = VALUE_METRICS + TO_TARGET_METRICS
+    if run.diverged:
+        return dict.fromkeys(names)
+    train_loss = _column(run.epochs, "train_loss")
+    val_accuracy = _column(run.epochs, "val_accuracy")
+    values: dict[str, float | None] = {
+        "final_train_loss": _last(train_loss),
+        "best_train_loss": min(train_loss, default=None),
+        "final_val_accuracy": _last(val_accuracy),
+        "best_val_accuracy": max(val_accuracy, default=None),
+        "final_distance": _last(_column(run.epochs, "distance")),
+        "final_target": _last(_column(run.epochs, target.column)),
+        "auc_train_loss": _finite(run.auc_train_loss),
+    }
+    hit = _first_reached(target, run.epochs)
+    for name, column in zip(TO_TARGET_METRICS, ("step", "epoch", "train_seconds"), strict=True):
+        values[name] = None if hit is None else _finite(run.epochs[column][hit])
+    return values
 
 
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
+def describe(values: Iterable[float | None]) -> dict[str, Any]:
+    """Mean, sample std (``None`` below two values), median and count of the given values."""
+    kept = [v for v in values if v is not None]
+    return {
+        "mean": statistics.fmean(kept) if kept else None,
+        "std": statistics.stdev(kept) if len(kept) > 1 else None,
+        "median": statistics.median(kept) if kept else None,
+        "n": len(kept),
+    }
+
+
+def paired_difference(differences: Sequence[float]) -> tuple[float, tuple[float, float]]:
+    """Mean of paired differences and its 95 % t-interval (at least two differences)."""
+    n = len(differences)
+    if n < 2:
+        raise ValueError("a paired interval needs at least two differences")
+    mean = statistics.fmean(differences)
+    half = t_975(n - 1) * statistics.stdev(differences) / math.sqrt(n)
+    return mean, (mean - half, mean + half)
+
+
+def _rank_key(row: Mapping[str, Any], higher_is_better: bool) -> tuple[Any, ...]:
+    steps = row["steps_to_target"]
+    final = row["final_target"]
+    signed = 0.0 if final is None else (-final if higher_is_better else final)
+    return (-(row["success_rate"] or 0.0), steps is None, steps or 0.0, final is None, signed)
+
+
+def _ranks(keys: list[tuple[Any, ...]]) -> list[int]:
+    """Competition ranks (1 = smallest key; ties share, the next rank skips)."""
+    return [1 + sum(other < key for other in keys) for key in keys]
 
 
 def summarize(spec: JobSpec, runs: Sequence[RunView]) -> dict[str, Any]:
+    """The summary of a job's runs (pure: no database). See the module docstring."""
+    target = spec.effective_target
     by_label: dict[str, list[RunView]] = {}
     for run in runs:
         by_label.setdefault(run.label, []).append(run)
-    target = spec.effective_target
-    rows = []
+
+    rows: list[dict[str, Any]] = []
+    finals_by_seed: dict[str, dict[int, float]] = {}
     for entry in spec.optimizers:
         label = entry.display_label
         group = by_label.get(label, [])
-        steps, epochs_to, seconds = [], [], []
-        for run in group:
-            hit = _first_reached(target, run.epochs)
-            if hit is not None:
-                steps.append(run.epochs["step"][hit])
-                epochs_to.append(run.epochs["epoch"][hit])
-                seconds.append(run.epochs["train_seconds"][hit])
-        finals = [run.epochs["train_loss"][-1] for run in group if run.epochs["train_loss"]]
-        bests = [
-            max(a for a in run.epochs["val_accuracy"] if a is not None)
-            for run in group
-            if any(a is not None for a in run.epochs["val_accuracy"])
-        ]
-        distances = [
-            run.epochs["distance"][-1]
-            for run in group
-            if run.epochs.get("distance") and run.epochs["distance"][-1] is not None
-        ]
-        rows.append(
-            {
-                "label": label,
-                "optimizer": entry.name,
-                "runs": len(group),
-                "final_train_loss": _mean(finals),
-                "best_val_accuracy": _mean(bests),  # R² for regression
-                "final_distance": _mean(distances),
-                "steps_to_target": _median(steps),
-                "epochs_to_target": _median(epochs_to),
-                "seconds_to_target": _median(seconds),
-                "target_reached": f"{len(steps)}/{len(group)}",
-                "diverged": sum(run.diverged for run in group),
-            }
+        per_run = [_run_values(target, run) for run in group]
+        finals = finals_by_seed[label] = {}
+        for run, values in zip(group, per_run, strict=True):
+            final = values["final_target"]
+            if final is not None:
+                finals[run.seed] = final
+        stats = {name: describe(v[name] for v in per_run) for name in VALUE_METRICS}
+        stats.update({name: describe(v[name] for v in per_run) for name in TO_TARGET_METRICS})
+        reached = stats["steps_to_target"]["n"]
+        row: dict[str, Any] = {"label": label, "optimizer": entry.name, "runs": len(group)}
+        row.update({name: stats[name]["mean"] for name in VALUE_METRICS})
+        row.update({name: stats[name]["median"] for name in TO_TARGET_METRICS})
+        row.update(
+            target_reached=f"{reached}/{len(group)}",
+            success_rate=reached / len(group) if group else None,
+            diverged=sum(run.diverged for run in group),
+            stats=stats,
         )
-    return {"task": spec.task, "target": target.model_dump(), "optimizers": rows}
+        rows.append(row)
+
+    keys = [_rank_key(row, target.higher_is_better) for row in rows]
+    for row, rank in zip(rows, _ranks(keys), strict=True):
+        row["rank"] = rank
+    best = next((row["label"] for row in rows if row["rank"] == 1), None)
+
+    reference = finals_by_seed.get(best, {}) if best is not None else {}
+    for row in rows:
+        row["paired"] = None
+        if row["label"] == best:
+            continue
+        own = finals_by_seed[row["label"]]
+        seeds = sorted(set(own) & set(reference))
+        if len(seeds) < 2:
+            continue
+        differences = [own[seed] - reference[seed] for seed in seeds]
+        mean, (low, high) = paired_difference(differences)
+        row["paired"] = {
+            "reference": best,
+            "metric": target.metric,
+            "n": len(seeds),
+            "seeds": seeds,
+            "differences": differences,
+            "mean": mean,
+            "ci95": [low, high],
+        }
+    return {"task": spec.task, "target": target.model_dump(), "best": best, "optimizers": rows}
+
+
+def mean_step_losses(session: Session, run_ids: Iterable[int]) -> dict[int, float]:
+    """Mean per-step training loss of each run (the area under its loss curve), in SQL."""
+    ids = list(run_ids)
+    if not ids:
+        return {}
+    query = (
+        select(StepMetric.run_id, func.avg(StepMetric.loss))
+        .where(StepMetric.run_id.in_(ids))
+        .group_by(StepMetric.run_id)
+    )
+    return {int(run_id): float(mean) for run_id, mean in session.execute(query) if mean is not None}
 
 
 def job_summary(session: Session, job: Job) -> dict[str, Any]:
-    """Summarize a job from its stored epoch metrics (finished or still running)."""
-    epochs = metric_queries.series(session, [run.id for run in job.runs], granularity="epoch")
-    views = [RunView(run.label, run.diverged, epochs[run.id]) for run in job.runs]
+    """Summarize a job from its stored metrics (finished or still running)."""
+    run_ids = [run.id for run in job.runs]
+    epochs = metric_queries.series(session, run_ids, granularity="epoch")
+    auc = mean_step_losses(session, run_ids)
+    views = [
+        RunView(run.label, run.diverged, epochs[run.id], run.seed, auc.get(run.id))
+        for run in job.runs
+    ]
     return summarize(JobSpec.model_validate(job.spec), views)
