@@ -172,15 +172,24 @@ def test_sgd_at_lr_1e6_diverges_and_stops_early() -> None:
 def test_mid_epoch_evaluation_is_attached_to_its_steps_and_not_timed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # A fake clock: each reading advances 1 ms, each evaluation 100 s. Counted evaluations
+    # would put hundreds of seconds into train_seconds.
+    clock = [0.0]
+
+    def perf_counter() -> float:
+        clock[0] += 0.001
+        return clock[0]
+
     evaluate = Experiment.evaluate
 
     def slow_evaluate(self, *args):  # type: ignore[no-untyped-def]
-        time.sleep(0.4)  # 4 mid-epoch + 2 epoch-end + 1 test evaluations: 2.8 s
+        clock[0] += 100.0
         return evaluate(self, *args)
 
+    monkeypatch.setattr(time, "perf_counter", perf_counter)
     monkeypatch.setattr(Experiment, "evaluate", slow_evaluate)
     sink = run_one(sgd(), eval_every_steps=7, flush_every=5)
-    assert sink.steps[0][-1].train_seconds < 1.0  # evaluation time is not training time
+    assert sink.steps[0][-1].train_seconds < 1.0  # 34 steps of 1 ms, no evaluation in it
     evaluated = [r.step for r in sink.steps[0] if r.val_loss is not None]
     assert evaluated == [7, 14, 21, 28]  # of 34 steps
     assert all(0 <= r.val_accuracy <= 1 for r in sink.steps[0] if r.val_accuracy is not None)
