@@ -8,7 +8,9 @@ readable error on the job and its unfinished runs.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import torch
@@ -21,7 +23,7 @@ from services.db.session import unit_of_work
 from services.settings import Settings, get_settings
 from services.spec import CATALOG, JobSpec, OptimizerEntry
 from services.summary import job_summary
-from services.telemetry import JOBS_FINISHED
+from services.telemetry import JOB_DURATION_SECONDS, JOBS_FINISHED, QUEUE_WAIT_SECONDS
 from workers.engine import (
     DatasetConfig,
     Experiment,
@@ -112,28 +114,40 @@ def execute_job(job_id: uuid.UUID | str, *, extra_hooks: tuple[Hooks, ...] = ())
         if job.status in FINISHED:
             log.info("job %s is already %s; nothing to do", job.id, job.status)
             return job.status
-        job_key = job.id
+        job_key, created_at = job.id, job.created_at
+    started = time.monotonic()
     try:
         device = pick_device(settings.device)
         with unit_of_work() as session:
-            config = job_config(session, store.get_job(session, job_key), device, settings)
+            job = store.get_job(session, job_key)
+            config = job_config(session, job, device, settings)
+            target = JobSpec.model_validate(job.spec).effective_target
         experiment = Experiment(config)
         with unit_of_work() as session:
             job = store.get_job(session, job_key)
             store.start_job(
                 session, job, {r.key: experiment.total_steps(r) for r in config.runs}, device
             )
-        hooks = CompositeHooks(SqlSink(), PrometheusSink(config.dataset.name, device), *extra_hooks)
-        experiment.run_all(hooks)
+            QUEUE_WAIT_SECONDS.observe(_seconds_since(created_at))
+        metrics = PrometheusSink(
+            config.dataset.name, config.model.name, device, target.column, target.reached
+        )
+        experiment.run_all(CompositeHooks(SqlSink(), metrics, *extra_hooks))
         with unit_of_work() as session:
             job = store.get_job(session, job_key)
-            summary = job_summary(session, job)
-            store.finish_job(session, job_key, summary=summary)
+            store.finish_job(session, job_key, summary=job_summary(session, job))
+        status = "succeeded"
     except Exception as error:  # the job fails; the worker goes on with the next one
         log.exception("job %s failed", job_key)
         with unit_of_work() as session:
             store.finish_job(session, job_key, error=f"{type(error).__name__}: {error}")
-        JOBS_FINISHED.labels("failed").inc()
-        return "failed"
-    JOBS_FINISHED.labels("succeeded").inc()
-    return "succeeded"
+        status = "failed"
+    JOBS_FINISHED.labels(status).inc()
+    JOB_DURATION_SECONDS.labels(status).observe(time.monotonic() - started)
+    return status
+
+
+def _seconds_since(moment: datetime) -> float:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return max((datetime.now(UTC) - aware).total_seconds(), 0.0)
