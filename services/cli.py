@@ -9,6 +9,8 @@
     optbench status JOB      a job's status and per-run progress
     optbench watch JOB       live progress bars per run, then the summary
     optbench summary JOB     the per-optimizer table
+    optbench report JOB      write the HTML report (-o FILE)
+    optbench export JOB      dump the series (--format csv|json|parquet, -o FILE)
 
 ``--url`` (or OPTBENCH_API_URL) points the last four at a remote API; ``--json`` prints JSON.
 
@@ -30,6 +32,7 @@ from pydantic import ValidationError
 
 from services.client import ApiClient, ApiError
 from services.console import ProgressLine, RunBoard, job_status, summary_table
+from services.errors import OptbenchError
 from services.settings import get_settings
 from services.spec import JobSpec, field_errors
 
@@ -210,6 +213,27 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from services.report import render_report
+
+    html = render_report(args.job)
+    args.output.write_text(html, encoding="utf-8")
+    print(f"wrote {args.output} ({len(html) // 1024} KiB): open it in a browser, no network needed")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from services.export import export_series
+
+    out = args.output or (sys.stdout.buffer if args.format == "parquet" else sys.stdout)
+    if args.format == "parquet" and out is sys.stdout.buffer and sys.stdout.isatty():
+        raise CliError("parquet is binary: pass -o FILE")
+    rows = export_series(args.job, args.format, out)
+    if args.output:
+        print(f"wrote {rows} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
@@ -248,6 +272,17 @@ def parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations (Alembic)")
     migrate.set_defaults(func=cmd_migrate)
 
+    report = sub.add_parser("report", help="write a job's self-contained HTML report")
+    report.add_argument("job", help="job id")
+    report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+    report.set_defaults(func=cmd_report)
+
+    export = sub.add_parser("export", help="dump a job's step and epoch series")
+    export.add_argument("job", help="job id")
+    export.add_argument("--format", choices=["csv", "json", "parquet"], default="csv")
+    export.add_argument("-o", "--output", type=Path, help="file (default: standard output)")
+    export.set_defaults(func=cmd_export)
+
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument(
         "--url", help="the API (default: OPTBENCH_API_URL or http://127.0.0.1:8000)"
@@ -272,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CliError, ApiError) as error:
+    except (CliError, ApiError, OptbenchError) as error:
         print(f"optbench: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

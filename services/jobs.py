@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from services.db import metric_queries, store
-from services.db.models import FINISHED, Dataset, Job
+from services.db.models import FINISHED, Dataset, Job, Run
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec
 from services.queue import enqueue_job
@@ -54,6 +55,12 @@ def _check_upload(session: Session, spec: JobSpec) -> None:
         )
 
 
+def counts_by_status() -> dict[str, int]:
+    """Jobs per status (for the ``optbench_jobs`` gauge, read at scrape time)."""
+    with unit_of_work() as session:
+        return store.count_by_status(session)
+
+
 def get(job_id: uuid.UUID | str) -> Job:
     with unit_of_work() as session:
         return store.get_job(session, job_id)
@@ -78,8 +85,81 @@ def summary(job_id: uuid.UUID | str) -> dict[str, Any]:
 def series(
     job_id: uuid.UUID | str, granularity: str
 ) -> tuple[Job, dict[int, dict[str, list[Any]]]]:
-    if granularity not in ("step", "epoch"):
-        raise InvalidSpec(f"granularity: must be 'step' or 'epoch', got '{granularity}'")
+    """Every raw point of every run of the job: ``(job, {run_id: columns})``."""
+    result = metrics(job_id, metric_queries.SeriesQuery(granularity=granularity))
+    return result.job, result.page.columns
+
+
+@dataclass
+class JobMetrics:
+    """A metrics query's answer: the job, the runs selected (in the job's order) and their
+    columns (see :mod:`services.db.metric_queries` for the raw and downsampled shapes)."""
+
+    job: Job
+    runs: list[Run]
+    page: metric_queries.SeriesPage
+
+
+def select_runs(job: Job, selectors: Sequence[str] | None) -> list[Run]:
+    """The job's runs named by ``selectors`` (run ids or labels; a label selects that entry's
+    run of every seed), in the job's order; every run when there is no selector."""
+    if not selectors:
+        return list(job.runs)
+    by_label: dict[str, list[Run]] = {}
+    for run in job.runs:
+        by_label.setdefault(run.label, []).append(run)
+    by_id = {str(run.id): run for run in job.runs}
+    wanted: set[int] = set()
+    for selector in selectors:
+        runs = by_label.get(selector) or ([by_id[selector]] if selector in by_id else [])
+        if not runs:
+            raise metric_queries.invalid(
+                "runs",
+                f"'{selector}' is neither a label nor a run id of this job; labels: "
+                f"{', '.join(by_label) or 'none'}; run ids: {', '.join(by_id) or 'none'}",
+            )
+        wanted.update(run.id for run in runs)
+    return [run for run in job.runs if run.id in wanted]
+
+
+def metrics(
+    job_id: uuid.UUID | str,
+    query: metric_queries.SeriesQuery,
+    runs: Sequence[str] | None = None,
+) -> JobMetrics:
+    """Series of a job's runs (all, or those named by id or label), raw or downsampled."""
+    query = query.checked()
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
-        return job, metric_queries.series(session, [run.id for run in job.runs], granularity)
+        selected = select_runs(job, runs)
+        page = metric_queries.fetch(session, [run.id for run in selected], query)
+        return JobMetrics(job, selected, page)
+
+
+def metrics_rows(
+    job_id: uuid.UUID | str,
+    query: metric_queries.SeriesQuery,
+    runs: Sequence[str] | None = None,
+) -> tuple[JobMetrics, Iterator[Sequence[Any]]]:
+    """For exports: the job and its selected runs (checked now, so that a bad request fails
+    before a response starts), and an iterator over ``(run_id, *query.columns)`` rows that
+    streams them from its own transaction. A page (``limit``) is read at once and its
+    ``next_cursor`` set; else the rows come in batches and ``next_cursor`` is None."""
+    query = query.checked()
+    with unit_of_work() as session:
+        job = store.get_job(session, job_id)
+        selected = select_runs(job, runs)
+        ids = [run.id for run in selected]
+        if query.limit is not None:
+            page = metric_queries.fetch(session, ids, query)
+            rows: list[Sequence[Any]] = []
+            for run_id, columns in page.columns.items():
+                rows += [(run_id, *values) for values in zip(*columns.values(), strict=True)]
+            return JobMetrics(job, selected, page), iter(rows)
+    empty = metric_queries.SeriesPage({}, None, query)
+
+    def stream() -> Iterator[Sequence[Any]]:
+        with unit_of_work() as session:
+            yield from metric_queries.rows(session, ids, query)
+
+    return JobMetrics(job, selected, empty), stream()

@@ -6,10 +6,13 @@ Served by ``optbench api``, or ``uvicorn services.api.app:create_app --factory``
 from __future__ import annotations
 
 from fastapi import FastAPI
-from prometheus_client import make_asgi_app
+from prometheus_fastapi_instrumentator import Instrumentator
 
+from services import jobs as job_cases
 from services.api import errors
-from services.api.routes import datasets, jobs, system
+from services.api.routes import datasets, jobs, metrics, system, web
+from services.api.routes import report as report_routes
+from services.telemetry import register_jobs_collector, set_build_info
 
 DESCRIPTION = """
 Compare `torch.optim` optimizers on real training runs.
@@ -24,7 +27,13 @@ def create_app() -> FastAPI:
     app = FastAPI(title="optbench", version="0.1.0", description=DESCRIPTION)
     errors.install(app)
     app.include_router(jobs.router)
+    app.include_router(metrics.router)
+    app.include_router(report_routes.router)
     app.include_router(datasets.router)
     app.include_router(system.router)
-    app.mount("/metrics", make_asgi_app())
+    app.include_router(web.router)
+    # HTTP requests and latency by route template (never by raw path: ids stay out).
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app)
+    register_jobs_collector(job_cases.counts_by_status)
+    set_build_info()  # the API has no torch: its build info names optbench's version only
     return app

@@ -92,6 +92,11 @@ def count_jobs(session: Session, *, status: str | None = None) -> int:
     return int(session.scalar(query) or 0)
 
 
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status))
+    return {status: int(count) for status, count in rows}
+
+
 @dataclass(frozen=True)
 class Progress:
     steps_done: int

@@ -6,6 +6,7 @@ tests skip locally and fail in CI (CI=true).
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -74,3 +75,62 @@ def test_gpu_override_reserves_nvidia_devices() -> None:
 def test_prometheus_config_is_valid() -> None:
     promtool = require_binary("promtool", "apt-get install prometheus")
     _run(promtool, "check", "config", PROMETHEUS_CONFIG)
+
+
+def test_promtool_accepts_the_recording_and_alerting_rules() -> None:
+    promtool = require_binary("promtool", "apt-get install prometheus")
+    output = _run(promtool, "check", "rules", "deploy/prometheus/rules.yml").stdout
+    assert "SUCCESS" in output
+
+
+def _exposed_names() -> set[str]:
+    """Every metric name the API and worker processes expose (services/telemetry.py), plus
+    what Prometheus and the HTTP instrumentation add."""
+    from prometheus_client import REGISTRY
+
+    import services.telemetry  # noqa: F401  (registers the metrics)
+
+    suffix = {"counter": "_total", "info": "_info"}
+    names = {"up", "http_requests_total", "http_request_duration_seconds", "optbench_jobs"}
+    for family in REGISTRY.collect():
+        names.add(family.name + suffix.get(family.type, ""))
+    return names
+
+
+def _metric_names(expr: str) -> set[str]:
+    import re
+
+    expr = re.sub(r"[a-z_]*:[a-z0-9_:]+", "", expr)  # recording rules' names (level:metric:op)
+    names = set(re.findall(r"\b(optbench_[a-z_]+|http_[a-z_]+)\b", expr))
+    return {re.sub(r"_(bucket|count|sum)$", "", name) for name in names}
+
+
+def test_rules_and_dashboard_only_use_metrics_that_exist() -> None:
+    rules = yaml.safe_load((REPO_ROOT / "deploy/prometheus/rules.yml").read_text())
+    recorded = {
+        rule["record"] for group in rules["groups"] for rule in group["rules"] if "record" in rule
+    }
+    expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads((REPO_ROOT / "deploy/grafana/dashboards/optbench.json").read_text())
+    expressions += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exposed = _exposed_names()
+    for expr in expressions:
+        unknown = {n for n in _metric_names(expr) if n not in exposed and n not in recorded}
+        assert not unknown, f"{expr}: {unknown}"
+    import re
+
+    used_records = {
+        name for expr in expressions for name in re.findall(r"[a-z_]+:[a-z0-9_:]+", expr)
+    }
+    assert used_records <= recorded, used_records - recorded
+    panels = " ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for topic in ("throughput", "queue", "outcomes", "steps to target"):
+        assert topic in panels
+
+
+def test_compose_provisions_grafana_with_the_dashboard() -> None:
+    services = _compose_config(BASE)
+    volumes = " ".join(str(v) for v in services["grafana"]["volumes"])
+    assert "deploy/grafana/provisioning" in volumes and "deploy/grafana/dashboards" in volumes
+    prometheus_volumes = " ".join(str(v) for v in services["prometheus"]["volumes"])
+    assert "rules.yml" in prometheus_volumes

@@ -75,3 +75,25 @@ def test_a_bad_spec_file_is_one_line_naming_the_field(
 def test_a_missing_spec_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(tmp_path / "nope.json")]) == 2
     assert "cannot read spec file" in capsys.readouterr().err
+
+
+def test_report_and_export_write_files(embedded_home: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({**SMALL_SPEC, "seeds": [0]}))
+    assert main(["run", str(spec_file), "--json"]) == 0
+    job_id = json.loads(capsys.readouterr().out)["job_id"]
+
+    report = tmp_path / "report.html"
+    assert main(["report", job_id, "-o", str(report)]) == 0
+    html = report.read_text()
+    assert html.count("<svg") >= 3 and "adam" in html and "gd" in html
+
+    csv_file = tmp_path / "series.csv"
+    assert main(["export", job_id, "--format", "csv", "-o", str(csv_file)]) == 0
+    lines = csv_file.read_text().splitlines()
+    step_rows = [line for line in lines[1:] if ",step," in f",{line},"]
+    assert len(step_rows) == 2 + 8  # gd: 2 steps, adam: 2 epochs x 4
+
+    assert main(["report", "00000000-0000-0000-0000-000000000000"]) == 2
+    assert "no job with id" in capsys.readouterr().err

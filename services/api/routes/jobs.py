@@ -1,4 +1,4 @@
-"""/v1/jobs: submit, list, inspect; metrics and summary of one job."""
+"""/v1/jobs: submit, list, inspect; the summary of one job (its metrics: routes/metrics.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Response
 
 from services import jobs
-from services.api.schemas import JobOut, JobPage, MetricsOut, RunSeries
+from services.api.schemas import JobOut, JobPage
 from services.spec import LECTURE_SPEC, JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -58,26 +58,6 @@ def list_jobs(
 def get_job(job_id: uuid.UUID) -> JobOut:
     """Status, progress (steps done / total) and runs."""
     return JobOut.of(jobs.get(job_id))
-
-
-@router.get("/{job_id}/metrics", response_model=MetricsOut)
-def get_metrics(job_id: uuid.UUID, granularity: Literal["step", "epoch"] = "step") -> MetricsOut:
-    """Series per run, columnar: ``{"step": [...], "loss": [...], ...}``."""
-    job, series = jobs.series(job_id, granularity)
-    return MetricsOut(
-        job_id=job.id,
-        granularity=granularity,
-        runs=[
-            RunSeries(
-                run_id=run.id,
-                label=run.label,
-                optimizer=run.optimizer,
-                seed=run.seed,
-                series=series[run.id],
-            )
-            for run in job.runs
-        ],
-    )
 
 
 @router.get("/{job_id}/summary")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from services.catalog import catalog
@@ -17,6 +18,12 @@ router = APIRouter()
 def get_catalog() -> dict[str, Any]:
     """Data sets, models and optimizers with their parameters, defaults and bounds."""
     return catalog()
+
+
+@router.get("/metrics", tags=["system"], response_class=Response)
+def prometheus_metrics() -> Response:
+    """Prometheus exposition of this API process (workers serve their own)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/healthz", tags=["system"])

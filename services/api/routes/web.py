@@ -1,0 +1,58 @@
+"""The web page: ``/`` serves a single-page app (plain HTML, JS and CSS from services/web/).
+
+No build step, no CDN: the three files are package data and every request the page makes
+goes back to this API (a Content-Security-Policy of ``'self'`` makes sure of it).
+``GET /v1/presets`` gives the form its example specs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from services.errors import NotFound
+from services.spec import LECTURE_SPEC
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+_STATIC = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    # The files change with the installed version only; revalidate so an upgrade shows.
+    "Cache-Control": "no-cache",
+}
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+def index() -> FileResponse:
+    """The single-page app (hash routes: ``#/`` jobs, ``#/jobs/<id>`` one job, ``#/new``)."""
+    return FileResponse(
+        WEB_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_HEADERS
+    )
+
+
+@router.get("/web/{name}")
+def static_file(name: str) -> FileResponse:
+    """The page's script and style sheet (a fixed list: nothing else under the folder)."""
+    if name not in _STATIC:
+        raise NotFound(f"no web file named '{name}'")
+    return FileResponse(WEB_DIR / name, media_type=_STATIC[name], headers=_HEADERS)
+
+
+@router.get("/v1/presets", include_in_schema=True, tags=["jobs"])
+def presets() -> dict[str, Any]:
+    """Example job specs by name (the web form's preset buttons): ``lecture`` is the
+    lecture's exercise, eight optimizers on digits."""
+    return {"lecture": LECTURE_SPEC}

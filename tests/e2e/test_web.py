@@ -1,0 +1,298 @@
+"""The web page in headless Chromium, against ``optbench api`` and ``optbench worker``
+processes on the embedded default (SQLite + filesystem broker in a temporary home).
+
+Open ``/``, go to the form, load the lecture preset, submit it, watch the job page until the
+job has succeeded, then check the curves, the legend and the summary table show all eight
+optimizers, the report link, and that the browser console logged no error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import free_port, require_binary, unavailable
+
+LABELS = ["gd", "sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "adam"]
+SCREENSHOT = Path("/tmp/web-job.png")
+HINT = "apt-get install chromium chromium-driver"
+
+
+def start(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def tails(logs: list[Path]) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Path]]]:
+    """``optbench api`` and one ``optbench worker`` on a fresh embedded default."""
+    home = tmp_path_factory.mktemp("home")
+    env = {
+        **os.environ,
+        "OPTBENCH_HOME": str(home),
+        "OPTBENCH_WORKER_METRICS_PORT": "0",
+    }
+    env.pop("OPTBENCH_DATABASE_URL", None)
+    env.pop("OPTBENCH_BROKER_URL", None)
+    logs_dir = tmp_path_factory.mktemp("logs")
+    api_log, worker_log = logs_dir / "api.log", logs_dir / "worker.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # The API migrates the embedded database on start; the worker comes up once it has.
+    api = start(env, "api", "--port", str(port), log=api_log)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if api.poll() is not None:
+                pytest.fail(f"the API exited with status {api.returncode}\n{tails([api_log])}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the API did not become ready\n{tails([api_log])}")
+            time.sleep(0.3)
+        worker = start(env, "worker", "--concurrency", "1", log=worker_log)
+        yield url, [api_log, worker_log]
+    finally:
+        stop(api)
+        if worker is not None:
+            stop(worker)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium through the system's ChromeDriver, console logs kept."""
+    chromium = require_binary("chromium", HINT)
+    chromedriver = require_binary("chromedriver", HINT)
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        unavailable("selenium is not installed: pip install -e '.[dev]'")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,2200",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float, what: str, logs: list[Path], driver: Any
+) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except StaleElementReferenceException:  # the page re-rendered under the lookup
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            driver.save_screenshot(str(SCREENSHOT))
+            pytest.fail(f"timed out waiting for {what} (screenshot {SCREENSHOT})\n{tails(logs)}")
+        time.sleep(0.25)
+
+
+def by_testid(driver: Any, testid: str, within: Any = None) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return (within or driver).find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+
+def severe(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [entry for entry in entries if entry.get("level") == "SEVERE"]
+
+
+def test_submit_the_lecture_preset_and_watch_it_finish(
+    browser: Any, server: tuple[str, list[Path]]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, logs = server
+    driver = browser
+
+    driver.get(f"{url}/")
+    wait_until(lambda: by_testid(driver, "jobs-count"), 15, "the job list", logs, driver)
+    assert driver.title.endswith("optbench")
+    by_testid(driver, "nav-new")[0].click()
+
+    preset = wait_until(
+        lambda: by_testid(driver, "preset-lecture"), 15, "the lecture preset", logs, driver
+    )[0]
+    assert preset.text == "Lecture: 8 optimizers on digits"
+    preset.click()
+    textarea = by_testid(driver, "spec-input")[0]
+    spec = json.loads(textarea.get_attribute("value"))
+    assert [o["name"] for o in spec["optimizers"]] == LABELS
+    spec["epochs"] = 2  # keeps the test quick; every curve still has several points
+    textarea.clear()
+    textarea.send_keys(json.dumps(spec))
+    by_testid(driver, "submit")[0].click()
+
+    wait_until(lambda: "#/jobs/" in driver.current_url, 15, "the job page", logs, driver)
+    job_id = driver.current_url.rsplit("/", 1)[-1]
+
+    def status() -> str:
+        return str(
+            driver.execute_script(
+                "const b = document.querySelector('[data-testid=job-status]');"
+                "return b ? b.dataset.status : '';"
+            )
+        )
+
+    wait_until(
+        lambda: status() in ("succeeded", "failed", "cancelled"), 180, "the job", logs, driver
+    )
+    assert status() == "succeeded", by_testid(driver, "job-error")[0].text
+    # The last poll renders the final curves and summary after the status; let it land.
+    wait_until(
+        lambda: (
+            driver.execute_script("return document.querySelector('main').dataset.jobStatus")
+            == "succeeded"
+        ),
+        10,
+        "the final refresh",
+        logs,
+        driver,
+    )
+    driver.save_screenshot(str(SCREENSHOT))
+
+    loss_chart = by_testid(driver, "loss-chart")[0]
+    paths = by_testid(driver, "series-path", loss_chart)
+    assert sorted(p.get_attribute("data-label") for p in paths) == sorted(LABELS)
+    for path in paths:  # a drawn line: at least a move and one segment
+        assert "L" in path.get_attribute("d"), path.get_attribute("data-label")
+    accuracy_paths = by_testid(driver, "series-path", by_testid(driver, "accuracy-chart")[0])
+    assert sorted(p.get_attribute("data-label") for p in accuracy_paths) == sorted(LABELS)
+
+    legend = [item.get_attribute("data-label") for item in by_testid(driver, "legend-item")]
+    assert legend == LABELS
+    table = by_testid(driver, "summary-table")[0]
+    rows = by_testid(driver, "summary-row", table)
+    assert [row.get_attribute("data-label") for row in rows] == LABELS
+    assert all(label in table.text for label in LABELS)
+    runs = by_testid(driver, "run-row")
+    assert [run.get_attribute("data-label") for run in runs] == LABELS
+    assert all(
+        s.get_attribute("data-status") == "succeeded" for s in by_testid(driver, "run-status")
+    )
+
+    report = by_testid(driver, "report-link")[0]
+    assert report.get_attribute("href") == f"{url}/v1/jobs/{job_id}/report"
+
+    # Back to the list: the job is there, finished, with a full progress bar.
+    by_testid(driver, "nav-jobs")[0].click()
+    row = wait_until(
+        lambda: driver.find_elements(By.CSS_SELECTOR, f'[data-job-id="{job_id}"]'),
+        15,
+        "the job in the list",
+        logs,
+        driver,
+    )[0]
+    assert by_testid(driver, "job-status", row)[0].get_attribute("data-status") == "succeeded"
+    assert by_testid(driver, "job-progress", row)[0].get_attribute("value") == "1"
+
+    errors = severe(driver.get_log("browser"))
+    assert not errors, errors
+
+
+def test_an_invalid_spec_shows_the_field_and_message(
+    browser: Any, server: tuple[str, list[Path]]
+) -> None:
+    url, logs = server
+    driver = browser
+    driver.get(f"{url}/#/new")
+    textarea = wait_until(lambda: by_testid(driver, "spec-input"), 15, "the form", logs, driver)[0]
+    textarea.clear()
+    textarea.send_keys(json.dumps({"dataset": {"name": "digits"}, "optimizers": [{"name": "x"}]}))
+    by_testid(driver, "submit")[0].click()
+    errors = wait_until(
+        lambda: by_testid(driver, "form-error"), 15, "the field errors", logs, driver
+    )
+    assert any("optimizers" in (e.get_attribute("data-field") or "") for e in errors), [
+        e.text for e in errors
+    ]
+    assert "#/new" in driver.current_url
+
+    textarea.clear()
+    textarea.send_keys("{not json")
+    by_testid(driver, "submit")[0].click()
+    wait_until(lambda: by_testid(driver, "json-error"), 5, "the JSON error", logs, driver)
+
+    # The rejected POST is the browser's one logged error (a 422 response); nothing else.
+    logged = severe(driver.get_log("browser"))
+    assert all("422" in entry["message"] for entry in logged), logged
+
+
+def test_the_page_and_its_files_are_served_with_no_external_reference() -> None:
+    """Without a browser: ``/``, the two files, the presets, and nothing that leaves the origin."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from services.api.app import create_app
+    from services.api.routes.web import WEB_DIR
+    from services.spec import LECTURE_SPEC
+
+    client = TestClient(create_app())
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert '<script src="/web/app.js"' in page.text
+    assert client.get("/web/app.js").headers["content-type"].startswith("text/javascript")
+    assert client.get("/web/style.css").headers["content-type"].startswith("text/css")
+    missing = client.get("/web/index.html")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert client.get("/v1/presets").json() == {"lecture": LECTURE_SPEC}
+
+    for name in ("index.html", "app.js", "style.css"):
+        text = (WEB_DIR / name).read_text()
+        urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.\w+[^\s\"'`)]*", text))
+        assert urls <= {"http://www.w3.org/2000/svg"}, (name, urls)

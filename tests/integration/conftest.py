@@ -1,0 +1,115 @@
+"""The cluster's own processes for integration tests: ``optbench api`` and ``optbench worker``
+on the session's PostgreSQL database and a real Redis broker, as docker-compose runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import free_port, require_port
+
+REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+@dataclass
+class Cluster:
+    client: httpx.Client  # the API
+    api_port: int
+    worker_metrics_port: int
+    database_url: str
+    logs: list[Path]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.logs)
+        pytest.fail(f"timed out waiting for {what}\n{tails}")
+
+    def worker_total(self, sample_name: str, **labels: str) -> float:
+        """Sum of a worker's samples of that name (and labels) on its /metrics now."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"http://127.0.0.1:{self.worker_metrics_port}/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == sample_name
+            and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def run_job(self, spec: dict, timeout: float = 240) -> dict:  # type: ignore[type-arg]
+        response = self.client.post("/v1/jobs", json=spec)
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        self.wait_for(
+            lambda: (
+                self.client.get(f"/v1/jobs/{job_id}").json()["status"] in ("succeeded", "failed")
+            ),
+            timeout,
+            "the job to finish",
+        )
+        return dict(self.client.get(f"/v1/jobs/{job_id}").json())
+
+
+def _start(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    require_port("127.0.0.1", 6379, "Redis")
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()  # no tasks left over from an earlier session
+    worker_metrics_port, api_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "OPTBENCH_DATABASE_URL": postgres_url,
+        "OPTBENCH_BROKER_URL": REDIS_URL,
+        "OPTBENCH_HOME": str(tmp_path_factory.mktemp("home")),
+        "OPTBENCH_WORKER_METRICS_PORT": str(worker_metrics_port),
+        "OPTBENCH_FLUSH_EVERY_STEPS": "16",
+    }
+    logs_dir = tmp_path_factory.mktemp("logs")
+    logs = [logs_dir / "api.log", logs_dir / "worker.log"]
+    processes = [
+        _start(env, "api", "--port", str(api_port), log=logs[0]),
+        _start(env, "worker", "--concurrency", "1", log=logs[1]),
+    ]
+    client = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
+    cluster = Cluster(client, api_port, worker_metrics_port, postgres_url, logs)
+    try:
+        cluster.wait_for(lambda: client.get("/readyz").status_code == 200, 60, "the API")
+        yield cluster
+    finally:
+        client.close()
+        for process in processes:
+            _stop(process)
