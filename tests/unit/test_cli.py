@@ -77,8 +77,9 @@ def test_a_missing_spec_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "cannot read spec file" in capsys.readouterr().err
 
 
-def test_report_and_export_write_files(embedded_home: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_and_export_write_files(
+    embedded_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps({**SMALL_SPEC, "seeds": [0]}))
     assert main(["run", str(spec_file), "--json"]) == 0
