@@ -108,6 +108,8 @@ def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     cluster = Cluster(client, api_port, worker_metrics_port, postgres_url, logs)
     try:
         cluster.wait_for(lambda: client.get("/readyz").status_code == 200, 60, "the API")
+        worker_metrics = f"http://127.0.0.1:{worker_metrics_port}/metrics"
+        cluster.wait_for(lambda: httpx.get(worker_metrics).status_code == 200, 90, "the worker")
         yield cluster
     finally:
         client.close()

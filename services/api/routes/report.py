@@ -1,4 +1,4 @@
-"""GET /v1/jobs/{id}/report: the job's self-contained HTML report (services/report.py)."""
+"""GET /v1/jobs/{id}/report: the job's self-contained HTML report (services/report/)."""
 
 from __future__ import annotations
 
