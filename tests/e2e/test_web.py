@@ -170,6 +170,7 @@ def test_submit_the_lecture_preset_and_watch_it_finish(
     spec = json.loads(textarea.get_attribute("value"))
     assert [o["name"] for o in spec["optimizers"]] == LABELS
     spec["epochs"] = 2  # keeps the test quick; every curve still has several points
+    spec["seeds"] = [0, 1, 2]  # the lecture comparison with three seeds
     textarea.clear()
     textarea.send_keys(json.dumps(spec))
     by_testid(driver, "submit")[0].click()
@@ -204,11 +205,11 @@ def test_submit_the_lecture_preset_and_watch_it_finish(
 
     loss_chart = by_testid(driver, "loss-chart")[0]
     paths = by_testid(driver, "series-path", loss_chart)
-    assert sorted(p.get_attribute("data-label") for p in paths) == sorted(LABELS)
+    assert sorted(p.get_attribute("data-label") for p in paths) == sorted(LABELS * 3)
     for path in paths:  # a drawn line: at least a move and one segment
         assert "L" in path.get_attribute("d"), path.get_attribute("data-label")
     accuracy_paths = by_testid(driver, "series-path", by_testid(driver, "accuracy-chart")[0])
-    assert sorted(p.get_attribute("data-label") for p in accuracy_paths) == sorted(LABELS)
+    assert sorted(p.get_attribute("data-label") for p in accuracy_paths) == sorted(LABELS * 3)
 
     legend = [item.get_attribute("data-label") for item in by_testid(driver, "legend-item")]
     assert legend == LABELS
@@ -217,7 +218,7 @@ def test_submit_the_lecture_preset_and_watch_it_finish(
     assert [row.get_attribute("data-label") for row in rows] == LABELS
     assert all(label in table.text for label in LABELS)
     runs = by_testid(driver, "run-row")
-    assert [run.get_attribute("data-label") for run in runs] == LABELS
+    assert [run.get_attribute("data-label") for run in runs] == LABELS * 3
     assert all(
         s.get_attribute("data-status") == "succeeded" for s in by_testid(driver, "run-status")
     )
