@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import os
-import platform
 import statistics
 import time
 import uuid
@@ -28,30 +26,15 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
+from benchmarks.support import ADMIN_URL, cpu_description, scratch_database
 from services.db import metric_queries
 from services.db.metric_queries import SeriesQuery
 
-ADMIN_URL = os.environ.get(
-    "OPTBENCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 COPY_COLUMNS = ("run_id", "step", "epoch", "loss", "accuracy", "lr", "grad_norm", "train_seconds")
 SPIKE = 1.0e6
-
-
-def use_database(url: str | None) -> None:
-    """Point this process's settings and engine at ``url`` (None: back to the environment)."""
-    from services.db.session import reset_engine
-    from services.settings import get_settings
-
-    if url is None:
-        os.environ.pop("OPTBENCH_DATABASE_URL", None)
-    else:
-        os.environ["OPTBENCH_DATABASE_URL"] = url
-    reset_engine()
-    get_settings.cache_clear()
 
 
 def create_job(runs: int) -> tuple[uuid.UUID, list[int]]:
@@ -118,24 +101,12 @@ def timed(call: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def machine(url: URL) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            names = [line.split(":", 1)[1].strip() for line in info if "model name" in line]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     engine = create_engine(url)
     with engine.connect() as connection:
         version = str(connection.scalar(text("SHOW server_version")))
         workers = str(connection.scalar(text("SHOW max_parallel_workers_per_gather")))
     engine.dispose()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs (load average {load}), "
-        f"Python {platform.python_version()}, PostgreSQL {version} "
-        f"(max_parallel_workers_per_gather={workers})"
-    )
+    return f"{cpu_description()}, PostgreSQL {version} (max_parallel_workers_per_gather={workers})"
 
 
 def explain(url: URL, run_ids: list[int], query: SeriesQuery, steps: int) -> list[str]:
@@ -160,19 +131,12 @@ def run(args: argparse.Namespace) -> None:
     from services.api.app import create_app
     from services.db.migrate import upgrade
 
-    admin = make_url(args.admin_url)
-    name = f"optbench_bench_{uuid.uuid4().hex[:10]}"
-    admin_engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.set(database=name)
-    url_text = url.render_as_string(hide_password=False)
-    try:
+    with scratch_database(args.admin_url) as url:
+        url_text, name = url.render_as_string(hide_password=False), url.database
         print(f"machine: {machine(url)}")
         started = time.perf_counter()
         upgrade(url_text)
         print(f"migrated {name} in {time.perf_counter() - started:.1f} s")
-        use_database(url_text)
         job_id, run_ids = create_job(args.runs)
         seconds, rows = load_steps(url, run_ids, args.steps)
         print(
@@ -231,12 +195,6 @@ def run(args: argparse.Namespace) -> None:
             query = SeriesQuery(max_points=args.points, fields=("loss", "accuracy"))
             for line in explain(url, run_ids, query, args.steps):
                 print(f"  {line}")
-    finally:
-        use_database(None)
-        with admin_engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin_engine.dispose()
-        print(f"\ndropped {name}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,24 +32,19 @@ import contextlib
 import copy
 import operator
 import os
-import platform
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import psycopg
-from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL
 
+from benchmarks.support import ADMIN_URL, cpu_description, scratch_database, use_database
 from services.db.models import STEP_FIELDS
 
-ADMIN_URL = os.environ.get(
-    "OPTBENCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 COPY_TYPES = ["int8", "int4", "int4"] + ["float8"] * (len(STEP_FIELDS) - 2)
 
 
@@ -65,40 +60,18 @@ class Result:
         return self.rows / self.seconds
 
 
-def use_database(url: str | None) -> None:
-    """Point this process's settings and engine at ``url`` (None: back to the environment)."""
-    from services.db.session import reset_engine
-    from services.settings import get_settings
-
-    if url is None:
-        os.environ.pop("OPTBENCH_DATABASE_URL", None)
-    else:
-        os.environ["OPTBENCH_DATABASE_URL"] = url
-    reset_engine()
-    get_settings.cache_clear()
-
-
 def dsn(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def machine(url: URL) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            names = [line.split(":", 1)[1].strip() for line in info if "model name" in line]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     with psycopg.connect(dsn(url)) as connection:
         settings = {
             name: connection.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
             for name in ("server_version", "synchronous_commit", "fsync", "shared_buffers")
         }
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
-        f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs (load average {load}), "
-        f"Python {platform.python_version()}, psycopg {psycopg.__version__} "
+        f"{cpu_description()}, psycopg {psycopg.__version__} "
         f"({psycopg.pq.__impl__}), PostgreSQL {settings.pop('server_version')} "
         f"({', '.join(f'{k}={v}' for k, v in settings.items())})"
     )
@@ -283,17 +256,11 @@ def set_synchronous_commit(url: URL, name: str, value: str) -> None:
 def run(args: argparse.Namespace) -> None:
     from services.db.migrate import upgrade
 
-    admin = make_url(args.admin_url)
-    name = f"optbench_bench_{uuid.uuid4().hex[:10]}"
-    admin_engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.set(database=name)
     began = time.perf_counter()
-    try:
+    with scratch_database(args.admin_url) as url:
+        name = str(url.database)
         print(f"machine: {machine(url)}", flush=True)
         upgrade(url.render_as_string(hide_password=False))
-        use_database(url.render_as_string(hide_password=False))
         run_ids = create_job(args.runs)
         steps = args.rows // args.runs
         started = time.perf_counter()
@@ -360,12 +327,7 @@ def run(args: argparse.Namespace) -> None:
             )
         print(f"(x COPY: against the faster COPY, {copy_rate:,.0f} rows/s)")
         print(f"machine at the end: load average {os.getloadavg()[0]:.1f}")
-    finally:
-        use_database(None)
-        with admin_engine.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin_engine.dispose()
-        print(f"dropped {name}; whole benchmark {time.perf_counter() - began:.0f} s")
+    print(f"whole benchmark {time.perf_counter() - began:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> None:

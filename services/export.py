@@ -49,10 +49,10 @@ from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from services.db import metric_queries, store
-from services.db.models import EPOCH_FIELDS, FINISHED, STEP_FIELDS
+from services.db.models import EPOCH_FIELDS, STEP_FIELDS
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec
-from services.summary import job_summary
+from services.summary import current_summary
 
 Format = Literal["csv", "json", "parquet"]
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
@@ -88,11 +88,7 @@ def _load(job_id: uuid.UUID | str, granularities: tuple[str, ...]) -> _Job:
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
         ids = [run.id for run in job.runs]
-        summary = (
-            job.summary
-            if job.status in FINISHED and job.summary is not None
-            else job_summary(session, job)
-        )
+        summary = current_summary(session, job)
         return _Job(
             id=str(job.id),
             name=job.name,

@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.db import metric_queries, store
-from services.db.models import FINISHED, Dataset, Job, Run
+from services.db.models import Dataset, Job, Run
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec
 from services.queue import enqueue_job
 from services.spec import JobSpec
 from services.spec.job import TASK_METRICS
-from services.summary import job_summary
+from services.summary import current_summary
 from services.telemetry import JOBS_SUBMITTED
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,7 @@ def summary(job_id: uuid.UUID | str) -> dict[str, Any]:
     """The stored summary of a finished job, recomputed from the metrics otherwise."""
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
-        if job.status in FINISHED and job.summary is not None:
-            return job.summary
-        return job_summary(session, job)
+        return current_summary(session, job)
 
 
 def series(

@@ -52,7 +52,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.db import metric_queries
-from services.db.models import Job, StepMetric
+from services.db.models import FINISHED, Job, StepMetric
 from services.spec import JobSpec, TargetSpec
 
 # t(0.975, df): the two-sided 95 % quantile of Student's t; 1.96 (the normal's) beyond.
@@ -289,3 +289,10 @@ def job_summary(session: Session, job: Job) -> dict[str, Any]:
         for run in job.runs
     ]
     return summarize(JobSpec.model_validate(job.spec), views)
+
+
+def current_summary(session: Session, job: Job) -> dict[str, Any]:
+    """The summary stored when the job ended, or computed now from its metrics (running)."""
+    if job.status in FINISHED and job.summary is not None:
+        return dict(job.summary)
+    return job_summary(session, job)

@@ -8,9 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from services.db import metric_queries, store
-from services.db.models import FINISHED
 from services.db.session import unit_of_work
-from services.summary import job_summary
+from services.summary import current_summary
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,7 @@ def load(job_id: uuid.UUID | str) -> ReportData:
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
         ids = [run.id for run in job.runs]
-        summary = (
-            job.summary
-            if job.status in FINISHED and job.summary is not None
-            else job_summary(session, job)
-        )
+        summary = current_summary(session, job)
         return ReportData(
             job_id=str(job.id),
             name=job.name,
