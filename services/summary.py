@@ -52,7 +52,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.db import metric_queries
-from services.db.models import FINISHED, Job, StepMetric
+from services.db.models import FINISHED, Dataset, Job, StepMetric
 from services.spec import JobSpec, TargetSpec
 
 # t(0.975, df): the two-sided 95 % quantile of Student's t; 1.96 (the normal's) beyond.
@@ -206,8 +206,10 @@ def _ranks(keys: list[tuple[Any, ...]]) -> list[int]:
     return [1 + sum(other < key for other in keys) for key in keys]
 
 
-def summarize(spec: JobSpec, runs: Sequence[RunView]) -> dict[str, Any]:
-    """The summary of a job's runs (pure: no database). See the module docstring."""
+def summarize(spec: JobSpec, runs: Sequence[RunView], task: str | None = None) -> dict[str, Any]:
+    """The summary of a job's runs (pure: no database). See the module docstring.
+
+    ``task`` overrides the spec's (an upload's task is stored with the data set)."""
     target = spec.effective_target
     by_label: dict[str, list[RunView]] = {}
     for run in runs:
@@ -263,7 +265,12 @@ def summarize(spec: JobSpec, runs: Sequence[RunView]) -> dict[str, Any]:
             "mean": mean,
             "ci95": [low, high],
         }
-    return {"task": spec.task, "target": target.model_dump(), "best": best, "optimizers": rows}
+    return {
+        "task": task or spec.task,
+        "target": target.model_dump(),
+        "best": best,
+        "optimizers": rows,
+    }
 
 
 def mean_step_losses(session: Session, run_ids: Iterable[int]) -> dict[int, float]:
@@ -288,7 +295,12 @@ def job_summary(session: Session, job: Job) -> dict[str, Any]:
         RunView(run.label, run.diverged, epochs[run.id], run.seed, auc.get(run.id))
         for run in job.runs
     ]
-    return summarize(JobSpec.model_validate(job.spec), views)
+    spec = JobSpec.model_validate(job.spec)
+    task = None
+    if spec.dataset.name == "upload":  # type: ignore[attr-defined]
+        dataset = session.get(Dataset, spec.dataset.id)  # type: ignore[attr-defined]
+        task = dataset.task if dataset else None
+    return summarize(spec, views, task)
 
 
 def current_summary(session: Session, job: Job) -> dict[str, Any]:

@@ -153,3 +153,29 @@ def test_image_models_train_on_files_in_the_data_folder(
         )
     assert job["status"] == "succeeded", job["error"]
     assert job["runs"][0]["steps_done"] == job["runs"][0]["total_steps"] > 0
+
+
+def test_a_regression_upload_is_summarised_as_regression(client: TestClient) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.1 * rng.normal(size=300)).astype(np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=x, y=y)
+    upload = client.post("/v1/datasets", files={"file": ("reg.npz", buffer.getvalue())})
+    assert upload.json()["task"] == "regression"
+    job = submit_and_run(
+        client,
+        {
+            "dataset": {"name": "upload", "id": upload.json()["id"]},
+            "model": {"name": "linear"},
+            "optimizers": [{"name": "adam", "lr": 0.05}],
+            "epochs": 20,
+            "batch_size": 32,
+            "target": {"metric": "val_r2", "value": 0.9},
+        },
+    )
+    assert job["status"] == "succeeded", job["error"]
+    summary = client.get(f"/v1/jobs/{job['id']}/summary").json()
+    assert summary["task"] == "regression"
+    assert summary["optimizers"][0]["best_val_accuracy"] > 0.9  # R²
+    assert summary["optimizers"][0]["target_reached"] == "1/1"
