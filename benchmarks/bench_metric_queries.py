@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.bench_metric_queries [--runs 8] [--steps 125000]
 
 Builds a fresh PostgreSQL database (dropped at the end), migrates it, loads one job of
-``runs x steps`` step rows with COPY, then times, through the service function the route
+``runs x steps`` step rows with COPY (and fills step_rollup from them, as the write path
+would have, timed apart), then times, through the service function the route
 calls (median of ``--repeat``) and once through the HTTP app (FastAPI's TestClient):
 downsampled to ``--points`` points per run (every field, and loss + accuracy only) next to
 fetching every raw point. It also checks that a one-step spike planted in every run shows
@@ -30,8 +31,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from benchmarks.support import ADMIN_URL, cpu_description, scratch_database
-from services.db import metric_queries
+from services.db import metric_queries, metric_writes
 from services.db.metric_queries import SeriesQuery
+from services.db.models import ROLLUP_BLOCK
 
 COPY_COLUMNS = ("run_id", "step", "epoch", "loss", "accuracy", "lr", "grad_norm", "train_seconds")
 SPIKE = 1.0e6
@@ -89,6 +91,20 @@ def load_steps(url: URL, run_ids: list[int], steps: int) -> tuple[float, int]:
     return loaded, len(run_ids) * steps
 
 
+def fill_rollup(url: URL) -> tuple[float, int]:
+    """Fill step_rollup from the COPYed rows (the write path would have kept it), as one
+    ``INSERT ... SELECT ... GROUP BY`` over step_metric; seconds, rollup rows."""
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    started = time.perf_counter()
+    with psycopg.connect(dsn) as connection:
+        connection.execute("SET LOCAL work_mem = '64MB'")
+        written = connection.execute(metric_writes.rollup_insert("step_metric")).rowcount
+    seconds = time.perf_counter() - started
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE step_rollup")
+    return seconds, written
+
+
 def timed(call: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     """Median milliseconds over ``repeat`` calls after one warm-up call; the last result."""
     result = call()
@@ -109,12 +125,19 @@ def machine(url: URL) -> str:
     return f"{cpu_description()}, PostgreSQL {version} (max_parallel_workers_per_gather={workers})"
 
 
-def explain(url: URL, run_ids: list[int], query: SeriesQuery, steps: int) -> list[str]:
-    """EXPLAIN ANALYZE of the downsampling statement, as the service runs it."""
+def explain(
+    url: URL, run_ids: list[int], query: SeriesQuery, steps: int, rollup: bool
+) -> list[str]:
+    """EXPLAIN ANALYZE of a downsampling statement, as the service runs it: from
+    step_rollup (long runs) or over the rows (what the rollup replaces)."""
     engine = create_engine(url)
-    statement = metric_queries._downsampled_statement(
-        query.checked(), {(1, steps): run_ids}, "postgresql"
-    )
+    if rollup:
+        blocks = (0, (steps - 1) // ROLLUP_BLOCK)
+        statement = metric_queries._rollup_statement(query.checked(), {blocks: run_ids})
+    else:
+        statement = metric_queries._downsampled_statement(
+            query.checked(), {(1, steps): run_ids}, "postgresql"
+        )
     sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
     with engine.begin() as connection:
         for setting in metric_queries._POSTGRES_SETTINGS:
@@ -143,6 +166,11 @@ def run(args: argparse.Namespace) -> None:
             f"loaded {rows:,} step rows ({args.runs} runs x {args.steps:,} steps) with COPY "
             f"in {seconds:.1f} s (+ VACUUM ANALYZE)"
         )
+        seconds, blocks = fill_rollup(url)
+        print(
+            f"filled step_rollup ({blocks:,} blocks of {ROLLUP_BLOCK} steps) from them with one "
+            f"INSERT ... SELECT ... GROUP BY in {seconds:.1f} s (+ VACUUM ANALYZE)"
+        )
 
         cases: list[tuple[str, SeriesQuery, int]] = [
             (
@@ -154,6 +182,11 @@ def run(args: argparse.Namespace) -> None:
                 f"downsampled, {args.points} points/run, loss+accuracy",
                 SeriesQuery(max_points=args.points, fields=("loss", "accuracy")),
                 args.repeat,
+            ),
+            (
+                "same, over the rows (from_step=1: no rollup)",
+                SeriesQuery(max_points=args.points, fields=("loss", "accuracy"), from_step=1),
+                3,
             ),
             ("raw, every point, loss+accuracy", SeriesQuery(fields=("loss", "accuracy")), 3),
             ("raw, every point, every field", SeriesQuery(), 3),
@@ -191,10 +224,11 @@ def run(args: argparse.Namespace) -> None:
                 print(f"  {label:<46} {ms:9.1f} ms  ({size:.1f} MB)")
 
         if args.explain:
-            print("\nEXPLAIN ANALYZE of the downsampling statement (loss+accuracy):")
             query = SeriesQuery(max_points=args.points, fields=("loss", "accuracy"))
-            for line in explain(url, run_ids, query, args.steps):
-                print(f"  {line}")
+            for rollup, source in ((True, "step_rollup"), (False, "the rows of step_metric")):
+                print(f"\nEXPLAIN ANALYZE of the downsampling statement over {source}:")
+                for line in explain(url, run_ids, query, args.steps, rollup):
+                    print(f"  {line}")
 
 
 def main(argv: list[str] | None = None) -> None:

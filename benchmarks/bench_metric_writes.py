@@ -43,7 +43,7 @@ import psycopg
 from sqlalchemy.engine import URL
 
 from benchmarks.support import ADMIN_URL, cpu_description, scratch_database, use_database
-from services.db.models import STEP_FIELDS
+from services.db.models import ROLLUP_BLOCK, STEP_FIELDS
 
 COPY_TYPES = ["int8", "int4", "int4"] + ["float8"] * (len(STEP_FIELDS) - 2)
 
@@ -137,9 +137,9 @@ def flushes(records: dict[int, list[Any]], size: int) -> list[tuple[int, list[An
 
 
 def reset(url: URL, run_ids: list[int]) -> None:
-    """An empty step table, runs back at step 0, dirty pages written: each case starts equal."""
+    """Empty step tables, runs back at step 0, dirty pages written: each case starts equal."""
     with psycopg.connect(dsn(url), autocommit=True) as connection:
-        connection.execute("TRUNCATE step_metric")
+        connection.execute("TRUNCATE step_metric, step_rollup")
         connection.execute("UPDATE run SET steps_done = 0 WHERE id = ANY(%s)", (run_ids,))
         connection.execute("VACUUM ANALYZE run")
         with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
@@ -149,12 +149,15 @@ def reset(url: URL, run_ids: list[int]) -> None:
 def check(url: URL, rows: int, run_ids: list[int], steps: int, sink: bool) -> None:
     with psycopg.connect(dsn(url)) as connection:
         stored = connection.execute("SELECT count(*) FROM step_metric").fetchone()
+        blocks = connection.execute("SELECT count(*) FROM step_rollup").fetchone()
         done = connection.execute(
             "SELECT min(steps_done), max(steps_done) FROM run WHERE id = ANY(%s)", (run_ids,)
         ).fetchone()
     assert stored == (rows,), f"{stored} rows stored, {rows} expected"
-    if sink:
+    if sink:  # the sink keeps step_rollup too (COPY straight into step_metric does not)
         assert done == (steps, steps), f"steps_done {done}, {steps} expected"
+        expected = len(run_ids) * -(-steps // ROLLUP_BLOCK)
+        assert blocks == (expected,), f"{blocks} rollup rows, {expected} expected"
 
 
 class Progress:

@@ -7,14 +7,23 @@ row.
 
 - PostgreSQL (psycopg 3): binary ``COPY`` of the rows into a session-local staging table
   (``pg_temp``, ``ON COMMIT DELETE ROWS``), then one ``INSERT INTO ... SELECT ... FROM staging
-  ON CONFLICT DO NOTHING`` (COPY itself cannot skip duplicates); its row count is the number
-  of new rows. psycopg writes COPY's typed rows in C, whatever Python numbers they hold. The
+  ON CONFLICT DO NOTHING`` (COPY itself cannot skip duplicates), which counts the new
+  rows. psycopg writes COPY's typed rows in C, whatever Python numbers they hold. The
   staging table is created if missing and emptied at the start of every flush (one round
   trip): a table created in a transaction that rolled back is gone, and a second flush in one
   transaction must not see the first one's rows. Measured on PostgreSQL 15 when chosen: as
   fast as one ``INSERT ... SELECT FROM unnest(arrays)`` at 100 rows, about a fifth less CPU
   at 1,000; the multi-row ``VALUES`` this replaced (compiled anew by SQLAlchemy every flush)
   was ~10x slower at 100 rows and ~20x at 1,000.
+  For step rows that statement also maintains ``step_rollup`` (per run, one row per block
+  of ``ROLLUP_BLOCK`` steps: each field's min, max and value at the block's last step, which
+  downsampled reads of long runs use instead of scanning every row): the ``INSERT`` into
+  ``step_metric`` ``RETURNING`` the rows it stored feeds, in a data-modifying CTE of the same
+  statement, one ``INSERT INTO step_rollup ... GROUP BY run_id, block ON CONFLICT DO UPDATE``
+  that merges them into their blocks (LEAST/GREATEST, and the last value of whichever side
+  has the larger last step). Only rows actually stored reach the rollup, so a redelivered
+  flush (or a repeated step, or a rewritten one with other values) leaves it unchanged and
+  always equal to an aggregation of ``step_metric``; no statement is added to a flush.
 - SQLite: one ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING`` (one prepared statement
   that SQLite steps through the rows; no SQL per row from Python): ~25x the multi-row
   ``VALUES`` at 100 rows.
@@ -38,7 +47,15 @@ from sqlalchemy import BigInteger, Connection, Float, Integer, bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from services.db.models import EPOCH_FIELDS, STEP_FIELDS, EpochMetric, Run, StepMetric
+from services.db.models import (
+    EPOCH_FIELDS,
+    ROLLUP_BLOCK,
+    ROLLUP_FIELDS,
+    STEP_FIELDS,
+    EpochMetric,
+    Run,
+    StepMetric,
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +69,33 @@ class _Table:
     sqlite_insert: str
     pg_stage: str  # CREATE the staging table if this connection has none yet; empty it
     pg_copy: str
-    pg_insert: str
+    pg_insert: str  # its only result row: the number of rows stored
+
+
+def rollup_insert(source: str) -> str:
+    """``INSERT INTO step_rollup`` of the step rows in ``source`` (a table or CTE with
+    ``run_id``, ``step`` and ROLLUP_FIELDS), merged into the blocks already stored. Merging
+    is idempotent: the same rows again change nothing."""
+    names = ["run_id", "block", "first_step", "last_step"]
+    selected = ["run_id", f"(step - 1) / {ROLLUP_BLOCK}", "min(step)", "max(step)"]
+    merged = [
+        "first_step = LEAST(step_rollup.first_step, EXCLUDED.first_step)",
+        "last_step = GREATEST(step_rollup.last_step, EXCLUDED.last_step)",
+    ]
+    newer = "EXCLUDED.last_step >= step_rollup.last_step"
+    for f in ROLLUP_FIELDS:
+        names += [f"{f}_min", f"{f}_max", f"{f}_last"]
+        selected += [f"min({f})", f"max({f})", f"(array_agg({f} ORDER BY step DESC))[1]"]
+        merged += [
+            f"{f}_min = LEAST(step_rollup.{f}_min, EXCLUDED.{f}_min)",
+            f"{f}_max = GREATEST(step_rollup.{f}_max, EXCLUDED.{f}_max)",
+            f"{f}_last = CASE WHEN {newer} THEN EXCLUDED.{f}_last ELSE step_rollup.{f}_last END",
+        ]
+    return (
+        f"INSERT INTO step_rollup ({', '.join(names)}) SELECT {', '.join(selected)} "
+        f"FROM {source} GROUP BY 1, 2 "
+        f"ON CONFLICT (run_id, block) DO UPDATE SET {', '.join(merged)}"
+    )
 
 
 def _pg_type(column_type: Any) -> str:
@@ -91,10 +134,22 @@ def _table(model: type[StepMetric] | type[EpochMetric], fields: tuple[str, ...])
             f"DELETE FROM {stage}"
         ),
         pg_copy=f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)",
-        pg_insert=(
-            f"INSERT INTO {name} (run_id, {names}) SELECT %s, {selected} FROM {stage} "
-            "ON CONFLICT DO NOTHING"
-        ),
+        pg_insert=_pg_insert(name, names, selected, stage),
+    )
+
+
+def _pg_insert(name: str, names: str, selected: str, stage: str) -> str:
+    insert = (
+        f"INSERT INTO {name} (run_id, {names}) SELECT %s, {selected} FROM {stage} "
+        "ON CONFLICT DO NOTHING"
+    )
+    if name != StepMetric.__tablename__:
+        return f"WITH stored AS ({insert} RETURNING 1) SELECT count(*) FROM stored"
+    returned = ", ".join(("run_id", "step", *ROLLUP_FIELDS))
+    return (
+        f"WITH stored AS ({insert} RETURNING {returned}), "
+        f"rolled_up AS ({rollup_insert('stored')}) "
+        "SELECT count(*) FROM stored"
     )
 
 
@@ -130,10 +185,7 @@ def _insert_postgresql(
             for row in values:
                 copy.write_row(row)
     # Through SQLAlchemy, so that its events (tracing, tests) see the statement that writes.
-    result = connection.exec_driver_sql(
-        table.pg_insert, (run_id,), execution_options={"preserve_rowcount": True}
-    )
-    return max(result.rowcount, 0)
+    return int(connection.exec_driver_sql(table.pg_insert, (run_id,)).scalar_one())
 
 
 def _insert_sqlite(

@@ -1,4 +1,5 @@
-"""Tables: job → run → step_metric / epoch_metric. Alembic (migrations/) owns the schema.
+"""Tables: job → run → step_metric / epoch_metric (+ step_rollup). Alembic (migrations/) owns
+the schema.
 
 The same models run on PostgreSQL (JSONB, native UUID, BIGINT keys) and on SQLite, the
 embedded default.
@@ -113,6 +114,69 @@ class StepMetric(Base):
     # Set on the steps where a mid-epoch evaluation ran (eval_every_steps).
     val_loss: Mapped[float | None] = mapped_column(Float)
     val_accuracy: Mapped[float | None] = mapped_column(Float)
+
+
+ROLLUP_BLOCK = 64  # steps per step_rollup block: block = (step - 1) // ROLLUP_BLOCK
+# The step fields step_rollup summarises (every step field but the key itself).
+ROLLUP_FIELDS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "lr",
+    "grad_norm",
+    "train_seconds",
+    "x",
+    "y",
+    "val_loss",
+    "val_accuracy",
+)
+
+
+class StepRollup(Base):
+    """Per run, one row per block of ROLLUP_BLOCK steps (PostgreSQL only; empty on SQLite):
+    for each of ROLLUP_FIELDS its minimum and maximum (NULLs skipped) and its value at the
+    block's last stored step (NULL included). Written with the step rows, in the same
+    statement (services.db.metric_writes); read by downsampled queries of long runs
+    (services.db.metric_queries)."""
+
+    __tablename__ = "step_rollup"
+
+    run_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("run.id", ondelete="CASCADE"), primary_key=True
+    )
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_step: Mapped[int] = mapped_column(Integer)
+    last_step: Mapped[int] = mapped_column(Integer)
+    epoch_min: Mapped[int | None] = mapped_column(Integer)
+    epoch_max: Mapped[int | None] = mapped_column(Integer)
+    epoch_last: Mapped[int | None] = mapped_column(Integer)
+    loss_min: Mapped[float | None] = mapped_column(Float)
+    loss_max: Mapped[float | None] = mapped_column(Float)
+    loss_last: Mapped[float | None] = mapped_column(Float)
+    accuracy_min: Mapped[float | None] = mapped_column(Float)
+    accuracy_max: Mapped[float | None] = mapped_column(Float)
+    accuracy_last: Mapped[float | None] = mapped_column(Float)
+    lr_min: Mapped[float | None] = mapped_column(Float)
+    lr_max: Mapped[float | None] = mapped_column(Float)
+    lr_last: Mapped[float | None] = mapped_column(Float)
+    grad_norm_min: Mapped[float | None] = mapped_column(Float)
+    grad_norm_max: Mapped[float | None] = mapped_column(Float)
+    grad_norm_last: Mapped[float | None] = mapped_column(Float)
+    train_seconds_min: Mapped[float | None] = mapped_column(Float)
+    train_seconds_max: Mapped[float | None] = mapped_column(Float)
+    train_seconds_last: Mapped[float | None] = mapped_column(Float)
+    x_min: Mapped[float | None] = mapped_column(Float)
+    x_max: Mapped[float | None] = mapped_column(Float)
+    x_last: Mapped[float | None] = mapped_column(Float)
+    y_min: Mapped[float | None] = mapped_column(Float)
+    y_max: Mapped[float | None] = mapped_column(Float)
+    y_last: Mapped[float | None] = mapped_column(Float)
+    val_loss_min: Mapped[float | None] = mapped_column(Float)
+    val_loss_max: Mapped[float | None] = mapped_column(Float)
+    val_loss_last: Mapped[float | None] = mapped_column(Float)
+    val_accuracy_min: Mapped[float | None] = mapped_column(Float)
+    val_accuracy_max: Mapped[float | None] = mapped_column(Float)
+    val_accuracy_last: Mapped[float | None] = mapped_column(Float)
 
 
 class EpochMetric(Base):

@@ -82,7 +82,15 @@ def get_metrics(
         ),
     ] = "json",
 ) -> Response:
-    """Series per run, columnar: ``{"step": [...], "loss": [...], ...}``."""
+    """Series per run, columnar: ``{"step": [...], "loss": [...], ...}``.
+
+    Downsampled, buckets are of equal step width per run. On PostgreSQL, a step series
+    without from_step/to_step of a run at least 64 * max_points steps long is read from the
+    64-step rollup blocks, so its bucket edges fall on block boundaries (steps 1, 65, 129,
+    ...) instead of where the exact row formula puts them (widths then differ by up to one
+    block); the values per bucket (last, minimum, maximum) are exact for the steps it
+    holds. See services.db.metric_queries.
+    """
     query = SeriesQuery(
         granularity=granularity,
         fields=_split(fields),
