@@ -117,19 +117,6 @@ class StepMetric(Base):
 
 
 ROLLUP_BLOCK = 64  # steps per step_rollup block: block = (step - 1) // ROLLUP_BLOCK
-# The step fields step_rollup summarises (every step field but the key itself).
-ROLLUP_FIELDS = (
-    "epoch",
-    "loss",
-    "accuracy",
-    "lr",
-    "grad_norm",
-    "train_seconds",
-    "x",
-    "y",
-    "val_loss",
-    "val_accuracy",
-)
 
 
 class StepRollup(Base):
@@ -227,6 +214,8 @@ STEP_FIELDS = (
     "val_loss",
     "val_accuracy",
 )
+# The step fields step_rollup summarises: every step field but the key itself.
+ROLLUP_FIELDS = STEP_FIELDS[1:]
 EPOCH_FIELDS = (
     "epoch",
     "step",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from services.db import metric_queries, metric_writes, store
-from services.db.models import Run, StepMetric
+from services.db.models import STEP_FIELDS, Run, StepMetric
 from services.db.session import unit_of_work
 from services.spec import LECTURE_SPEC, JobSpec
 from workers.engine import EpochRecord, OptimizerConfig, RunConfig, RunResult, StepRecord
@@ -83,25 +83,7 @@ def test_a_flush_is_one_statement_even_for_many_rows(database: str) -> None:
             written = metric_writes.write_steps(
                 session,
                 run_id,
-                [
-                    {
-                        k: getattr(r, k)
-                        for k in (
-                            "step",
-                            "epoch",
-                            "loss",
-                            "accuracy",
-                            "lr",
-                            "grad_norm",
-                            "train_seconds",
-                            "x",
-                            "y",
-                            "val_loss",
-                            "val_accuracy",
-                        )
-                    }
-                    for r in steps(1, 500)
-                ],
+                [{k: getattr(r, k) for k in STEP_FIELDS} for r in steps(1, 500)],
             )
     finally:
         event.remove(get_engine(), "before_cursor_execute", listener)
