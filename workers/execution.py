@@ -148,6 +148,4 @@ def execute_job(job_id: uuid.UUID | str, *, extra_hooks: tuple[Hooks, ...] = ())
 
 
 def _seconds_since(moment: datetime) -> float:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return max((datetime.now(UTC) - aware).total_seconds(), 0.0)
+    return max((datetime.now(UTC) - moment).total_seconds(), 0.0)

@@ -34,8 +34,6 @@ def _num(value: Any, kind: str = "g") -> str:
 def _when(moment: datetime | None) -> str:
     if moment is None:
         return "&ndash;"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
@@ -81,8 +81,7 @@ class DatasetOut(BaseModel):
             n_features=dataset.n_features,
             n_classes=dataset.n_classes,
             size_bytes=dataset.size_bytes,
-            # SQLite hands back naive datetimes; every stored time is UTC
-            created_at=dataset.created_at.replace(tzinfo=dataset.created_at.tzinfo or UTC),
+            created_at=dataset.created_at,
         )
 
 
