@@ -99,6 +99,8 @@ def job_config(session: Session, job: Job, device: str, settings: Settings) -> J
         eval_every_steps=spec.eval_every_steps,
         divergence_ratio=spec.divergence_ratio,
         mixed_precision=spec.mixed_precision,
+        fuse=spec.execution.fuse,
+        dtype=spec.execution.dtype,
     )
 
 

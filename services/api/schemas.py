@@ -23,6 +23,8 @@ class RunOut(BaseModel):
     total_steps: int | None
     diverged: bool
     error: str | None
+    fused: bool | None = None  # known once the run has ended
+    fusion: str | None = None  # "fused with N runs", or why it trained alone
 
     @classmethod
     def of(cls, run: Run) -> RunOut:

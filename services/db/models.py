@@ -103,6 +103,9 @@ class Run(Base):
     test_loss: Mapped[float | None] = mapped_column(Float)
     test_accuracy: Mapped[float | None] = mapped_column(Float)  # R² for regression
     error: Mapped[str | None] = mapped_column(Text)
+    # Whether it trained in a fused group, and with how many runs, or why it trained alone.
+    fused: Mapped[bool | None] = mapped_column(Boolean)
+    fusion: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 

@@ -37,6 +37,10 @@ class RunOutcome(Protocol):
     def test_loss(self) -> float | None: ...
     @property
     def test_accuracy(self) -> float | None: ...
+    @property
+    def fused(self) -> bool: ...
+    @property
+    def fusion(self) -> str | None: ...
 
 
 def create_job(session: Session, spec: JobSpec, owner: str = "local") -> Job:
@@ -133,6 +137,7 @@ def finish_run(session: Session, run_id: int, result: RunOutcome) -> None:
     run.diverged, run.steps_done = result.diverged, result.steps
     run.diverged_at_step = result.diverged_at_step
     run.test_loss, run.test_accuracy = result.test_loss, result.test_accuracy
+    run.fused, run.fusion = result.fused, result.fusion
 
 
 def finish_job(

@@ -57,6 +57,21 @@ class TargetSpec(StrictModel):
         return value >= self.value if self.higher_is_better else value <= self.value
 
 
+class ExecutionSpec(StrictModel):
+    """How the runs are computed; the numbers they produce do not depend on it (beyond
+    floating-point rounding)."""
+
+    fuse: bool = Field(
+        True,
+        description="train runs that share data, model and batch schedule as one fused group "
+        "(one vectorised forward/backward, each run its own optimizer); runs that cannot "
+        "fuse train alone and say why",
+    )
+    dtype: Literal["float32", "float64"] = Field(
+        "float32", description="parameters and data; float64 for exact comparisons (slower)"
+    )
+
+
 class JobSpec(StrictModel):
     """A comparison: train ``model`` on ``dataset`` once per optimizer entry and seed.
 
@@ -89,6 +104,7 @@ class JobSpec(StrictModel):
         description="also evaluate on the validation split every N steps (not only per epoch)",
     )
     mixed_precision: bool = Field(False, description="bfloat16 autocast for forward and loss")
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     divergence_ratio: float = Field(
         1e4,
         gt=1.0,

@@ -54,3 +54,5 @@ class JobConfig:
     # max(first loss, 1).
     divergence_ratio: float = 1e4
     mixed_precision: bool = False  # bfloat16 autocast for forward and loss
+    fuse: bool = True  # train runs that can share a forward/backward as one fused group
+    dtype: str = "float32"  # parameters and data: float32, or float64 for exact comparisons

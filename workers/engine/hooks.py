@@ -1,6 +1,6 @@
 """What the engine reports, and the interface it reports through.
 
-The engine calls hooks with plain Python numbers, in batches: ``on_steps`` and ``on_epochs``
+The engine calls hooks with plain Python numbers, in batches: ``on_flush`` and ``on_epochs``
 once per flush (every ``JobConfig.flush_every`` steps and at each epoch end), epochs after
 their steps. Sinks (SQL, Prometheus, a progress printer) implement ``Hooks``.
 
@@ -51,6 +51,8 @@ class RunResult:
     diverged_at_step: int | None = None
     test_loss: float | None = None
     test_accuracy: float | None = None
+    fused: bool = False  # trained in a fused group (workers/engine/fusion.py)
+    fusion: str | None = None  # with how many runs it was fused, or why it was not
 
 
 class Hooks:
@@ -62,6 +64,15 @@ class Hooks:
     def on_run_start(self, run: RunConfig, total_steps: int) -> None: ...
 
     def on_steps(self, run: RunConfig, steps: Sequence[StepRecord]) -> None: ...
+
+    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
+        """Step records of several runs flushed together (a fused group's flush).
+
+        The engine calls this, never ``on_steps`` directly. By default each run's records go
+        to ``on_steps``; a sink that writes in batches overrides this instead."""
+        for run, steps in batch:
+            if steps:
+                self.on_steps(run, steps)
 
     def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None: ...
 
@@ -85,6 +96,10 @@ class CompositeHooks(Hooks):
     def on_steps(self, run: RunConfig, steps: Sequence[StepRecord]) -> None:
         for hook in self.hooks:
             hook.on_steps(run, steps)
+
+    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
+        for hook in self.hooks:
+            hook.on_flush(batch)
 
     def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None:
         for hook in self.hooks:

@@ -155,7 +155,7 @@ class LandscapeRun:
         run: RunConfig, hooks: Hooks, steps: list[StepRecord], epochs: list[EpochRecord]
     ) -> None:
         if steps:
-            hooks.on_steps(run, list(steps))
+            hooks.on_flush([(run, list(steps))])
             hooks.on_epochs(run, list(epochs))
         steps.clear()
         epochs.clear()

@@ -142,7 +142,7 @@ class Experiment:
         def flush() -> bool:
             records = buffer.drain(with_accuracy=True)
             if records:
-                hooks.on_steps(run, records)
+                hooks.on_flush([(run, records)])
             return buffer.diverged_at is None
 
         model.train()
