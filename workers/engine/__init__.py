@@ -3,7 +3,7 @@ everything through hooks (workers/engine/hooks.py); adapters live in workers/sin
 
 from workers.engine.config import DatasetConfig, JobConfig, ModelConfig, OptimizerConfig, RunConfig
 from workers.engine.hooks import EpochRecord, Hooks, RunResult, StepRecord
-from workers.engine.loop import Experiment
+from workers.engine.loop import Experiment, RunGroup
 
 __all__ = [
     "DatasetConfig",
@@ -14,6 +14,7 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "RunConfig",
+    "RunGroup",
     "RunResult",
     "StepRecord",
 ]

@@ -17,7 +17,8 @@ import copy
 import functools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,15 @@ from workers.engine.config import JobConfig, RunConfig
 from workers.engine.hooks import EpochRecord, Hooks, RunResult
 
 EVAL_CHUNK = 4096  # samples per forward pass when evaluating a whole split
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """Runs that train together: one fused group, or one run alone (``reason`` says why)."""
+
+    runs: tuple[RunConfig, ...]
+    fused: bool
+    reason: str | None = None
 
 
 class Experiment:
@@ -74,17 +84,26 @@ class Experiment:
                 parts[-2:] = [torch.cat(parts[-2:])]
             yield epoch, list(parts)
 
-    def run_all(self, hooks: Hooks) -> dict[int, RunResult]:
-        """Train every run, seed by seed, sharing each seed's initial weights."""
-        hooks.on_start(sum(self.total_steps(run) for run in self.config.runs))
+    def groups(self) -> list[RunGroup]:
+        """How the runs will train: fused groups, and runs that train alone (with why)."""
+        return [
+            RunGroup((run,), fused=False, reason="fusion is not built yet")
+            for run in self.config.runs
+        ]
+
+    def run_all(self, hooks: Hooks, keys: Collection[int] | None = None) -> dict[int, RunResult]:
+        """Train every run (or those whose key is in ``keys``), seed by seed, sharing each
+        seed's initial weights."""
+        runs = [run for run in self.config.runs if keys is None or run.key in keys]
+        hooks.on_start(sum(self.total_steps(run) for run in runs))
         results: dict[int, RunResult] = {}
         if self.landscape:
-            for run in self.config.runs:
+            for run in runs:
                 results[run.key] = self.landscape.train(run, hooks)
             return results
-        for seed in dict.fromkeys(run.seed for run in self.config.runs):
+        for seed in dict.fromkeys(run.seed for run in runs):
             initial = self.initial_model(seed)
-            for run in (r for r in self.config.runs if r.seed == seed):
+            for run in (r for r in runs if r.seed == seed):
                 results[run.key] = self.train(run, copy.deepcopy(initial), hooks)
         return results
 
