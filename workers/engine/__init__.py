@@ -2,8 +2,9 @@
 everything through hooks (workers/engine/hooks.py); adapters live in workers/sinks/."""
 
 from workers.engine.config import DatasetConfig, JobConfig, ModelConfig, OptimizerConfig, RunConfig
+from workers.engine.fusion import RunGroup
 from workers.engine.hooks import EpochRecord, Hooks, RunResult, StepRecord
-from workers.engine.loop import Experiment, RunGroup
+from workers.engine.loop import Experiment
 
 __all__ = [
     "DatasetConfig",

@@ -48,16 +48,15 @@ class StepBuffer:
         self,
         step: int,
         epoch: int,
-        loss: torch.Tensor,
-        score_sum: torch.Tensor,
-        grad_norm: torch.Tensor,
+        values: torch.Tensor | None,
         lr: float,
         train_seconds: float,
         samples: int,
     ) -> None:
-        """``score_sum``: correct predictions, or R² x samples for regression."""
-        values = torch.stack([loss.detach().float(), score_sum.detach().float(), grad_norm.float()])
-        self._values.append(values)
+        """``values``: [loss, score sum, grad norm] (the score sum is the number of correct
+        predictions, or R² x samples for regression); None when a ``GroupBuffer`` holds them."""
+        if values is not None:
+            self._values.append(values)
         self._meta.append((step, epoch, lr, train_seconds, samples, None, None))
 
     def add_evaluation(self, val_loss: float, val_accuracy: float | None) -> None:
@@ -69,7 +68,10 @@ class StepBuffer:
         """The buffered records, up to (excluding) the first diverged one."""
         if not self._meta:
             return []
-        values = torch.stack(self._values).tolist()  # note: the one sync point per flush
+        return self.records(torch.stack(self._values).tolist(), with_accuracy)  # one sync
+
+    def records(self, values: list[list[float]], with_accuracy: bool) -> list[StepRecord]:
+        """The buffered steps with their ``values`` read back, up to the first diverged one."""
         records: list[StepRecord] = []
         for (loss, score, grad_norm), meta in zip(values, self._meta, strict=True):
             step, epoch, lr, seconds, samples, val_loss, val_accuracy = meta
@@ -106,3 +108,37 @@ class StepBuffer:
         self._epoch_sums = [0.0, 0.0, 0.0]
         n = max(samples, 1.0)
         return loss_sum / n, score_sum / n
+
+
+class GroupBuffer:
+    """The steps of a fused group: one (K, 3) tensor of values per step for all members, read
+    back in one sync per flush, then checked and turned into records member by member."""
+
+    def __init__(self, members: list[StepBuffer]) -> None:
+        self.members = members
+        self._values: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def add(
+        self,
+        step: int,
+        epoch: int,
+        values: torch.Tensor,
+        lrs: list[float],
+        seconds: list[float],
+        samples: int,
+        active: list[int],
+    ) -> None:
+        self._values.append(values)
+        for k in active:
+            self.members[k].add(step, epoch, None, lrs[k], seconds[k], samples)
+
+    def drain(self, active: list[int], with_accuracy: bool) -> dict[int, list[StepRecord]]:
+        """Each active member's records (up to its first diverged step, if any)."""
+        if not self._values:
+            return {}
+        rows = torch.stack(self._values).tolist()  # (steps, K, 3): the one sync point
+        self._values.clear()
+        return {k: self.members[k].records([row[k] for row in rows], with_accuracy) for k in active}

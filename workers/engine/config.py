@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+EVAL_CHUNK = 4096  # samples per forward pass when evaluating a whole split
+
 
 @dataclass(frozen=True)
 class DatasetConfig:

@@ -63,12 +63,18 @@ class Splits:
     def n_features(self) -> int:
         return math.prod(self.input_shape)
 
-    def to(self, device: str) -> Splits:
+    def to(self, device: str, dtype: torch.dtype = torch.float32) -> Splits:
+        """On ``device``, with floating-point tensors (features, regression targets) in
+        ``dtype``; class labels stay integers."""
         moved = {
-            name: getattr(self, name).to(device)
+            name: _cast(getattr(self, name).to(device), dtype)
             for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
         }
         return Splits(**moved, task=self.task, n_outputs=self.n_outputs)
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
 # --- bundled with scikit-learn -------------------------------------------------------------

@@ -18,27 +18,15 @@ import functools
 import math
 import time
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.engine import datasets, landscapes, models, optimizers, schedules
+from workers.engine import datasets, fusion, landscapes, models, optimizers, schedules
 from workers.engine.buffer import Divergence, StepBuffer
-from workers.engine.config import JobConfig, RunConfig
+from workers.engine.config import EVAL_CHUNK, JobConfig, RunConfig
 from workers.engine.hooks import EpochRecord, Hooks, RunResult
-
-EVAL_CHUNK = 4096  # samples per forward pass when evaluating a whole split
-
-
-@dataclass(frozen=True)
-class RunGroup:
-    """Runs that train together: one fused group, or one run alone (``reason`` says why)."""
-
-    runs: tuple[RunConfig, ...]
-    fused: bool
-    reason: str | None = None
 
 
 class Experiment:
@@ -50,7 +38,8 @@ class Experiment:
         if config.dataset.name in landscapes.LANDSCAPES.names():
             self.landscape = landscapes.LandscapeRun(config)
             return
-        self.data = datasets.load(config.dataset).to(config.device)
+        self.dtype = getattr(torch, config.dtype)
+        self.data = datasets.load(config.dataset).to(config.device, self.dtype)
         self.n_train = int(self.data.y_train.shape[0])
         self.classification = self.data.task == "classification"
 
@@ -69,7 +58,7 @@ class Experiment:
     def initial_model(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)
         model = models.build(self.config.model, self.data.input_shape, self.data.n_outputs)
-        return model.to(self.config.device)
+        return model.to(self.config.device, self.dtype)
 
     def batches(self, run: RunConfig) -> Iterator[tuple[int, list[torch.Tensor | None]]]:
         """(epoch, batch indices) for every epoch; ``None`` means the whole training split."""
@@ -84,27 +73,38 @@ class Experiment:
                 parts[-2:] = [torch.cat(parts[-2:])]
             yield epoch, list(parts)
 
-    def groups(self) -> list[RunGroup]:
-        """How the runs will train: fused groups, and runs that train alone (with why)."""
-        return [
-            RunGroup((run,), fused=False, reason="fusion is not built yet")
-            for run in self.config.runs
-        ]
+    @functools.cached_property
+    def fusion_blocker(self) -> str | None:
+        """Why no run of this job can fuse (fusion off, the model, ...), or None."""
+        return fusion.why_no_fusion(self)
+
+    def groups(self, keys: Collection[int] | None = None) -> list[fusion.RunGroup]:
+        """How the runs (or those whose key is in ``keys``) will train: fused groups, and runs
+        that train alone, with why (workers/engine/fusion.py decides)."""
+        runs = [run for run in self.config.runs if keys is None or run.key in keys]
+        return fusion.plan(self, runs)
 
     def run_all(self, hooks: Hooks, keys: Collection[int] | None = None) -> dict[int, RunResult]:
-        """Train every run (or those whose key is in ``keys``), seed by seed, sharing each
-        seed's initial weights."""
-        runs = [run for run in self.config.runs if keys is None or run.key in keys]
-        hooks.on_start(sum(self.total_steps(run) for run in runs))
+        """Train every run (or those whose key is in ``keys``), group by group; runs of one
+        seed start from the same initial weights."""
+        groups = self.groups(keys)
+        hooks.on_start(sum(self.total_steps(run) for group in groups for run in group.runs))
         results: dict[int, RunResult] = {}
-        if self.landscape:
-            for run in runs:
+        initial: dict[int, nn.Module] = {}
+        for group in groups:
+            if self.landscape:
+                (run,) = group.runs
                 results[run.key] = self.landscape.train(run, hooks)
-            return results
-        for seed in dict.fromkeys(run.seed for run in runs):
-            initial = self.initial_model(seed)
-            for run in (r for r in runs if r.seed == seed):
-                results[run.key] = self.train(run, copy.deepcopy(initial), hooks)
+                continue
+            for seed in {run.seed for run in group.runs} - initial.keys():
+                initial[seed] = self.initial_model(seed)
+            if group.fused:
+                trainer = fusion.FusedGroup(self, group.runs, initial)
+                results.update(trainer.train(hooks))
+                continue
+            (run,) = group.runs
+            model = copy.deepcopy(initial[run.seed])
+            results[run.key] = self.train(run, model, hooks, group.reason)
         return results
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
@@ -117,10 +117,28 @@ class Experiment:
         self, output: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss, and the score summed over the batch: correct predictions, or R² x batch size."""
+        output = _upcast(output)
         if self.classification:
-            return F.cross_entropy(output.float(), y), (output.argmax(dim=1) == y).sum()
-        prediction = output.float().squeeze(-1)
+            return F.cross_entropy(output, y), (output.argmax(dim=1) == y).sum()
+        prediction = output.squeeze(-1)
         return F.mse_loss(prediction, y), _r2(prediction, y) * len(y)
+
+    def member_losses(
+        self, outputs: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_loss_and_score`` of each member of a fused group: outputs (K, B, outputs), targets
+        (B,) shared or (K, B); each result (K,)."""
+        outputs = _upcast(outputs)
+        k, b = outputs.shape[:2]
+        y = y.expand(k, b)
+        if self.classification:
+            losses = F.cross_entropy(
+                outputs.reshape(k * b, -1), y.reshape(-1), reduction="none"
+            ).view(k, b)
+            return losses.mean(dim=1), (outputs.argmax(dim=2) == y).sum(dim=1)
+        prediction = outputs.squeeze(-1)
+        losses = ((prediction - y) ** 2).mean(dim=1)
+        return losses, _r2(prediction, y, dim=1) * b
 
     def _forward_backward(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
@@ -147,7 +165,10 @@ class Experiment:
         loss, score = self._loss_and_score(outputs, y)
         return loss.item(), score.item() / len(y)
 
-    def train(self, run: RunConfig, model: nn.Module, hooks: Hooks) -> RunResult:
+    def train(
+        self, run: RunConfig, model: nn.Module, hooks: Hooks, alone_because: str | None = None
+    ) -> RunResult:
+        """Train one run on its own; ``alone_because``: why it was not fused (recorded)."""
         total = self.total_steps(run)
         hooks.on_run_start(run, total)
         torch.manual_seed(run.seed)  # the same stream for dropout in every run of this seed
@@ -181,13 +202,16 @@ class Experiment:
                     scheduler.step()
                 train_seconds += time.perf_counter() - started
                 step += 1
-                buffer.add(step, epoch, loss, score, grad_norm, lr, train_seconds, len(y))
+                values = torch.stack(
+                    [loss.detach(), score.to(loss.dtype), grad_norm.to(loss.dtype)]
+                )
+                buffer.add(step, epoch, values, lr, train_seconds, len(y))
                 if eval_every and step % eval_every == 0:
                     buffer.add_evaluation(*self.evaluate(model, data.x_val, data.y_val))
                 if len(buffer) >= self.config.flush_every and not flush():
-                    return self._end(run, hooks, buffer, train_seconds)
+                    return self._end(run, hooks, buffer, train_seconds, fusion=alone_because)
             if not flush():
-                return self._end(run, hooks, buffer, train_seconds)
+                return self._end(run, hooks, buffer, train_seconds, fusion=alone_because)
             val_loss, val_score = self.evaluate(model, data.x_val, data.y_val)
             train_loss, train_score = buffer.epoch_means()
             hooks.on_epochs(
@@ -203,7 +227,9 @@ class Experiment:
         test_loss, test_score = (
             self.evaluate(model, data.x_test, data.y_test) if len(data.y_test) else (None, None)
         )
-        return self._end(run, hooks, buffer, train_seconds, test_loss, test_score)
+        return self._end(
+            run, hooks, buffer, train_seconds, test_loss, test_score, fusion=alone_because
+        )
 
     def _end(
         self,
@@ -213,6 +239,9 @@ class Experiment:
         train_seconds: float,
         test_loss: float | None = None,
         test_accuracy: float | None = None,
+        *,
+        fused: bool = False,
+        fusion: str | None = None,
     ) -> RunResult:
         result = RunResult(
             steps=buffer.last_step,
@@ -221,14 +250,22 @@ class Experiment:
             diverged_at_step=buffer.diverged_at,
             test_loss=test_loss,
             test_accuracy=test_accuracy,
+            fused=fused,
+            fusion=fusion,
         )
         hooks.on_run_end(run, result)
         return result
 
 
-def _r2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    residual = ((target - prediction) ** 2).sum()
-    total = ((target - target.mean()) ** 2).sum()
+def _upcast(output: torch.Tensor) -> torch.Tensor:
+    """Losses in float32 at least (bfloat16 autocast outputs), float64 kept as it is."""
+    return output if output.dtype == torch.float64 else output.float()
+
+
+def _r2(prediction: torch.Tensor, target: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    residual = ((target - prediction) ** 2).sum(dim=dim)
+    mean = target.mean() if dim is None else target.mean(dim=dim, keepdim=True)
+    total = ((target - mean) ** 2).sum(dim=dim)
     return torch.where(total > 0, 1 - residual / total.clamp_min(1e-12), torch.zeros_like(total))
 
 

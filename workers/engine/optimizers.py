@@ -10,7 +10,7 @@ import torch
 from workers.engine.config import OptimizerConfig
 
 
-def build(config: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def build(config: OptimizerConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     cls = getattr(torch.optim, config.torch_class, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ValueError(f"torch.optim has no optimizer '{config.torch_class}'")
@@ -24,3 +24,7 @@ def build(config: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torc
 def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
     """LBFGS re-evaluates the loss several times per step through a closure."""
     return isinstance(optimizer, torch.optim.LBFGS)
+
+
+def needs_closure_class(torch_class: str) -> bool:
+    return torch_class == "LBFGS"

@@ -1,0 +1,416 @@
+"""K copies of one architecture computed as one network: the layers of a fused group.
+
+The members' parameters live in one ``ParameterBank``: a (K, N) matrix, row k holding member
+k's N parameters in ``named_parameters()`` order, with a gradient matrix of the same shape.
+Each layer reads its weights as a strided (K, ...) view of that matrix, so an optimizer
+update of row k is seen by the next forward without any copy, and one ``backward`` fills
+every member's gradient in place (the views' ``.grad`` are views of the gradient matrix).
+
+Activations travel in one of three layouts:
+
+- ``SHARED``: (B, ...), one tensor for every member (the input, when all members see the
+  same batch, up to the first layer with weights);
+- ``STACKED``: (K, B, F), member first (fully connected layers: batched matrix multiplies);
+- ``CHANNELS``: (B, K*C, H, W), members side by side along the channels, so a convolution
+  is one grouped convolution, batch norm is plain batch norm over K*C channels (running
+  statistics included) and pooling needs nothing at all.
+
+A shared input meets the first layer as one wide matrix multiply (or convolution) against
+all members' weights, instead of being copied once per member. A layer without a fused form
+here (or dropout, whose masks each run draws from its own random stream) makes the model
+``NotFusable``; its runs then train one by one.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.engine.models import ACTIVATIONS, _Block
+
+SHARED, STACKED, CHANNELS = "shared", "stacked", "channels"
+Act = tuple[torch.Tensor, str]  # an activation and its layout
+
+# Backward adds into the preassigned gradient views in place, which is what we want; torch
+# warns only because those views are strided like the (non-contiguous) parameter views.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
+
+
+class NotFusable(Exception):
+    """The model has a layer this module cannot fuse; the message says which and why."""
+
+
+class ParameterBank:
+    """Every member's parameters as rows of one (K, N) matrix, and their gradients."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        first = members[0]
+        self.k = len(members)
+        self.shapes = {name: p.shape for name, p in first.named_parameters()}
+        self.values = torch.stack(
+            [torch.cat([p.detach().reshape(-1) for p in m.parameters()]) for m in members]
+        )
+        self.grads = torch.zeros_like(self.values)
+        self._offsets: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for name, shape in self.shapes.items():
+            size = shape.numel()
+            self._offsets[name] = (offset, offset + size)
+            offset += size
+        self._stacked: dict[str, torch.Tensor] = {}
+
+    def stacked(self, name: str) -> torch.Tensor:
+        """Parameter ``name`` of all members, (K, *shape): a leaf view into the bank."""
+        if name not in self._stacked:
+            start, end = self._offsets[name]
+            shape = (self.k, *self.shapes[name])
+            view = self.values[:, start:end].view(shape).requires_grad_(True)
+            view.grad = self.grads[:, start:end].view(shape)
+            self._stacked[name] = view
+        return self._stacked[name]
+
+    def member_parameters(self, k: int, flat: bool) -> list[torch.Tensor]:
+        """What member k's optimizer updates: its whole row as one tensor (``flat``: for
+        element-wise update rules, one kernel per step) or one view per parameter."""
+        if flat:
+            return [_leaf_view(self.values[k], self.grads[k])]
+        return [
+            _leaf_view(
+                self.values[k, start:end].view(self.shapes[name]),
+                self.grads[k, start:end].view(self.shapes[name]),
+            )
+            for name, (start, end) in self._offsets.items()
+        ]
+
+    def zero_grad(self) -> None:
+        self.grads.zero_()
+
+    def grad_norms(self) -> torch.Tensor:
+        """Each member's gradient L2 norm, (K,)."""
+        return torch.linalg.vector_norm(self.grads, dim=1)
+
+
+def _leaf_view(value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    leaf = value.detach().requires_grad_(True)  # same storage: updates land in the bank
+    leaf.grad = grad
+    return leaf
+
+
+# --- layouts -------------------------------------------------------------------------------
+
+
+def stacked(act: Act, k: int) -> torch.Tensor:
+    """The activation as (K, B, F)."""
+    x, layout = act
+    if layout == STACKED:
+        return x
+    if layout == SHARED:
+        return x.flatten(1).unsqueeze(0).expand(k, *x.flatten(1).shape)
+    return x.reshape(x.shape[0], k, -1).transpose(0, 1)  # CHANNELS
+
+
+def channels(act: Act, k: int) -> torch.Tensor:
+    """The activation as (B, K*C, H, W)."""
+    x, layout = act
+    if layout == CHANNELS:
+        return x
+    if layout == SHARED:
+        return x.repeat(1, k, *([1] * (x.dim() - 2)))
+    raise NotFusable("an image layer after a fully connected one")
+
+
+def member_inputs(x: torch.Tensor) -> Act:
+    """Per-member batches (K, B, ...) in the layout their first layer expects."""
+    if x.dim() <= 3:
+        return x.flatten(2), STACKED
+    k, b = x.shape[:2]
+    return x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:]), CHANNELS
+
+
+# --- layers --------------------------------------------------------------------------------
+
+
+class Layer:
+    training = True
+
+    def __call__(self, act: Act) -> Act:
+        raise NotImplementedError
+
+    def children(self) -> Sequence[Layer]:
+        return ()
+
+
+class Chain(Layer):
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        self.layers = list(layers)
+
+    def __call__(self, act: Act) -> Act:
+        for layer in self.layers:
+            act = layer(act)
+        return act
+
+    def children(self) -> Sequence[Layer]:
+        return self.layers
+
+
+class Elementwise(Layer):
+    """Activations and other stateless per-element functions: any layout as it is."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, act: Act) -> Act:
+        return self.module(act[0]), act[1]
+
+
+class Pool(Layer):
+    """Pooling works per channel: shared and channel layouts as they are."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, act: Act) -> Act:
+        if act[1] == STACKED:
+            raise NotFusable("pooling after a fully connected layer")
+        return self.module(act[0]), act[1]
+
+
+class Flatten(Layer):
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, act: Act) -> Act:
+        if act[1] == SHARED:
+            return act[0].flatten(1), SHARED
+        return stacked(act, self.k), STACKED
+
+
+class Linear(Layer):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.weight, self.bias = weight, bias  # (K, out, in), (K, out)
+
+    def __call__(self, act: Act) -> Act:
+        k, out, width = self.weight.shape
+        x, layout = act
+        if layout == SHARED and x.dim() == 2:
+            # One wide multiply against every member's weights; x is read once.
+            wide = self.weight.reshape(k * out, width)
+            bias = None if self.bias is None else self.bias.reshape(k * out)
+            return F.linear(x, wide, bias).view(x.shape[0], k, out).transpose(0, 1), STACKED
+        x = stacked(act, k)
+        transposed = self.weight.transpose(1, 2)
+        if self.bias is None:
+            return torch.bmm(x, transposed), STACKED
+        return torch.baddbmm(self.bias.unsqueeze(1), x, transposed), STACKED
+
+
+class Conv2d(Layer):
+    def __init__(self, module: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        if module.groups != 1 or module.padding_mode != "zeros":
+            raise NotFusable("a grouped or non-zero-padded convolution")
+        self.weight, self.bias = weight, bias  # (K, out, C, kh, kw), (K, out)
+        self.stride, self.padding, self.dilation = module.stride, module.padding, module.dilation
+
+    def __call__(self, act: Act) -> Act:
+        k, out = self.weight.shape[:2]
+        weight = self.weight.reshape(k * out, *self.weight.shape[2:])
+        bias = None if self.bias is None else self.bias.reshape(k * out)
+        if act[1] == SHARED:  # every member's filters over the one input
+            return self._conv(act[0], weight, bias, 1), CHANNELS
+        return self._conv(channels(act, k), weight, bias, k), CHANNELS
+
+    def _conv(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int
+    ) -> torch.Tensor:
+        return F.conv2d(
+            x,
+            weight,
+            bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            groups,
+        )
+
+
+class LayerNorm(Layer):
+    def __init__(
+        self, module: nn.LayerNorm, weight: torch.Tensor | None, bias: torch.Tensor | None, k: int
+    ) -> None:
+        if len(module.normalized_shape) != 1:
+            raise NotFusable("layer norm over more than the last dimension")
+        self.shape, self.eps, self.k = module.normalized_shape, module.eps, k
+        self.weight, self.bias = weight, bias  # (K, F)
+
+    def __call__(self, act: Act) -> Act:
+        y = F.layer_norm(stacked(act, self.k), self.shape, eps=self.eps)
+        if self.weight is not None:
+            y = y * self.weight.unsqueeze(1)
+        if self.bias is not None:
+            y = y + self.bias.unsqueeze(1)
+        return y, STACKED
+
+
+class BatchNorm(Layer):
+    """Batch norm over K*C channels: each member's channels get their own statistics."""
+
+    def __init__(
+        self,
+        module: nn.modules.batchnorm._BatchNorm,
+        members: Sequence[nn.modules.batchnorm._BatchNorm],
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        k: int,
+    ) -> None:
+        self.k, self.eps, self.momentum = k, module.eps, module.momentum
+        self.image = isinstance(module, nn.BatchNorm2d)
+        self.weight, self.bias = weight, bias  # (K, C)
+        self.running_mean: torch.Tensor | None = None
+        self.running_var: torch.Tensor | None = None
+        if module.track_running_stats:
+            self.running_mean = torch.cat([m.running_mean for m in members])  # type: ignore[misc]
+            self.running_var = torch.cat([m.running_var for m in members])  # type: ignore[misc]
+        self.batches_tracked = int(module.num_batches_tracked or 0)
+
+    def __call__(self, act: Act) -> Act:
+        # As nn.BatchNorm does: a cumulative average when momentum is None.
+        factor = 0.0
+        if self.training and self.running_mean is not None:
+            self.batches_tracked += 1
+            factor = 1.0 / self.batches_tracked if self.momentum is None else self.momentum
+        use_batch_stats = self.training or self.running_mean is None
+        weight = None if self.weight is None else self.weight.reshape(-1)
+        bias = None if self.bias is None else self.bias.reshape(-1)
+        if self.image:
+            x = channels(act, self.k)
+            y = F.batch_norm(
+                x, self.running_mean, self.running_var, weight, bias,
+                use_batch_stats, factor, self.eps,
+            )  # fmt: skip
+            return y, CHANNELS
+        x = stacked(act, self.k)
+        k, b, width = x.shape
+        flat = x.transpose(0, 1).reshape(b, k * width)
+        y = F.batch_norm(
+            flat, self.running_mean, self.running_var, weight, bias,
+            use_batch_stats, factor, self.eps,
+        )  # fmt: skip
+        return y.view(b, k, width).transpose(0, 1), STACKED
+
+
+class Residual(Layer):
+    """workers.engine.models._Block: relu(body(x) + skip(x))."""
+
+    def __init__(self, body: Layer, skip: Layer, k: int) -> None:
+        self.body, self.skip, self.k = body, skip, k
+
+    def __call__(self, act: Act) -> Act:
+        total = channels(self.body(act), self.k) + channels(self.skip(act), self.k)
+        return torch.relu(total), CHANNELS
+
+    def children(self) -> Sequence[Layer]:
+        return (self.body, self.skip)
+
+
+# --- building ------------------------------------------------------------------------------
+
+_ELEMENTWISE = (*ACTIVATIONS.values(), nn.Identity)
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+class FusedNet:
+    """The fused forward of K members of one architecture, over their ``ParameterBank``."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        self.k = len(members)
+        self.bank = ParameterBank(members)
+        self.root = self._fuse("", list(members))
+
+    def __call__(self, act: Act) -> torch.Tensor:
+        """The members' outputs, (K, B, outputs)."""
+        return stacked(self.root(act), self.k)
+
+    def train(self, mode: bool = True) -> None:
+        pending: list[Layer] = [self.root]
+        while pending:
+            layer = pending.pop()
+            layer.training = mode
+            pending.extend(layer.children())
+
+    def eval(self) -> None:
+        self.train(False)
+
+    def _param(self, prefix: str, name: str) -> torch.Tensor | None:
+        full = f"{prefix}{name}"
+        return self.bank.stacked(full) if full in self.bank.shapes else None
+
+    def _fuse(self, prefix: str, modules: list[nn.Module]) -> Layer:
+        module, k = modules[0], self.k
+        kind: type[nn.Module] = type(module)
+        if isinstance(module, nn.Sequential):
+            return Chain(
+                [
+                    self._fuse(f"{prefix}{name}.", [m[int(name)] for m in modules])  # type: ignore[index]
+                    for name, _ in module.named_children()
+                ]
+            )
+        if isinstance(module, _Block):
+            body = self._fuse(f"{prefix}body.", [m.body for m in modules])  # type: ignore[misc]
+            skip = self._fuse(f"{prefix}skip.", [m.skip for m in modules])  # type: ignore[misc]
+            return Residual(body, skip, k)
+        if isinstance(module, nn.Linear):
+            return Linear(self._param(prefix, "weight"), self._param(prefix, "bias"))  # type: ignore[arg-type]
+        if isinstance(module, nn.Conv2d):
+            return Conv2d(module, self._param(prefix, "weight"), self._param(prefix, "bias"))  # type: ignore[arg-type]
+        if isinstance(module, nn.LayerNorm):
+            return LayerNorm(module, self._param(prefix, "weight"), self._param(prefix, "bias"), k)
+        if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+            return BatchNorm(
+                module,
+                modules,  # type: ignore[arg-type]
+                self._param(prefix, "weight"),
+                self._param(prefix, "bias"),
+                k,
+            )
+        if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
+            return Flatten(k)
+        if isinstance(module, nn.Dropout) and module.p == 0:
+            return Elementwise(nn.Identity())
+        if isinstance(module, nn.Dropout):
+            raise NotFusable(
+                "dropout: each run draws its masks from its own random stream, which a fused "
+                "group cannot reproduce"
+            )
+        if kind in _ELEMENTWISE:
+            return Elementwise(module)
+        if isinstance(module, _POOLS):
+            return Pool(module)
+        raise NotFusable(f"layer {kind.__name__} has no fused form")
+
+
+def fuse(members: Sequence[nn.Module], probe: torch.Tensor) -> FusedNet:
+    """The fused network of ``members``, checked on ``probe`` (a few input samples): its
+    outputs must equal each member's own (in eval mode), or the model is ``NotFusable``."""
+    net = FusedNet(members)
+    with torch.no_grad():
+        net.eval()
+        for member in members:
+            member.eval()
+        try:
+            fused = net((probe, SHARED))
+        except (RuntimeError, NotFusable) as error:
+            raise NotFusable(f"the fused forward failed ({error})") from error
+        expected = torch.stack([member(probe) for member in members])
+        net.train()
+        for member in members:
+            member.train()
+    scale = float(expected.abs().max()) + 1.0
+    if fused.shape != expected.shape or not torch.allclose(
+        fused, expected, rtol=1e-3, atol=1e-4 * scale
+    ):
+        raise NotFusable("the fused forward does not reproduce the model's outputs")
+    return net
