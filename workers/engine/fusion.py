@@ -235,7 +235,7 @@ class FusedGroup:
             )
         self.net.train()
         losses, scores = self.experiment.member_losses(outputs, y)
-        return losses.tolist(), (scores / len(y)).tolist()
+        return losses.tolist(), (scores.to(losses.dtype) / len(y)).tolist()
 
     def _end(
         self,

@@ -160,7 +160,7 @@ class Experiment:
         """Mean loss and score (accuracy or R²) over a whole split, in eval mode."""
         model.eval()
         with self._autocast():
-            outputs = torch.cat([model(chunk).float() for chunk in x.split(EVAL_CHUNK)])
+            outputs = torch.cat([_upcast(model(chunk)) for chunk in x.split(EVAL_CHUNK)])
         model.train()
         loss, score = self._loss_and_score(outputs, y)
         return loss.item(), score.item() / len(y)
