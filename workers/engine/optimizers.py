@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +19,13 @@ def build(config: OptimizerConfig, params: Iterable[torch.Tensor]) -> torch.opti
     kwargs: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in config.hyperparameters.items()
     }
+    params = list(params)
+    if "fused" in inspect.signature(cls.__init__).parameters and "fused" not in kwargs:
+        # One kernel per step instead of several element-wise passes; same update rule.
+        try:
+            return cls(params, **kwargs, fused=True)
+        except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+            pass
     return cls(params, **kwargs)
 
 
