@@ -99,7 +99,7 @@ def job_config(session: Session, job: Job, device: str, settings: Settings) -> J
         eval_every_steps=spec.eval_every_steps,
         divergence_ratio=spec.divergence_ratio,
         mixed_precision=spec.mixed_precision,
-        fuse=spec.execution.fuse,
+        fuse="auto" if spec.execution.fuse else "never",
         dtype=spec.execution.dtype,
     )
 

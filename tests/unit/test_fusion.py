@@ -47,7 +47,7 @@ def config(model: ModelConfig, folder: Path, dtype: str, epochs: int = 2) -> Job
     base = job(LECTURE, epochs=epochs, model=model, flush_every=5)
     if model.name in ("cnn", "resnet"):
         base = dataclasses.replace(base, dataset=DatasetConfig("mnist", {"folder": str(folder)}))
-    return dataclasses.replace(base, dtype=dtype, batch_size=32)
+    return dataclasses.replace(base, dtype=dtype, batch_size=32, fuse="always")
 
 
 def train(config: JobConfig) -> tuple[MemorySink, Experiment]:
@@ -66,7 +66,7 @@ def test_in_float64_fused_runs_equal_unfused_runs_at_every_step(
 ) -> None:
     fused_config = config(model, image_folder, "float64")
     fused, experiment = train(fused_config)
-    alone, _ = train(dataclasses.replace(fused_config, fuse=False))
+    alone, _ = train(dataclasses.replace(fused_config, fuse="never"))
     assert [g.fused for g in experiment.groups()] == [False, True]  # gd alone, 7 fused
     for run in fused_config.runs:
         assert len(fused.steps[run.key]) == len(alone.steps[run.key]) > 0
@@ -86,7 +86,7 @@ def test_in_float32_fused_runs_agree_early_and_in_final_accuracy(
 ) -> None:
     fused_config = config(model, image_folder, "float32", epochs=4)
     fused, _ = train(fused_config)
-    alone, _ = train(dataclasses.replace(fused_config, fuse=False))
+    alone, _ = train(dataclasses.replace(fused_config, fuse="never"))
     for run in fused_config.runs:
         first = losses(fused, run.key, 20), losses(alone, run.key, 20)
         assert torch.allclose(*first, rtol=0, atol=1e-5)
@@ -107,7 +107,7 @@ def test_normalisation_layers_fuse_with_their_running_statistics(model: ModelCon
     statistics over K*C channels sum in another order than over C: ~1e-9 after two epochs.)"""
     fused_config = config(model, Path(), "float64")
     fused, _ = train(fused_config)
-    alone, _ = train(dataclasses.replace(fused_config, fuse=False))
+    alone, _ = train(dataclasses.replace(fused_config, fuse="never"))
     for run in fused_config.runs:
         assert torch.allclose(losses(fused, run.key), losses(alone, run.key), rtol=0, atol=1e-9)
         assert [e.val_loss for e in fused.epochs[run.key]] == pytest.approx(
@@ -118,7 +118,7 @@ def test_normalisation_layers_fuse_with_their_running_statistics(model: ModelCon
 def test_members_with_different_seeds_fuse_with_their_own_weights_and_batches() -> None:
     two_seeds = dataclasses.replace(job(LECTURE[1:4], seeds=(0, 1), epochs=2), dtype="float64")
     fused, experiment = train(two_seeds)
-    alone, _ = train(dataclasses.replace(two_seeds, fuse=False))
+    alone, _ = train(dataclasses.replace(two_seeds, fuse="never"))
     assert [len(g.runs) for g in experiment.groups()] == [6]
     for run in two_seeds.runs:
         assert torch.allclose(losses(fused, run.key), losses(alone, run.key), rtol=0, atol=1e-9)
@@ -133,7 +133,7 @@ def test_an_optimizer_with_a_per_tensor_rule_fuses_on_per_tensor_views() -> None
     ]
     both = dataclasses.replace(job(entries, epochs=2), dtype="float64")
     fused, _ = train(both)
-    alone, _ = train(dataclasses.replace(both, fuse=False))
+    alone, _ = train(dataclasses.replace(both, fuse="never"))
     assert fused.results[0].fused
     assert torch.allclose(losses(fused, 0), losses(alone, 0), rtol=0, atol=1e-9)
 
@@ -171,3 +171,17 @@ def test_a_stored_job_records_which_runs_trained_fused(embedded_home: Path) -> N
         runs = {run.label: run for run in store.get_job(session, job_id).runs}
     assert runs["gd"].fused is False and "schedule" in (runs["gd"].fusion or "")
     assert runs["adam"].fused is True and runs["adam"].fusion == "fused with 6 other runs"
+
+
+def test_on_a_cpu_fusion_leaves_out_groups_whose_activations_outgrow_the_caches(
+    image_folder: Path,
+) -> None:
+    small = config(MLP, image_folder, "float32")
+    lenet = dataclasses.replace(config(CNN, image_folder, "float32"), batch_size=128)
+    assert [g.fused for g in Experiment(dataclasses.replace(small, fuse="auto")).groups()] == [
+        False,
+        True,
+    ]
+    groups = Experiment(dataclasses.replace(lenet, fuse="auto")).groups()
+    assert not any(g.fused for g in groups)
+    assert "MiB per step" in (groups[1].reason or "")

@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers.engine import datasets, fusion, landscapes, models, optimizers, schedules
+from workers.engine import (
+    datasets,
+    fused_layers,
+    fusion,
+    landscapes,
+    models,
+    optimizers,
+    schedules,
+)
 from workers.engine.buffer import Divergence, StepBuffer
 from workers.engine.config import EVAL_CHUNK, JobConfig, RunConfig
 from workers.engine.hooks import EpochRecord, Hooks, RunResult
@@ -77,6 +85,11 @@ class Experiment:
     def fusion_blocker(self) -> str | None:
         """Why no run of this job can fuse (fusion off, the model, ...), or None."""
         return fusion.why_no_fusion(self)
+
+    @functools.cached_property
+    def activations_per_sample(self) -> int:
+        """Activation values one sample produces in the model (for fusion's memory estimate)."""
+        return fused_layers.activation_elements(self.initial_model(0), self.data.x_train[:4])
 
     def groups(self, keys: Collection[int] | None = None) -> list[fusion.RunGroup]:
         """How the runs (or those whose key is in ``keys``) will train: fused groups, and runs

@@ -23,7 +23,7 @@ def build(config: OptimizerConfig, params: Iterable[torch.Tensor]) -> torch.opti
     if "fused" in inspect.signature(cls.__init__).parameters and "fused" not in kwargs:
         # One kernel per step instead of several element-wise passes; same update rule.
         try:
-            return cls(params, **kwargs, fused=True)
+            return cls(params, **kwargs, fused=True)  # type: ignore[call-arg]
         except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
             pass
     return cls(params, **kwargs)
