@@ -185,3 +185,25 @@ def test_on_a_cpu_fusion_leaves_out_groups_whose_activations_outgrow_the_caches(
     groups = Experiment(dataclasses.replace(lenet, fuse="auto")).groups()
     assert not any(g.fused for g in groups)
     assert "MiB per step" in (groups[1].reason or "")
+
+
+def test_each_member_keeps_its_own_schedule_and_mid_epoch_evaluations() -> None:
+    entries = [
+        dataclasses.replace(LECTURE[1], schedule={"name": "plateau", "factor": 0.5, "patience": 0}),
+        dataclasses.replace(LECTURE[2], schedule={"name": "onecycle", "max_lr": 0.1}),
+        dataclasses.replace(LECTURE[7], schedule={"name": "cosine", "eta_min": 0.0}),
+    ]
+    scheduled = dataclasses.replace(
+        job(entries, epochs=3), dtype="float64", eval_every_steps=4, fuse="always"
+    )
+    fused, experiment = train(scheduled)
+    alone, _ = train(dataclasses.replace(scheduled, fuse="never"))
+    assert experiment.groups()[0].fused
+    for run in scheduled.runs:
+        assert [r.lr for r in fused.steps[run.key]] == [r.lr for r in alone.steps[run.key]]
+        assert torch.allclose(losses(fused, run.key), losses(alone, run.key), rtol=0, atol=1e-9)
+        evaluated = [(r.step, r.val_loss) for r in fused.steps[run.key] if r.val_loss is not None]
+        expected = [(r.step, r.val_loss) for r in alone.steps[run.key] if r.val_loss is not None]
+        assert [s for s, _ in evaluated] == [s for s, _ in expected] and evaluated
+        assert [v for _, v in evaluated] == pytest.approx([v for _, v in expected], abs=1e-9)
+    assert len({r.lr for r in fused.steps[2]}) > 3  # the cosine schedule did move
