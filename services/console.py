@@ -102,6 +102,7 @@ def run_lines(job: dict[str, Any]) -> list[str]:
         done, total = run["steps_done"], run["total_steps"]
         counts = f"{done}/{total if total is not None else '?'}"
         flag = " diverged" if run.get("diverged") else ""
+        flag += " fused" if run.get("fused") else ""
         lines.append(
             f"{run['label']:<{width}}  seed {run['seed']:<3} [{_bar(done, total)}] "
             f"{counts:>13}  {run['status']}{flag}"
@@ -119,7 +120,16 @@ def job_status(job: dict[str, Any]) -> str:
     )
     if job.get("error"):
         head += f"\nerror: {job['error']}"
-    return "\n".join([head, *run_lines(job)])
+    return "\n".join([head, *run_lines(job), *_alone_lines(job)])
+
+
+def _alone_lines(job: dict[str, Any]) -> list[str]:
+    """Why the runs that did not fuse trained alone, one line per reason."""
+    reasons: dict[str, list[str]] = {}
+    for run in job.get("runs", []):
+        if run.get("fused") is False and run.get("fusion"):
+            reasons.setdefault(run["fusion"], []).append(f"{run['label']} (seed {run['seed']})")
+    return [f"trained alone: {', '.join(runs)}: {reason}" for reason, runs in reasons.items()]
 
 
 class RunBoard:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from services.console import RunBoard, summary_table
+from services.console import RunBoard, job_status, summary_table
 
 
 class Terminal(io.StringIO):
@@ -78,3 +78,12 @@ def test_table_columns_follow_the_task() -> None:
         }
     )
     assert "best val R²" in regression and "target: val_r2 >= 0.9" in regression
+
+
+def test_status_marks_fused_runs_and_says_why_others_trained_alone() -> None:
+    finished = job(10, "succeeded")
+    finished["runs"][0].update(fused=True, fusion="fused with 1 other run")
+    finished["runs"][1].update(fused=False, fusion="fusion is turned off for this job")
+    lines = job_status(finished).splitlines()
+    assert lines[1].endswith("succeeded fused") and not lines[2].endswith("fused")
+    assert lines[-1] == "trained alone: adam (seed 0): fusion is turned off for this job"
