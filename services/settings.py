@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,7 +53,18 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of a worker process's Prometheus /metrics; 0 turns it off.",
     )
-    worker_concurrency: int = Field(default=1, ge=1, description="Worker processes per worker.")
+    worker_concurrency: int = Field(
+        default=0,
+        ge=0,
+        description="processes of a worker's pool (`optbench worker --concurrency`); "
+        "0 = one per CPU core",
+    )
+    job_parts: int | Literal["auto"] = Field(
+        default="auto",
+        description="parts a job's runs are split into, each a task that a worker process "
+        "trains (workers/parts.py): auto = from the work per step (small: one per core, "
+        "large or CUDA: one), or a number",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="where workers train: auto = CUDA when available, else CPU"
     )
@@ -68,8 +79,15 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         default=0,
         ge=0,
-        description="torch intra-op threads per worker process; 0 = torch's default.",
+        description="torch intra-op threads of each part of a job; 0 = CPU cores // parts",
     )
+
+    @field_validator("job_parts")
+    @classmethod
+    def _positive_parts(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("OPTBENCH_JOB_PARTS: 'auto' or a number of at least 1")
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from services.db.models import (
     FAILED,
+    FINISHED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -157,3 +158,53 @@ def finish_job(
             run.status, run.error, run.finished_at = FAILED, error or "job ended early", utcnow()
         elif run.status == QUEUED:
             run.status, run.error = FAILED, "not started: the job failed before this run"
+
+
+def lock_job(session: Session, job_id: uuid.UUID | str) -> Job:
+    """The job with its runs, its row locked until the transaction ends, so that parts of one
+    job that end at the same moment decide one after another (finalise once).
+
+    PostgreSQL: ``SELECT ... FOR UPDATE`` (a second locker waits, then reads the committed
+    state: each statement of a READ COMMITTED transaction sees what committed before it).
+    SQLite ignores ``FOR UPDATE``, so the transaction first writes (a no-op update), which
+    takes the database's single write lock: a second writer waits for the commit, and the
+    reads that follow see it."""
+    key = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Job).where(Job.id == key).values(status=Job.status))
+    job = session.scalars(
+        select(Job)
+        .where(Job.id == key)
+        .options(selectinload(Job.runs))
+        .with_for_update(of=Job)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if job is None:
+        raise NotFound(f"no job with id '{job_id}'")
+    return job
+
+
+def open_runs(job: Job) -> list[Run]:
+    """Runs that have not finished (queued or running)."""
+    return [run for run in job.runs if run.status not in FINISHED]
+
+
+def fail_runs(session: Session, job: Job, run_ids: Collection[int], error: str) -> None:
+    """Fail the unfinished runs among ``run_ids``: a running one with ``error``, a queued one
+    as never started."""
+    for run in job.runs:
+        if run.id not in run_ids:
+            continue
+        if run.status == RUNNING:
+            run.status, run.error, run.finished_at = FAILED, error, utcnow()
+        elif run.status == QUEUED:
+            run.status, run.error = FAILED, "not started: the job failed before this run"
+
+
+def fail_job(session: Session, job: Job, error: str) -> bool:
+    """Mark a running (or queued) job failed with ``error``; False if it had already ended
+    (a job fails once, with the first error, and never turns succeeded afterwards)."""
+    if job.status in FINISHED:
+        return False
+    job.status, job.finished_at, job.error = FAILED, utcnow(), error
+    return True
