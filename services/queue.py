@@ -16,6 +16,7 @@ from celery import Celery
 from services.settings import Settings, get_settings
 
 RUN_JOB_TASK = "optbench.run_job"
+RUN_JOB_PART_TASK = "optbench.run_job_part"
 QUEUE = "optbench"
 # Longer than any job may run: Redis redelivers an unacknowledged task after this long.
 VISIBILITY_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -65,6 +66,21 @@ def _client() -> Celery:
 def enqueue_job(job_id: uuid.UUID) -> None:
     """Send the job to the workers. Call only after the job's transaction has committed."""
     _client().send_task(RUN_JOB_TASK, args=[str(job_id)], queue=QUEUE)
+
+
+def enqueue_part(job_id: str, run_ids: list[int], threads: int, part: int, parts: int) -> None:
+    """Send one part of a running job (workers/parts.py): its run ids and torch threads."""
+    _client().send_task(
+        RUN_JOB_PART_TASK,
+        kwargs={
+            "job_id": job_id,
+            "run_ids": [int(run_id) for run_id in run_ids],
+            "threads": int(threads),
+            "part": int(part),
+            "parts": int(parts),
+        },
+        queue=QUEUE,
+    )
 
 
 def reset_client() -> None:

@@ -1,15 +1,36 @@
 """Run one stored job: load it, train it through the engine, store metrics and outcome.
 
-Shared by the Celery task (workers/tasks.py) and ``optbench run`` (in-process), so both
+Shared by the Celery tasks (workers/tasks.py) and ``optbench run`` (in-process), so both
 behave the same. Status moves ``queued → running → succeeded | failed``; a failure stores a
 readable error on the job and its unfinished runs.
+
+Parts (workers/parts.py). The task that picks a job up (``execute_job``) plans it: it loads
+the job's data once, splits its runs into parts and chooses threads per part, marks the job
+``running``, sends parts 2..P to the queue (``send_part``; JSON arguments: job id, run ids,
+threads) and trains part 1 itself with the Experiment it already loaded. Idle worker
+processes train the other parts (``execute_part``); with one worker process they simply run
+one after another. ``optbench run`` (no ``send_part``) trains the whole job as one part.
+
+- Each run is finished by its part (the SQL sink's ``on_run_end``).
+- The part that finishes the last open run finalises the job (summary, ``succeeded``)
+  exactly once: the check and the write happen under a row lock on the job
+  (``store.lock_job``), so of two parts ending at the same moment the second sees the job
+  already finalised.
+- A part that fails marks its unfinished runs failed and the job failed with its error.
+  Parts already training finish their runs (they stay stored); the job stays failed. A part
+  that starts after the job failed marks its runs as never started and trains nothing.
+- A redelivered part is idempotent: it trains only its runs that have not finished (metric
+  writes ignore rows already stored) and then tries to finalise. A redelivered planning task
+  finds the job ``running``: it trains part 1 again (finished runs skipped) and sends again
+  only the parts none of whose runs has started (a duplicate part finds its runs done).
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import os
 import uuid
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from services import uploads
 from services.db import store
-from services.db.models import FINISHED, Job
+from services.db.models import FAILED, FINISHED, QUEUED, RUNNING, Job
 from services.db.session import unit_of_work
 from services.settings import Settings, get_settings
 from services.spec import CATALOG, JobSpec, OptimizerEntry
@@ -34,10 +55,14 @@ from workers.engine import (
     RunConfig,
 )
 from workers.engine.hooks import CompositeHooks
+from workers.parts import plan_parts
 from workers.sinks.prometheus import PrometheusSink
 from workers.sinks.sql import SqlSink
 
 log = logging.getLogger(__name__)
+
+# Sends one part to the queue: (job id, run ids, threads, part number, number of parts).
+SendPart = Callable[[str, list[int], int, int, int], None]
 
 
 def pick_device(setting: str) -> str:
@@ -108,8 +133,15 @@ def _schedule(entry: OptimizerEntry) -> dict[str, Any] | None:
     return entry.schedule.model_dump() if entry.schedule else None
 
 
-def execute_job(job_id: uuid.UUID | str, *, extra_hooks: tuple[Hooks, ...] = ()) -> str:
-    """Train the job to its end; returns its final status. Safe to call twice (idempotent)."""
+def execute_job(
+    job_id: uuid.UUID | str,
+    *,
+    send_part: SendPart | None = None,
+    extra_hooks: tuple[Hooks, ...] = (),
+) -> str:
+    """Plan the job, send parts 2..P through ``send_part`` and train part 1 here; returns the
+    job's status after part 1 (``running`` while other parts train). Without ``send_part``
+    the whole job is one part, trained here. Safe to call twice (idempotent)."""
     settings = get_settings()
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
@@ -117,36 +149,158 @@ def execute_job(job_id: uuid.UUID | str, *, extra_hooks: tuple[Hooks, ...] = ())
             log.info("job %s is already %s; nothing to do", job.id, job.status)
             return job.status
         job_key, created_at = job.id, job.created_at
-    started = time.monotonic()
     try:
         device = pick_device(settings.device)
+        experiment = _load(job_key, device, settings)
+        parts_setting = settings.job_parts if send_part is not None else 1
+        plan = plan_parts(experiment, parts_setting, settings.torch_threads)
         with unit_of_work() as session:
-            job = store.get_job(session, job_key)
-            config = job_config(session, job, device, settings)
-            target = JobSpec.model_validate(job.spec).effective_target
-        experiment = Experiment(config)
-        with unit_of_work() as session:
-            job = store.get_job(session, job_key)
-            store.start_job(
-                session, job, {r.key: experiment.total_steps(r) for r in config.runs}, device
-            )
+            job = store.lock_job(session, job_key)
+            status, first = job.status, job.status == QUEUED
+            if first:
+                totals = {r.key: experiment.total_steps(r) for r in experiment.config.runs}
+                store.start_job(session, job, totals, device)
+            started = {run.id for run in job.runs if run.status != QUEUED}
+        if status in FINISHED:  # failed by a part of an earlier delivery meanwhile
+            return status
+        if first:
             QUEUE_WAIT_SECONDS.observe(_seconds_since(created_at))
-        metrics = PrometheusSink(
-            config.dataset.name, config.model.name, device, target.column, target.reached
-        )
-        experiment.run_all(CompositeHooks(SqlSink(), metrics, *extra_hooks))
-        with unit_of_work() as session:
-            job = store.get_job(session, job_key)
-            store.finish_job(session, job_key, summary=job_summary(session, job))
-        status = "succeeded"
     except Exception as error:  # the job fails; the worker goes on with the next one
         log.exception("job %s failed", job_key)
         with unit_of_work() as session:
-            store.finish_job(session, job_key, error=f"{type(error).__name__}: {error}")
-        status = "failed"
-    JOBS_FINISHED.labels(status).inc()
-    JOB_DURATION_SECONDS.labels(status).observe(time.monotonic() - started)
-    return status
+            store.finish_job(session, job_key, error=_describe(error))
+            _observe_end(store.get_job(session, job_key, with_runs=False))
+        return FAILED
+    count = len(plan.parts)
+    log.info(
+        "job %s: %d part%s x %d thread%s (%s)",
+        job_key,
+        count,
+        "" if count == 1 else "s",
+        plan.threads,
+        "" if plan.threads == 1 else "s",
+        plan.reason,
+    )
+    for index, keys in enumerate(plan.parts[1:], start=2):
+        if send_part is not None and (first or not started & set(keys)):
+            send_part(str(job_key), list(keys), plan.threads, index, count)
+    return execute_part(
+        job_key,
+        plan.parts[0],
+        plan.threads,
+        part=1,
+        parts=count,
+        experiment=experiment,
+        extra_hooks=extra_hooks,
+    )
+
+
+def execute_part(
+    job_id: uuid.UUID | str,
+    run_ids: Collection[int],
+    threads: int,
+    *,
+    part: int = 1,
+    parts: int = 1,
+    experiment: Experiment | None = None,
+    extra_hooks: tuple[Hooks, ...] = (),
+) -> str:
+    """Train the part's runs that have not finished with ``threads`` torch threads, then
+    finalise the job if no run of it is left open; returns the job's status afterwards."""
+    settings = get_settings()
+    wanted = {int(run_id) for run_id in run_ids}
+    with unit_of_work() as session:
+        job = store.get_job(session, job_id)
+        job_key, device = job.id, job.device
+        if job.status in FINISHED:
+            if job.status == FAILED:
+                store.fail_runs(session, job, wanted, job.error or "the job failed")
+            log.info("job %s is already %s; part %d/%d skipped", job_key, job.status, part, parts)
+            return job.status
+        todo = [run.id for run in job.runs if run.id in wanted and run.status not in FINISHED]
+    if todo:
+        log.info(
+            "job %s part %d/%d: runs %s, %d thread%s, pid %d",
+            job_key,
+            part,
+            parts,
+            todo,
+            threads,
+            "" if threads == 1 else "s",
+            os.getpid(),
+        )
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            if experiment is None:
+                experiment = _load(job_key, pick_device(device or settings.device), settings)
+            _train(job_key, experiment, todo, extra_hooks)
+        except Exception as error:
+            log.exception("job %s part %d/%d failed", job_key, part, parts)
+            return _fail(job_key, todo, error)
+        finally:
+            torch.set_num_threads(previous)
+        log.info("job %s part %d/%d done, pid %d", job_key, part, parts, os.getpid())
+    return finalise_job(job_key)
+
+
+def finalise_job(job_id: uuid.UUID) -> str:
+    """If every run of the running job has finished, store its summary and mark it succeeded.
+
+    Under the job's row lock, so it happens once however many parts call it at once; returns
+    the job's status afterwards (``running`` while runs are open)."""
+    with unit_of_work() as session:
+        job = store.lock_job(session, job_id)
+        if job.status != RUNNING or store.open_runs(job):
+            return job.status
+        store.finish_job(session, job.id, summary=job_summary(session, job))
+        _observe_end(job)
+        return job.status
+
+
+def _load(job_key: uuid.UUID, device: str, settings: Settings) -> Experiment:
+    with unit_of_work() as session:
+        config = job_config(session, store.get_job(session, job_key), device, settings)
+    return Experiment(config)
+
+
+def _train(
+    job_key: uuid.UUID, experiment: Experiment, keys: list[int], extra: tuple[Hooks, ...]
+) -> None:
+    config = experiment.config
+    with unit_of_work() as session:
+        spec = JobSpec.model_validate(store.get_job(session, job_key, with_runs=False).spec)
+    target = spec.effective_target
+    metrics = PrometheusSink(
+        config.dataset.name, config.model.name, config.device, target.column, target.reached
+    )
+    sink = SqlSink()
+    try:
+        experiment.run_all(CompositeHooks(sink, metrics, *extra), keys=keys)
+    finally:
+        close = getattr(sink, "close", None)  # a sink with a writer thread stores the rest
+        if close is not None:
+            close()
+
+
+def _fail(job_key: uuid.UUID, run_ids: Collection[int], error: Exception) -> str:
+    message = _describe(error)
+    with unit_of_work() as session:
+        job = store.lock_job(session, job_key)
+        store.fail_runs(session, job, run_ids, message)
+        if store.fail_job(session, job, message):
+            _observe_end(job)
+    return FAILED
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _observe_end(job: Job) -> None:
+    JOBS_FINISHED.labels(job.status).inc()
+    if job.started_at is not None:
+        JOB_DURATION_SECONDS.labels(job.status).observe(_seconds_since(job.started_at))
 
 
 def _seconds_since(moment: datetime) -> float:
