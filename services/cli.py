@@ -78,10 +78,39 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.celery_app import app
+def _count(least: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number >= {least}")
+        return value
 
-    concurrency = args.concurrency or get_settings().worker_concurrency
+    return parse
+
+
+def _parts(text: str) -> str:
+    return text if text == "auto" else str(_count(1)(text))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker of ``--concurrency`` processes (default: one per CPU core). Each job is
+    split into parts that these processes train at once, each part with its own torch thread
+    count (workers/parts.py; docs/cluster.md, "Parallel parts and threads")."""
+    import os
+
+    # Before torch loads (the tasks import it): the children inherit the environment.
+    if args.threads is not None:
+        os.environ["OPTBENCH_TORCH_THREADS"] = str(args.threads)
+    if args.parts is not None:
+        os.environ["OPTBENCH_JOB_PARTS"] = args.parts
+    get_settings.cache_clear()
+    from workers.celery_app import app
+    from workers.parts import cpu_cores
+
+    concurrency = args.concurrency or get_settings().worker_concurrency or cpu_cores()
     app.worker_main(
         [
             "worker",
@@ -263,7 +292,22 @@ def parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="start a Celery worker")
     worker.add_argument(
-        "--concurrency", type=int, default=0, help="default: OPTBENCH_WORKER_CONCURRENCY"
+        "--concurrency",
+        type=int,
+        default=0,
+        help="processes training at once (default: OPTBENCH_WORKER_CONCURRENCY, else one per "
+        "CPU core)",
+    )
+    worker.add_argument(
+        "--threads",
+        type=_count(0),
+        help="torch threads of each part of a job (default: OPTBENCH_TORCH_THREADS, else CPU "
+        "cores // parts)",
+    )
+    worker.add_argument(
+        "--parts",
+        type=_parts,
+        help="parts a job is split into: auto or a number (default: OPTBENCH_JOB_PARTS, auto)",
     )
     worker.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     worker.add_argument("--log-level", default="INFO")

@@ -4,12 +4,23 @@ Configuration comes from services/queue.py, the same the API sends with. Each pr
 trains builds its own database engine and serves its own Prometheus metrics: the pool's
 children with prefork (``worker_process_init``), the worker itself with the solo or threads
 pool (``worker_init``).
+
+Processes and threads: ``--concurrency`` processes (default one per CPU core) each train one
+task at a time, a whole job's first part or one of its other parts, with the torch threads
+that part was planned with (workers/parts.py); between parts a process keeps one thread.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
+
+# Waiting OpenMP threads sleep instead of spinning. Several processes each with several torch
+# threads share the cores (parts of jobs, or two jobs at once): spinning threads then steal
+# the cores the working ones need, which measured 5-10x slower (docs/cluster.md). Read once
+# when torch loads its OpenMP runtime, so it is set before anything imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
@@ -31,9 +42,10 @@ def _init_training_process(index: int) -> None:
     from services.telemetry import set_build_info
 
     reset_engine()  # never share the parent's connections across a fork
+    # One thread until a part of a job sets its own (workers/execution.py): planning a job
+    # (loading its data) never competes with the parts other processes train.
+    torch.set_num_threads(1)
     settings = get_settings()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
     set_build_info(torch.__version__, torch.version.cuda or "")
     if settings.worker_metrics_port:
         # One port per pool process (base port + process index): no counter is shared.
@@ -52,8 +64,21 @@ def _init_pool_process(**_: Any) -> None:
     _init_training_process(getattr(current_process(), "index", 0) or 0)
 
 
+def _preload() -> None:
+    """Import the data set libraries once, before the pool forks: a part's first task in a
+    fresh process then loads its data without ~1 s of imports (scikit-learn, mnist1d)."""
+    import importlib
+
+    for module in ("sklearn.datasets", "mnist1d.data"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # pragma: no cover - a worker without the optional packages
+            log.debug("%s not installed", module)
+
+
 @worker_init.connect
 def _init_worker(sender: Any = None, **_: Any) -> None:
+    _preload()
     pool = getattr(sender, "pool_cls", None)
     pool_module = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
     if "prefork" not in str(pool_module):  # solo/threads: this process trains

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,26 +84,36 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-@pytest.fixture(scope="session")
-def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@contextmanager
+def running_cluster(
+    postgres_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    redis_url: str = REDIS_URL,
+    worker_args: tuple[str, ...] = ("--concurrency", "1"),
+    env: dict[str, str] | None = None,
+) -> Iterator[Cluster]:
+    """``optbench api`` and ``optbench worker`` on the database and a Redis broker (emptied
+    first: no tasks left over from an earlier session); stopped afterwards."""
     require_port("127.0.0.1", 6379, "Redis")
     import redis
 
-    redis.Redis.from_url(REDIS_URL).flushdb()  # no tasks left over from an earlier session
+    redis.Redis.from_url(redis_url).flushdb()
     worker_metrics_port, api_port = free_port(), free_port()
-    env = {
+    environment = {
         **os.environ,
         "OPTBENCH_DATABASE_URL": postgres_url,
-        "OPTBENCH_BROKER_URL": REDIS_URL,
+        "OPTBENCH_BROKER_URL": redis_url,
         "OPTBENCH_HOME": str(tmp_path_factory.mktemp("home")),
         "OPTBENCH_WORKER_METRICS_PORT": str(worker_metrics_port),
         "OPTBENCH_FLUSH_EVERY_STEPS": "16",
+        **(env or {}),
     }
     logs_dir = tmp_path_factory.mktemp("logs")
     logs = [logs_dir / "api.log", logs_dir / "worker.log"]
     processes = [
-        _start(env, "api", "--port", str(api_port), log=logs[0]),
-        _start(env, "worker", "--concurrency", "1", log=logs[1]),
+        _start(environment, "api", "--port", str(api_port), log=logs[0]),
+        _start(environment, "worker", *worker_args, log=logs[1]),
     ]
     client = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
     cluster = Cluster(client, api_port, worker_metrics_port, postgres_url, logs)
@@ -115,3 +126,9 @@ def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         client.close()
         for process in processes:
             _stop(process)
+
+
+@pytest.fixture(scope="session")
+def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(postgres_url, tmp_path_factory) as running:
+        yield running
