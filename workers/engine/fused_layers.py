@@ -177,6 +177,13 @@ class Flatten(Layer):
         return (x.flatten(1), SHARED) if layout == SHARED else (x.flatten(2), STACKED)
 
 
+# A member's multiply this large (batch x in x out) runs faster as K separate BLAS calls than
+# as one batched multiply on a CPU: measured (torch 2.13, 1 thread), K=7, batch 128, 256x256,
+# forward and backward 7.0 ms vs 8.1 ms; at batch 64, 64x128 the batched one wins (0.51 ms vs
+# 0.54 ms).
+CPU_LOOP_MULTIPLY_ADDS = 2**21
+
+
 class Linear(Layer):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         self.weight, self.bias = weight, bias  # (K, out, in), (K, out)
@@ -190,6 +197,10 @@ class Linear(Layer):
             bias = None if self.bias is None else self.bias.reshape(k * out)
             return F.linear(x, wide, bias).view(x.shape[0], k, out).transpose(0, 1), STACKED
         x = stacked(act, k)
+        if x.device.type == "cpu" and x.shape[1] * width * out >= CPU_LOOP_MULTIPLY_ADDS:
+            biases = self.bias.unbind(0) if self.bias is not None else (None,) * k
+            members = zip(x.unbind(0), self.weight.unbind(0), biases, strict=True)
+            return torch.stack([F.linear(xi, wi, bi) for xi, wi, bi in members]), STACKED
         transposed = self.weight.transpose(1, 2)
         if self.bias is None:
             return torch.bmm(x, transposed), STACKED

@@ -1,0 +1,132 @@
+"""Fused against one-by-one training, in process, on the engine alone (no database).
+
+For each workload it builds one ``Experiment`` (the lecture's seven mini-batch optimizers,
+one seed) and trains it with fusion forced on (``fuse="always"``) and off (``"never"``),
+alternating, and prints the median CPU seconds of each and the ratio. CPU seconds of this
+process (``time.process_time``) rather than wall time, because the ratio is about the work
+and the machine may be busy; with one thread the two agree on an idle machine.
+
+    .venv/bin/python -m benchmarks.bench_fusion [--threads 1] [--repeats 3] [--quick]
+
+The digits workload ships with scikit-learn; the 28x28 workloads use synthetic MNIST-shaped
+IDX files written to a temporary folder (class-dependent bars plus noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workers.engine import (
+    DatasetConfig,
+    Experiment,
+    Hooks,
+    JobConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RunConfig,
+)
+
+LECTURE_MINI_BATCH = [
+    OptimizerConfig("sgd", "sgd", "SGD", {"lr": 0.05}),
+    OptimizerConfig("momentum", "momentum", "SGD", {"lr": 0.05, "momentum": 0.9}),
+    OptimizerConfig("nag", "nag", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+    OptimizerConfig("adagrad", "adagrad", "Adagrad", {"lr": 0.05}),
+    OptimizerConfig("rmsprop", "rmsprop", "RMSprop", {"lr": 0.001}),
+    OptimizerConfig("adadelta", "adadelta", "Adadelta", {"lr": 1.0}),
+    OptimizerConfig("adam", "adam", "Adam", {"lr": 0.001}),
+]
+IDX_NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def write_mnist_like(folder: Path, samples: int = 10_000, seed: int = 0) -> None:
+    """IDX files of 28x28 images: a bright bar whose place depends on the class, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, samples).astype(np.uint8)
+    images = rng.integers(0, 100, (samples, 28, 28))
+    for digit in range(10):
+        images[labels == digit, 2 * digit : 2 * digit + 8, 5:20] += 150
+    images = images.astype(np.uint8)
+    cut = samples * 5 // 6
+    root = folder / "mnist"
+    root.mkdir(parents=True, exist_ok=True)
+    parts = (images[:cut], labels[:cut], images[cut:], labels[cut:])
+    for name, array in zip(IDX_NAMES, parts, strict=True):
+        header = (2051 if array.ndim == 3 else 2049).to_bytes(4, "big")
+        header += b"".join(size.to_bytes(4, "big") for size in array.shape)
+        (root / name).write_bytes(header + array.tobytes())
+
+
+def workloads(folder: Path, quick: bool) -> dict[str, tuple[DatasetConfig, ModelConfig, int, int]]:
+    """name: (data set, model, batch size, epochs)."""
+    mnist = DatasetConfig("mnist", {"folder": str(folder)})
+    return {
+        "digits mlp 64-128-10": (
+            DatasetConfig("digits"),
+            ModelConfig("mlp", {"hidden": [128]}),
+            64,
+            5 if quick else 30,
+        ),
+        "mnist1d mlp 40-256-256-10": (
+            DatasetConfig("mnist1d"),
+            ModelConfig("mlp", {"hidden": [256, 256]}),
+            128,
+            1 if quick else 5,
+        ),
+        "28x28 mlp 784-256-10": (
+            mnist,
+            ModelConfig("mlp", {"hidden": [256]}),
+            128,
+            1 if quick else 3,
+        ),
+        "28x28 lenet-5": (mnist, ModelConfig("cnn", {}), 128, 1),
+    }
+
+
+def cpu_seconds(experiment: Experiment) -> float:
+    started = time.process_time()
+    experiment.run_all(Hooks())
+    return time.process_time() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="short runs, a smoke check")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), medians of {args.repeats}")
+    print(f"{'workload':<28} {'fused s':>8} {'alone s':>8} {'speed-up':>9}  auto plan")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_mnist_like(Path(tmp), samples=3_000 if args.quick else 10_000)
+        for name, (data, model, batch, epochs) in workloads(Path(tmp), args.quick).items():
+            runs = tuple(RunConfig(k, o, 0) for k, o in enumerate(LECTURE_MINI_BATCH))
+            config = JobConfig(data, model, runs, epochs=epochs, batch_size=batch)
+            fused = Experiment(dataclasses.replace(config, fuse="always"))
+            alone = Experiment(dataclasses.replace(config, fuse="never"))
+            auto = Experiment(config).groups()
+            plan = "fused" if any(g.fused for g in auto) else "alone"
+            cpu_seconds(fused), cpu_seconds(alone)  # warm-up: allocator, kernels, caches
+            times: dict[str, list[float]] = {"fused": [], "alone": []}
+            for _ in range(args.repeats):
+                times["fused"].append(cpu_seconds(fused))
+                times["alone"].append(cpu_seconds(alone))
+            f, a = statistics.median(times["fused"]), statistics.median(times["alone"])
+            print(f"{name:<28} {f:8.2f} {a:8.2f} {a / f:8.2f}x  {plan}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
