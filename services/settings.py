@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,6 +76,51 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1, description="largest data set upload accepted (413 above)"
     )
+    # --- authentication (services/auth.py, services/api/security.py) ------------------------
+    auth: Literal["loopback", "required"] = Field(
+        default="loopback",
+        description="loopback: a request from this machine (127.0.0.1 or ::1, to a loopback "
+        "host name, not from another web origin) without a key acts as owner 'local'; any "
+        "other request needs a key. required: every /v1 request needs a key",
+    )
+    api_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="the key the CLI's client sends (Authorization: Bearer ...); never logged",
+    )
+    cors_origins: str = Field(
+        default="",
+        description="comma-separated web origins allowed to call the API from a browser "
+        "(e.g. https://lab.example.org); empty: none",
+    )
+    allowed_hosts: str = Field(
+        default="*",
+        description="comma-separated Host header names the API answers (e.g. "
+        "optbench.example.org,localhost); * = any",
+    )
+    # --- limits (services/limits.py, services/api/security.py) -----------------------------
+    max_request_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="largest request body other than a data set upload (413 above)",
+    )
+    max_runs_per_job: int = Field(
+        default=256, ge=1, description="optimizer entries x seeds of one job (422 above)"
+    )
+    max_steps_per_run: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="epochs x steps per epoch of one run, estimated at submission (422 above)",
+    )
+    max_model_parameters: int = Field(
+        default=10_000_000,
+        ge=2,
+        description="parameters of the job's model, estimated at submission (422 above)",
+    )
+    max_jobs_in_flight: int = Field(
+        default=8,
+        ge=1,
+        description="jobs queued or running per owner (429 with Retry-After above)",
+    )
     torch_threads: int = Field(
         default=0,
         ge=0,
@@ -88,6 +133,14 @@ class Settings(BaseSettings):
         if isinstance(value, int) and value < 1:
             raise ValueError("OPTBENCH_JOB_PARTS: 'auto' or a number of at least 1")
         return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _items(self.cors_origins)
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return _items(self.allowed_hosts) or ["*"]
 
     @property
     def resolved_database_url(self) -> str:
@@ -104,6 +157,10 @@ class Settings(BaseSettings):
     @property
     def is_embedded(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 @lru_cache(maxsize=1)

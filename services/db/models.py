@@ -1,5 +1,5 @@
-"""Tables: job → run → step_metric / epoch_metric (+ step_rollup). Alembic (migrations/) owns
-the schema.
+"""Tables: job → run → step_metric / epoch_metric (+ step_rollup), dataset, api_key. Alembic
+(migrations/) owns the schema.
 
 The same models run on PostgreSQL (JSONB, native UUID, BIGINT keys) and on SQLite, the
 embedded default.
@@ -216,6 +216,23 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     # Normalised NPZ (x: float32 N x D, y: labels or targets), whatever was uploaded.
     data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+
+    __table_args__ = (Index("ix_dataset_owner_created", "owner", "created_at"),)
+
+
+class ApiKey(Base):
+    """An API key (services/auth.py). The key itself is ``ob_<id>_<secret>`` and is shown
+    once, when created; only the SHA-256 of its secret part is stored. ``id`` is public: it
+    names the key in ``optbench keys list`` and ``revoke``, and finds the row to compare."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 STEP_FIELDS = (
