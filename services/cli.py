@@ -11,8 +11,12 @@
     optbench summary JOB     the per-optimizer table
     optbench report JOB      write the HTML report (-o FILE)
     optbench export JOB      dump the series (--format csv|json|parquet, -o FILE)
+    optbench keys create --owner NAME | list | revoke ID    API keys (printed once)
 
-``--url`` (or OPTBENCH_API_URL) points the last four at a remote API; ``--json`` prints JSON.
+``--url`` (or OPTBENCH_API_URL) points submit/status/watch/summary (and report) at a remote
+API, ``--key`` (or OPTBENCH_API_KEY) is the API key they send; ``--json`` prints JSON.
+``keys``, ``run``, ``export`` and ``report`` without ``--url`` work on the configured
+database directly: whoever can run them there is an operator, not an API caller.
 
 This is the one place that joins services and workers: it imports ``workers`` (and so torch)
 only inside the commands that train.
@@ -183,7 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
-    return ApiClient(args.url or get_settings().api_url)
+    key = args.key or get_settings().api_key.get_secret_value() or None
+    return ApiClient(args.url or get_settings().api_url, api_key=key)
 
 
 def _print_json(value: object) -> None:
@@ -243,9 +248,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from services.report import render_report
+    if args.url:
+        with _client(args) as client:
+            html = client.report(args.job)
+    else:
+        from services.report import render_report
 
-    html = render_report(args.job)
+        html = render_report(args.job)
     args.output.write_text(html, encoding="utf-8")
     print(f"wrote {args.output} ({len(html) // 1024} KiB): open it in a browser, no network needed")
     return 0
@@ -261,6 +270,56 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output:
         print(f"wrote {rows} rows to {args.output}", file=sys.stderr)
     return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """API keys in the configured database (services/auth.py)."""
+    from services import auth
+
+    _migrate_if_embedded()
+    if args.action == "create":
+        key = auth.create_key(args.owner)
+        if args.json:
+            _print_json({"id": key.id, "owner": key.owner, "key": key.token})
+        else:
+            print(key.token)
+            print(
+                f"key {key.id} for owner '{key.owner}': store it now, it is not shown again "
+                "(clients send it as OPTBENCH_API_KEY or Authorization: Bearer ...)",
+                file=sys.stderr,
+            )
+        return 0
+    if args.action == "revoke":
+        row = auth.revoke_key(args.id)
+        print(
+            f"key {row.id} of owner '{row.owner}' revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        return 0
+    rows = auth.list_keys(args.owner)
+    listed = [
+        {
+            "id": row.id,
+            "owner": row.owner,
+            "created_at": row.created_at,
+            "last_used_at": row.last_used_at,
+            "revoked_at": row.revoked_at,
+        }
+        for row in rows
+    ]
+    if args.json:
+        _print_json(listed)
+        return 0
+    print(f"{'id':<12}  {'owner':<20}  {'created (UTC)':<16}  {'last used':<16}  revoked")
+    for item in listed:
+        print(
+            f"{item['id']:<12}  {item['owner']:<20}  {_when(item['created_at']):<16}  "
+            f"{_when(item['last_used_at']):<16}  {_when(item['revoked_at'])}"
+        )
+    return 0
+
+
+def _when(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "-"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -316,9 +375,25 @@ def parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations (Alembic)")
     migrate.set_defaults(func=cmd_migrate)
 
+    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="a new key for an owner, printed once")
+    create.add_argument("--owner", required=True, help="who the key acts for, e.g. alice")
+    create.add_argument("--json", action="store_true", help='print {"id", "owner", "key"}')
+    listing = actions.add_parser("list", help="keys: id, owner, dates (never the key)")
+    listing.add_argument("--owner", help="only this owner's keys")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    revoke = actions.add_parser("revoke", help="revoke a key: it is refused from then on")
+    revoke.add_argument("id", help="the key's id (from `optbench keys list`)")
+    keys.set_defaults(func=cmd_keys)
+
     report = sub.add_parser("report", help="write a job's self-contained HTML report")
     report.add_argument("job", help="job id")
     report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+    report.add_argument(
+        "--url", help="fetch it from this API (default: read the configured database)"
+    )
+    report.add_argument("--key", help="API key for --url (default: OPTBENCH_API_KEY)")
     report.set_defaults(func=cmd_report)
 
     export = sub.add_parser("export", help="dump a job's step and epoch series")
@@ -330,6 +405,11 @@ def parser() -> argparse.ArgumentParser:
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument(
         "--url", help="the API (default: OPTBENCH_API_URL or http://127.0.0.1:8000)"
+    )
+    remote.add_argument(
+        "--key",
+        help="API key (default: OPTBENCH_API_KEY, which keeps it out of the process list); "
+        "none is needed from this machine under OPTBENCH_AUTH=loopback",
     )
     remote.add_argument("--json", action="store_true", help="machine-readable output")
     submit = sub.add_parser("submit", parents=[remote], help="submit a spec file to the API")

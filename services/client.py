@@ -1,5 +1,8 @@
-"""A small client of the HTTP API, for the CLI (``optbench submit/status/watch/summary``) and
-the demo. Errors come back as ``ApiError`` carrying the problem+json detail."""
+"""A small client of the HTTP API, for the CLI (``optbench submit/status/watch/summary/report``)
+and the demo. Errors come back as ``ApiError`` carrying the problem+json detail.
+
+With an API key (``api_key``, from ``--key`` or ``OPTBENCH_API_KEY``) every request sends
+``Authorization: Bearer <key>``; the key never appears in an error message."""
 
 from __future__ import annotations
 
@@ -17,9 +20,10 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 30.0, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
 
     def __enter__(self) -> ApiClient:
         return self
@@ -28,6 +32,9 @@ class ApiClient:
         self.http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as error:
@@ -40,8 +47,10 @@ class ApiClient:
                 detail = response.json().get("detail", response.text)
             except ValueError:
                 detail = response.text
+            if response.status_code == 401:
+                detail = f"{detail} (the CLI sends --key or OPTBENCH_API_KEY)"
             raise ApiError(f"{method} {path}: {response.status_code} {detail}")
-        return response.json()
+        return response
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(self._request("POST", "/v1/jobs", json=spec))
@@ -51,6 +60,10 @@ class ApiClient:
 
     def summary(self, job_id: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/v1/jobs/{job_id}/summary"))
+
+    def report(self, job_id: str) -> str:
+        """The job's self-contained HTML report."""
+        return self._send("GET", f"/v1/jobs/{job_id}/report").text
 
     def ready(self) -> bool:
         try:

@@ -3,6 +3,10 @@
 Starts the API and one Celery worker as child processes (the same commands a cluster runs),
 submits the lecture's comparison over HTTP, shows per-run progress while it trains and prints
 the per-optimizer table. Results stay in the embedded database: ``optbench api`` serves them.
+
+It needs no API key: the API listens on 127.0.0.1, and under ``OPTBENCH_AUTH=loopback`` (the
+default) requests from this machine act as owner ``local``. Under ``OPTBENCH_AUTH=required``
+it sends ``OPTBENCH_API_KEY``, and says so when there is none.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from services.client import ApiClient
 from services.console import RunBoard, summary_table
+from services.settings import get_settings
 from services.spec import LECTURE_SPEC
 from services.support import free_port
 
@@ -52,14 +57,29 @@ def _wait_until_up(client: ApiClient, api: subprocess.Popen[bytes], timeout: flo
 def run_demo(epochs: int = 10) -> int:
     from services.db.migrate import upgrade
 
+    settings = get_settings()
+    key = settings.api_key.get_secret_value() or None
+    if settings.auth == "required" and key is None:
+        print(
+            "optbench: error: OPTBENCH_AUTH=required and no OPTBENCH_API_KEY: create a key with "
+            "`optbench keys create --owner NAME` and set OPTBENCH_API_KEY to it, or leave "
+            "OPTBENCH_AUTH at loopback (requests from this machine need no key)",
+            file=sys.stderr,
+        )
+        return 2
     upgrade()
     port = free_port()
     spec: dict[str, Any] = {**LECTURE_SPEC, "epochs": epochs}
     with ExitStack() as stack:
         print("starting the API and one worker (embedded default: SQLite + filesystem broker)")
+        if key is None:
+            print(
+                "no API key needed: the API listens on 127.0.0.1 only, and requests from this "
+                "machine act as owner 'local' (OPTBENCH_AUTH=loopback)"
+            )
         api = stack.enter_context(_child("api", "--port", str(port), "--log-level", "warning"))
         stack.enter_context(_child("worker", "--log-level", "WARNING"))
-        client = stack.enter_context(ApiClient(f"http://127.0.0.1:{port}"))
+        client = stack.enter_context(ApiClient(f"http://127.0.0.1:{port}", api_key=key))
         _wait_until_up(client, api)
         job = client.submit(spec)
         print(f"submitted job {job['id']}: {job['name']} ({len(job['runs'])} runs)")

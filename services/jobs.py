@@ -1,4 +1,10 @@
-"""Job use cases: one function per use case, one transaction each. Routes and the CLI call these."""
+"""Job use cases: one function per use case, one transaction each. Routes and the CLI call these.
+
+Every job belongs to an owner (services/auth.py). The API passes the caller's owner to each
+use case, and another owner's job is then not found (404), exactly like one that does not
+exist. ``owner=None`` means any owner: for in-process callers that have the database anyway
+(``optbench run``, benchmarks), never for the API.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +16,41 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services import limits
 from services.db import metric_queries, store
 from services.db.models import Dataset, Job, Run
 from services.db.session import unit_of_work
-from services.errors import InvalidSpec
+from services.errors import InvalidSpec, LimitExceeded, TooManyRequests
 from services.queue import enqueue_job
+from services.settings import get_settings
 from services.spec import JobSpec
 from services.spec.job import TASK_METRICS
 from services.summary import current_summary
-from services.telemetry import JOBS_SUBMITTED
+from services.telemetry import JOBS_REJECTED, JOBS_SUBMITTED
 
 log = logging.getLogger(__name__)
 
 
-def submit(spec: JobSpec, enqueue: Callable[[uuid.UUID], None] = enqueue_job) -> Job:
-    """Store the job and its runs, commit, then enqueue (never before the commit)."""
-    with unit_of_work() as session:
-        _check_upload(session, spec)
-        job = store.create_job(session, spec)
+def submit(
+    spec: JobSpec,
+    enqueue: Callable[[uuid.UUID], None] = enqueue_job,
+    *,
+    owner: str = "local",
+) -> Job:
+    """Check the limits (services/limits.py), store the job and its runs as ``owner``'s,
+    commit, then enqueue (never before the commit)."""
+    settings = get_settings()
+    try:
+        with unit_of_work() as session:
+            upload = _check_upload(session, spec, owner)
+            limits.check_spec(spec, settings, upload)
+            store.lock_owner(session, owner)
+            limits.check_in_flight(owner, store.count_in_flight(session, owner), settings)
+            job = store.create_job(session, spec, owner=owner)
+    except (InvalidSpec, TooManyRequests) as error:
+        reason = {LimitExceeded: "limit", TooManyRequests: "in_flight"}.get(type(error))
+        JOBS_REJECTED.labels(reason or "invalid_spec").inc()
+        raise
     JOBS_SUBMITTED.inc()
     try:
         enqueue(job.id)
@@ -36,13 +59,14 @@ def submit(spec: JobSpec, enqueue: Callable[[uuid.UUID], None] = enqueue_job) ->
     return job
 
 
-def _check_upload(session: Session, spec: JobSpec) -> None:
-    """An uploaded data set must exist, and the target must fit its stored task."""
+def _check_upload(session: Session, spec: JobSpec, owner: str) -> Dataset | None:
+    """An uploaded data set must exist and be the owner's (another owner's is reported as
+    not existing), and the target must fit its stored task. Returns its row."""
     if spec.dataset.name != "upload":  # type: ignore[attr-defined]
-        return
+        return None
     dataset_id = spec.dataset.id  # type: ignore[attr-defined]
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
+    if dataset is None or dataset.owner != owner:
         raise InvalidSpec(
             f"dataset.id: no uploaded data set with id '{dataset_id}'; "
             "upload one with POST /v1/datasets"
@@ -53,6 +77,7 @@ def _check_upload(session: Session, spec: JobSpec) -> None:
             f"target.metric: '{spec.target.metric}' does not fit the uploaded {dataset.task} "
             f"data set; use one of {', '.join(metrics_allowed)}"
         )
+    return dataset
 
 
 def counts_by_status() -> dict[str, int]:
@@ -61,30 +86,37 @@ def counts_by_status() -> dict[str, int]:
         return store.count_by_status(session)
 
 
-def get(job_id: uuid.UUID | str) -> Job:
+def get(job_id: uuid.UUID | str, *, owner: str | None = None) -> Job:
     with unit_of_work() as session:
-        return store.get_job(session, job_id)
+        return store.get_owned_job(session, job_id, owner)
 
 
-def listing(status: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
+def check_owned(job_id: uuid.UUID | str, *, owner: str | None) -> None:
+    """NotFound unless the job exists and is the owner's (before reading it elsewhere)."""
     with unit_of_work() as session:
-        return store.list_jobs(
-            session, status=status, limit=limit, offset=offset
-        ), store.count_jobs(session, status=status)
+        store.get_owned_job(session, job_id, owner, with_runs=False)
 
 
-def summary(job_id: uuid.UUID | str) -> dict[str, Any]:
+def listing(
+    status: str | None, limit: int, offset: int, *, owner: str | None = None
+) -> tuple[list[Job], int]:
+    """The owner's jobs (everyone's for None), newest first, and how many there are."""
+    with unit_of_work() as session:
+        return store.list_jobs_of(session, owner, status=status, limit=limit, offset=offset)
+
+
+def summary(job_id: uuid.UUID | str, *, owner: str | None = None) -> dict[str, Any]:
     """The stored summary of a finished job, recomputed from the metrics otherwise."""
     with unit_of_work() as session:
-        job = store.get_job(session, job_id)
+        job = store.get_owned_job(session, job_id, owner)
         return current_summary(session, job)
 
 
 def series(
-    job_id: uuid.UUID | str, granularity: str
+    job_id: uuid.UUID | str, granularity: str, *, owner: str | None = None
 ) -> tuple[Job, dict[int, dict[str, list[Any]]]]:
     """Every raw point of every run of the job: ``(job, {run_id: columns})``."""
-    result = metrics(job_id, metric_queries.SeriesQuery(granularity=granularity))
+    result = metrics(job_id, metric_queries.SeriesQuery(granularity=granularity), owner=owner)
     return result.job, result.page.columns
 
 
@@ -124,11 +156,13 @@ def metrics(
     job_id: uuid.UUID | str,
     query: metric_queries.SeriesQuery,
     runs: Sequence[str] | None = None,
+    *,
+    owner: str | None = None,
 ) -> JobMetrics:
     """Series of a job's runs (all, or those named by id or label), raw or downsampled."""
     query = query.checked()
     with unit_of_work() as session:
-        job = store.get_job(session, job_id)
+        job = store.get_owned_job(session, job_id, owner)
         selected = select_runs(job, runs)
         page = metric_queries.fetch(session, [run.id for run in selected], query)
         return JobMetrics(job, selected, page)
@@ -138,6 +172,8 @@ def metrics_rows(
     job_id: uuid.UUID | str,
     query: metric_queries.SeriesQuery,
     runs: Sequence[str] | None = None,
+    *,
+    owner: str | None = None,
 ) -> tuple[JobMetrics, Iterator[Sequence[Any]]]:
     """For exports: the job and its selected runs (checked now, so that a bad request fails
     before a response starts), and an iterator over ``(run_id, *query.columns)`` rows that
@@ -145,7 +181,7 @@ def metrics_rows(
     ``next_cursor`` set; else the rows come in batches and ``next_cursor`` is None."""
     query = query.checked()
     with unit_of_work() as session:
-        job = store.get_job(session, job_id)
+        job = store.get_owned_job(session, job_id, owner)
         selected = select_runs(job, runs)
         ids = [run.id for run in selected]
         if query.limit is not None:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from services.db.models import Dataset
 from services.db.session import unit_of_work
-from services.errors import InvalidSpec, NotFound, OptbenchError
+from services.errors import InvalidSpec, NotFound, PayloadTooLarge
 from services.settings import get_settings
 
 FORMATS = ("npz", "csv")
@@ -40,10 +40,6 @@ MAX_NAME = 200  # Dataset.name is String(200)
 # An NPZ may be compressed: its arrays may unpack to at most this many times the upload limit.
 NPZ_EXPANSION = 8
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-class PayloadTooLarge(OptbenchError):
-    status, code, title = 413, "payload-too-large", "Payload too large"
 
 
 def too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
@@ -66,8 +62,10 @@ def store_upload(
     *,
     label_column: str | None = None,
     task: str | None = None,
+    owner: str = "local",
 ) -> Dataset:
-    """Parse, check and store one upload; the format comes from the file name's suffix.
+    """Parse, check and store one upload, as ``owner``'s; the format comes from the file
+    name's suffix.
 
     Raises ``PayloadTooLarge`` (413) over ``max_upload_bytes`` and ``InvalidSpec`` (422) with a
     message naming what to change otherwise.
@@ -97,6 +95,7 @@ def store_upload(
 
     normalised = normalise(x, y, task, label=label, describe=describe)
     dataset = Dataset(
+        owner=owner,
         name=name,
         source_format=source_format,
         task=normalised.task,
@@ -112,19 +111,34 @@ def store_upload(
     return dataset
 
 
-def get_dataset(dataset_id: uuid.UUID | str) -> Dataset:
-    """One data set's metadata (``data`` stays unloaded)."""
+def get_dataset(dataset_id: uuid.UUID | str, *, owner: str | None = None) -> Dataset:
+    """One data set's metadata (``data`` stays unloaded). With ``owner``, another owner's
+    data set is not found, exactly as one that does not exist."""
     with unit_of_work() as session:
-        return _get(session, dataset_id)
+        return owned_dataset(session, dataset_id, owner)
 
 
-def list_datasets(limit: int = 50, offset: int = 0) -> tuple[list[Dataset], int]:
-    """Data sets, newest first (without their data), and how many there are in all."""
+def list_datasets(
+    limit: int = 50, offset: int = 0, *, owner: str | None = None
+) -> tuple[list[Dataset], int]:
+    """Data sets (of ``owner``, or everyone's when None), newest first, without their data,
+    and how many there are in all."""
     with unit_of_work() as session:
         query = select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id)
+        count = select(func.count()).select_from(Dataset)
+        if owner is not None:
+            query, count = query.where(Dataset.owner == owner), count.where(Dataset.owner == owner)
         items = list(session.scalars(query.limit(limit).offset(offset)))
-        total = int(session.scalar(select(func.count()).select_from(Dataset)) or 0)
-        return items, total
+        return items, int(session.scalar(count) or 0)
+
+
+def owned_dataset(session: Session, dataset_id: uuid.UUID | str, owner: str | None) -> Dataset:
+    """The data set in the caller's session; NotFound when it does not exist or, with
+    ``owner``, belongs to someone else (the same answer: existence is not revealed)."""
+    dataset = session.get(Dataset, _key(dataset_id))
+    if dataset is None or (owner is not None and dataset.owner != owner):
+        raise NotFound(f"no dataset with id '{dataset_id}'")
+    return dataset
 
 
 def load_dataset_bytes(session: Session, dataset_id: uuid.UUID | str) -> bytes:
@@ -152,13 +166,6 @@ def _key(dataset_id: uuid.UUID | str) -> uuid.UUID:
         return dataset_id if isinstance(dataset_id, uuid.UUID) else uuid.UUID(str(dataset_id))
     except ValueError:
         raise NotFound(f"no dataset with id '{dataset_id}'") from None
-
-
-def _get(session: Session, dataset_id: uuid.UUID | str) -> Dataset:
-    dataset = session.get(Dataset, _key(dataset_id))
-    if dataset is None:
-        raise NotFound(f"no dataset with id '{dataset_id}'")
-    return dataset
 
 
 # --- normalising and checking -------------------------------------------------------------

@@ -5,12 +5,28 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from typing import TYPE_CHECKING, Any
 
 from services.support import free_port
 
-__all__ = ["free_port", "require_binary", "require_port", "unavailable"]
+__all__ = ["LOCAL", "free_port", "local_client", "require_binary", "require_port", "unavailable"]
 
 import pytest
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+# Where an in-process TestClient's requests come from and go to: this machine, so that under
+# OPTBENCH_AUTH=loopback (the default) they need no key and act as owner "local".
+LOCAL = {"base_url": "http://127.0.0.1:8000", "client": ("127.0.0.1", 50000)}
+
+
+def local_client(app: Any, **options: Any) -> TestClient:
+    """A TestClient calling from 127.0.0.1, as the CLI and the web page do on this machine."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, **{**LOCAL, **options})
+
 
 ON_CI = os.environ.get("CI") == "true"
 
@@ -36,3 +52,31 @@ def require_port(host: str, port: int, what: str) -> None:
             return
     except OSError:
         unavailable(f"{what} is not reachable at {host}:{port}")
+
+
+_METHODS = {"get", "post", "put", "patch", "delete"}
+
+
+def v1_operations(openapi: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(METHOD, path template)`` of every /v1 operation an API documents (its OpenAPI
+    schema), so that a route added later is checked without anyone listing it here."""
+    return sorted(
+        (method.upper(), path)
+        for path, item in openapi["paths"].items()
+        if path.startswith("/v1")
+        for method in item
+        if method in _METHODS
+    )
+
+
+def fill(path: str, ids: dict[str, str]) -> str | None:
+    """The path with its parameters filled from ``ids``; None when it takes none. A path
+    parameter without an id fails: the isolation tests need one for it."""
+    import re
+
+    names = re.findall(r"{(\w+)}", path)
+    if not names:
+        return None
+    missing = [name for name in names if name not in ids]
+    assert not missing, f"{path}: no test id for {missing}; add one to the isolation tests"
+    return path.format(**{name: ids[name] for name in names})

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from services import jobs as job_cases
-from services.api import errors
+from services.api import errors, security
 from services.api.routes import datasets, jobs, metrics, system, web
 from services.api.routes import report as report_routes
 from services.telemetry import register_jobs_collector, set_build_info
@@ -20,12 +20,18 @@ Compare `torch.optim` optimizers on real training runs.
 Submit a job spec to `POST /v1/jobs`; workers train one run per optimizer entry and seed,
 under common random numbers (same initial weights, same batches), and store every step's
 and epoch's metrics. Errors are `application/problem+json` and name the field to change.
+
+Every `/v1` route needs an API key, `Authorization: Bearer ob_...` (`optbench keys create
+--owner NAME`), except, under the default `OPTBENCH_AUTH=loopback`, requests from this
+machine, which act as owner `local`. Jobs and data sets belong to their owner: another
+owner's are 404.
 """
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="optbench", version="0.1.0", description=DESCRIPTION)
     errors.install(app)
+    security.install(app)  # before the instrumentator, so that its middleware counts 401s
     app.include_router(jobs.router)
     app.include_router(metrics.router)
     app.include_router(report_routes.router)

@@ -16,7 +16,16 @@ from services.telemetry import JOBS_REJECTED
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    code: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """An RFC 9457 problem+json response; ``extra`` members go into the body."""
     body = {
         "type": f"https://optbench.dev/problems/{code}",
         "title": title,
@@ -24,13 +33,14 @@ def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> JS
         "detail": detail,
         **extra,
     }
-    headers = {"Retry-After": "5"} if status == 503 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, OptbenchError)
-    return problem(error.status, error.title, error.detail, error.code, **error.extra)
+    return problem(
+        error.status, error.title, error.detail, error.code, headers=error.headers, **error.extra
+    )
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:

@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from services.db.models import (
@@ -95,6 +95,58 @@ def count_jobs(session: Session, *, status: str | None = None) -> int:
     if status:
         query = query.where(Job.status == status)
     return int(session.scalar(query) or 0)
+
+
+def get_owned_job(
+    session: Session, job_id: uuid.UUID | str, owner: str | None, *, with_runs: bool = True
+) -> Job:
+    """``get_job``, but another owner's job is not found, with the same message as one that
+    does not exist (existence is not revealed). ``owner=None``: any owner's."""
+    job = get_job(session, job_id, with_runs=with_runs)
+    if owner is not None and job.owner != owner:
+        raise NotFound(f"no job with id '{job_id}'")
+    return job
+
+
+def list_jobs_of(
+    session: Session,
+    owner: str | None,
+    *,
+    status: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Job], int]:
+    """One owner's jobs (everyone's for None), newest first, and how many there are."""
+    query = select(Job).options(selectinload(Job.runs)).order_by(Job.created_at.desc(), Job.id)
+    count = select(func.count()).select_from(Job)
+    if owner is not None:
+        query, count = query.where(Job.owner == owner), count.where(Job.owner == owner)
+    if status:
+        query, count = query.where(Job.status == status), count.where(Job.status == status)
+    return list(session.scalars(query.limit(limit).offset(offset))), int(session.scalar(count) or 0)
+
+
+def count_in_flight(session: Session, owner: str) -> int:
+    """The owner's jobs that are queued or running."""
+    query = select(func.count()).select_from(Job)
+    query = query.where(Job.owner == owner, Job.status.in_((QUEUED, RUNNING)))
+    return int(session.scalar(query) or 0)
+
+
+_OWNER_LOCKS = 0x6F62  # the advisory lock space of owners ("ob")
+
+
+def lock_owner(session: Session, owner: str) -> None:
+    """Serialise one owner's submissions until the transaction ends, so that two at once
+    cannot both pass the jobs-in-flight limit. PostgreSQL: a transaction-level advisory lock
+    on the owner's name; SQLite: the database's single write lock, taken by a no-op write."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, hashtext(:owner))"),
+            {"space": _OWNER_LOCKS, "owner": owner},
+        )
+    else:
+        session.execute(update(Job).where(Job.owner == owner, Job.id.is_(None)).values(owner=owner))
 
 
 def count_by_status(session: Session) -> dict[str, int]:

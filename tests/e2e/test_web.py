@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import free_port, require_binary, unavailable
+from tests.support import free_port, local_client, require_binary, unavailable
 
 LABELS = ["gd", "sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "adam"]
 SCREENSHOT = Path("/tmp/web-job.png")
@@ -274,13 +274,11 @@ def test_the_page_and_its_files_are_served_with_no_external_reference() -> None:
     """Without a browser: ``/``, the two files, the presets, and nothing that leaves the origin."""
     import re
 
-    from fastapi.testclient import TestClient
-
     from services.api.app import create_app
     from services.api.routes.web import WEB_DIR
     from services.spec import LECTURE_SPEC
 
-    client = TestClient(create_app())
+    client = local_client(create_app())
     page = client.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")

@@ -12,11 +12,12 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.spec import CATALOG, LECTURE_SPEC
+from tests.support import local_client
 
 
 @pytest.fixture
 def client(embedded_home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         yield client
 
 

@@ -47,7 +47,9 @@ def test_api_serves_a_submission_without_importing_torch(tmp_path: Path) -> None
         from services.api.app import create_app
         from services.spec import LECTURE_SPEC
         upgrade()
-        client = TestClient(create_app())
+        client = TestClient(
+            create_app(), base_url="http://127.0.0.1", client=("127.0.0.1", 50000)
+        )
         assert client.post("/v1/jobs", json=LECTURE_SPEC).status_code == 202
         assert client.get("/v1/catalog").status_code == 200
         print("torch" in sys.modules, "workers" in sys.modules)

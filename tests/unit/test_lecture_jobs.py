@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.spec import LECTURE_SPEC
+from tests.support import local_client
 from workers.execution import execute_job
 
 LECTURE_NAMES = [entry["name"] for entry in LECTURE_SPEC["optimizers"]]
@@ -21,7 +22,7 @@ LECTURE_NAMES = [entry["name"] for entry in LECTURE_SPEC["optimizers"]]
 
 @pytest.fixture
 def client(embedded_home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         yield client
 
 
@@ -140,7 +141,7 @@ def test_image_models_train_on_files_in_the_data_folder(
         write_cifar(tmp_path / "data")
     monkeypatch.setenv("OPTBENCH_DATA_DIR", str(tmp_path / "data"))
     reset_process_state()
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         job = submit_and_run(
             client,
             {

@@ -21,6 +21,7 @@ from services.db.models import STEP_FIELDS
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec
 from services.spec import LECTURE_SPEC, JobSpec
+from tests.support import local_client
 
 SPIKE, DIP = 1.0e6, -1.0e6
 
@@ -89,7 +90,7 @@ def set_loss(run_id: int, step: int, value: float) -> None:
 
 @pytest.fixture
 def client(database: str) -> Iterator[TestClient]:
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         yield client
 
 

@@ -28,6 +28,7 @@ from services.db.session import unit_of_work
 from services.export import COLUMNS, export_series
 from services.report import LANDSCAPES, ema, render_report
 from tests.conftest import reset_process_state
+from tests.support import local_client
 from workers.execution import execute_job
 
 LECTURE = {
@@ -80,7 +81,7 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jobs]:
         monkeypatch.setenv("OPTBENCH_HOME", str(tmp_path_factory.mktemp("report") / "home"))
         reset_process_state()
         upgrade()
-        with TestClient(create_app()) as client:
+        with local_client(create_app()) as client:
             ids = []
             for spec in (LECTURE, ROSENBROCK):
                 response = client.post("/v1/jobs", json=spec)

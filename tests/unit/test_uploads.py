@@ -18,6 +18,7 @@ from services.api.app import create_app
 from services.db.session import unit_of_work
 from services.uploads import load_dataset_bytes
 from tests.conftest import reset_process_state
+from tests.support import local_client
 from tests.unit.test_layers import run_python
 
 PROBLEM = "application/problem+json"
@@ -25,7 +26,7 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture
 def client(embedded_home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         yield client
 
 
@@ -234,7 +235,9 @@ def test_uploading_does_not_import_torch(tmp_path: Path) -> None:
         from services.db.migrate import upgrade
         from services.api.app import create_app
         upgrade()
-        client = TestClient(create_app())
+        client = TestClient(
+            create_app(), base_url="http://127.0.0.1", client=("127.0.0.1", 50000)
+        )
         buffer = io.BytesIO()
         np.savez(buffer, x=np.arange(40.0).reshape(20, 2), y=np.arange(20) % 2)
         npz = client.post("/v1/datasets", files={"file": ("d.npz", buffer.getvalue())})

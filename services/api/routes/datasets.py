@@ -14,7 +14,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message
 
 from services import uploads
+from services.api.security import Owner
 from services.db.models import Dataset
+from services.errors import PayloadTooLarge
 from services.settings import get_settings
 
 # Room for the multipart framing and the small form fields around the file itself.
@@ -49,7 +51,7 @@ class _UploadLimitRoute(APIRoute):
             try:
                 return await handler(Request(request.scope, receive))
             except HTTPException as error:  # FastAPI wraps errors raised while parsing the body
-                if isinstance(error.__cause__, uploads.PayloadTooLarge):
+                if isinstance(error.__cause__, PayloadTooLarge):
                     raise error.__cause__ from None
                 raise
 
@@ -101,6 +103,7 @@ class DatasetPage(BaseModel):
 def upload_dataset(
     file: Annotated[UploadFile, File(description="the data: a .npz (x, y) or a .csv file")],
     response: Response,
+    owner: Owner,
     name: Annotated[str | None, Form(description="defaults to the file name")] = None,
     label_column: Annotated[
         str | None, Form(description="CSV: the column that holds the label or target")
@@ -110,7 +113,8 @@ def upload_dataset(
         Form(description="classification or regression; decided from the label when omitted"),
     ] = None,
 ) -> DatasetOut:
-    """Upload a data set; workers load it by id.
+    """Upload a data set, owned by the caller; workers load it by id, and only the caller's
+    jobs may name it.
 
     - **NPZ** (``numpy.savez``): arrays ``x`` (N x D numbers; higher dimensions are flattened)
       and ``y`` (N labels or targets).
@@ -132,7 +136,12 @@ def upload_dataset(
     if len(content) > limit:
         raise uploads.too_large(limit)
     dataset = uploads.store_upload(
-        name, file.filename, content, label_column=label_column or None, task=task or None
+        name,
+        file.filename,
+        content,
+        label_column=label_column or None,
+        task=task or None,
+        owner=owner,
     )
     response.headers["Location"] = f"/v1/datasets/{dataset.id}"
     return DatasetOut.of(dataset)
@@ -140,17 +149,18 @@ def upload_dataset(
 
 @router.get("", response_model=DatasetPage)
 def list_datasets(
+    owner: Owner,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DatasetPage:
-    """Data sets, newest first (metadata only)."""
-    items, total = uploads.list_datasets(limit, offset)
+    """The caller's data sets, newest first (metadata only)."""
+    items, total = uploads.list_datasets(limit, offset, owner=owner)
     return DatasetPage(
         items=[DatasetOut.of(d) for d in items], total=total, limit=limit, offset=offset
     )
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: uuid.UUID) -> DatasetOut:
+def get_dataset(dataset_id: uuid.UUID, owner: Owner) -> DatasetOut:
     """One data set's metadata."""
-    return DatasetOut.of(uploads.get_dataset(dataset_id))
+    return DatasetOut.of(uploads.get_dataset(dataset_id, owner=owner))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from services import jobs
 from services.api.schemas import JobOut, JobPage
+from services.api.security import Owner
 from services.spec import LECTURE_SPEC, JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -33,34 +34,48 @@ _EXAMPLES = {
 }
 
 
-@router.post("", status_code=202, response_model=JobOut)
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    responses={
+        413: {"description": "body over OPTBENCH_MAX_REQUEST_BYTES (problem+json)"},
+        422: {"description": "invalid spec, or over a limit (problem+json naming it)"},
+        429: {"description": "too many jobs in flight (problem+json, Retry-After)"},
+    },
+)
 def submit_job(
-    spec: Annotated[JobSpec, Body(openapi_examples=_EXAMPLES)], response: Response
+    spec: Annotated[JobSpec, Body(openapi_examples=_EXAMPLES)], response: Response, owner: Owner
 ) -> JobOut:
-    """Queue a comparison: one run per optimizer entry and seed."""
-    job = jobs.submit(spec)
+    """Queue a comparison: one run per optimizer entry and seed, owned by the caller.
+
+    Limits (settings, README "Authentication and limits"): runs per job, steps per run and
+    model parameters (422 naming the field and the setting), jobs queued or running per owner
+    (429 with Retry-After)."""
+    job = jobs.submit(spec, owner=owner)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobOut.of(job)
 
 
 @router.get("", response_model=JobPage)
 def list_jobs(
+    owner: Owner,
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobPage:
-    """Jobs, newest first."""
-    items, total = jobs.listing(status, limit, offset)
+    """The caller's jobs, newest first."""
+    items, total = jobs.listing(status, limit, offset, owner=owner)
     return JobPage(items=[JobOut.of(job) for job in items], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: uuid.UUID) -> JobOut:
+def get_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
     """Status, progress (steps done / total) and runs."""
-    return JobOut.of(jobs.get(job_id))
+    return JobOut.of(jobs.get(job_id, owner=owner))
 
 
 @router.get("/{job_id}/summary")
-def get_summary(job_id: uuid.UUID) -> dict[str, Any]:
+def get_summary(job_id: uuid.UUID, owner: Owner) -> dict[str, Any]:
     """Per optimizer label: final train loss, best validation accuracy, steps to the target."""
-    return jobs.summary(job_id)
+    return jobs.summary(job_id, owner=owner)

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from services import jobs
 from services.api.schemas import MetricsOut, RunSeries
+from services.api.security import Owner
 from services.db.metric_queries import MAX_LIMIT, MAX_POINTS, SeriesQuery
 from services.db.models import EPOCH_FIELDS, STEP_FIELDS
 
@@ -44,6 +45,7 @@ def _split(values: list[str] | None) -> list[str] | None:
 )
 def get_metrics(
     job_id: uuid.UUID,
+    owner: Owner,
     granularity: Literal["step", "epoch"] = "step",
     runs: Annotated[
         list[str] | None,
@@ -101,8 +103,8 @@ def get_metrics(
         cursor=cursor,
     )
     if output == "csv":
-        return _csv(job_id, query, _split(runs))
-    result = jobs.metrics(job_id, query, _split(runs))
+        return _csv(job_id, query, _split(runs), owner)
+    result = jobs.metrics(job_id, query, _split(runs), owner=owner)
     # Built without validation (the values come from the database as they are) and
     # serialized by pydantic-core directly, NaN and infinities as null as before: a million
     # points take a fraction of the time FastAPI's generic encoder needs.
@@ -125,8 +127,10 @@ def get_metrics(
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-def _csv(job_id: uuid.UUID, query: SeriesQuery, runs: list[str] | None) -> StreamingResponse:
-    result, rows = jobs.metrics_rows(job_id, query, runs)
+def _csv(
+    job_id: uuid.UUID, query: SeriesQuery, runs: list[str] | None, owner: str
+) -> StreamingResponse:
+    result, rows = jobs.metrics_rows(job_id, query, runs, owner=owner)
     header = ["run_id", "label", "seed", *result.page.query.columns]
     about = {run.id: (run.label, run.seed) for run in result.runs}
     headers = {"Content-Disposition": f'attachment; filename="{job_id}-{query.granularity}.csv"'}

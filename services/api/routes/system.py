@@ -1,4 +1,5 @@
-"""Catalog, health and readiness."""
+"""Catalog (needs a caller, like every /v1 route), health, readiness and Prometheus (public:
+no one's data, and /metrics labels never name an owner or a key)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from services.api.security import AUTHENTICATED
 from services.catalog import catalog
 from services.db.session import unit_of_work
 
 router = APIRouter()
 
 
-@router.get("/v1/catalog", tags=["catalog"])
+@router.get("/v1/catalog", tags=["catalog"], dependencies=AUTHENTICATED)
 def get_catalog() -> dict[str, Any]:
     """Data sets, models and optimizers with their parameters, defaults and bounds."""
     return catalog()

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from services.api.security import AUTHENTICATED
 from services.errors import NotFound
 from services.spec import LECTURE_SPEC
 
@@ -51,7 +52,7 @@ def static_file(name: str) -> FileResponse:
     return FileResponse(WEB_DIR / name, media_type=_STATIC[name], headers=_HEADERS)
 
 
-@router.get("/v1/presets", include_in_schema=True, tags=["jobs"])
+@router.get("/v1/presets", include_in_schema=True, tags=["jobs"], dependencies=AUTHENTICATED)
 def presets() -> dict[str, Any]:
     """Example job specs by name (the web form's preset buttons): ``lecture`` is the
     lecture's exercise, eight optimizers on digits."""
