@@ -1,7 +1,9 @@
 // optbench web page: a single-page app over the HTTP API, no library, no build step.
 //
-// Hash routes: #/ the jobs, #/jobs/<id> one job (curves, summary, runs), #/new the form.
-// Every request goes to this origin's /v1 API; pages that show a running job poll it.
+// Hash routes: #/ the jobs, #/jobs/<id> one job (curves, summary, runs), #/new the form,
+// #/key the API key. Every request goes to this origin's /v1 API, with the API key stored in
+// this browser if there is one (none is needed on the API's own machine under
+// OPTBENCH_AUTH=loopback); pages that show a running job poll it.
 "use strict";
 
 (() => {
@@ -26,6 +28,7 @@
   const DASHES = ["", "6 3", "2 3", "8 3 2 3"];
   const PRESET_TITLES = { lecture: "Lecture: 8 optimizers on digits" };
   const SVG_NS = "http://www.w3.org/2000/svg";
+  const KEY_STORE = "optbench.apiKey";
 
   const main = document.getElementById("main");
   const announcer = document.getElementById("announce");
@@ -126,12 +129,25 @@
 
   // ---------------------------------------------------------------- HTTP
 
+  function storedKey() {
+    try {
+      return localStorage.getItem(KEY_STORE) || "";
+    } catch (error) {
+      return "";
+    }
+  }
+
+  function keyHeaders() {
+    const key = storedKey();
+    return key ? { Authorization: `Bearer ${key}` } : {};
+  }
+
   async function api(path, options = {}) {
     let response;
     try {
       response = await fetch(path, {
         ...options,
-        headers: { Accept: "application/json", ...(options.headers || {}) },
+        headers: { Accept: "application/json", ...keyHeaders(), ...(options.headers || {}) },
       });
     } catch (error) {
       return { ok: false, status: 0, body: { title: "The API cannot be reached", detail: String(error) } };
@@ -159,6 +175,7 @@
       { class: "problem", role: "alert", "data-testid": testid },
       h("p", { class: "problem-title" }, h("strong", { text: title })),
       body.detail && !errors.length ? h("p", { text: body.detail }) : null,
+      result.status === 401 ? h("p", {}, h("a", { href: "#/key" }, "Set an API key")) : null,
       errors.length
         ? h(
             "ul",
@@ -499,13 +516,14 @@
     current = null;
     const hash = decodeURIComponent(location.hash.replace(/^#/, "")) || "/";
     const jobMatch = hash.match(/^\/jobs\/([0-9a-fA-F-]{32,36})\/?$/);
-    const section = hash === "/new" ? "#/new" : "#/";
+    const section = hash === "/new" || hash === "/key" ? `#${hash}` : "#/";
     for (const link of document.querySelectorAll("header nav a")) {
       if (link.getAttribute("href") === section) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }
     if (hash === "/" || hash === "") current = listView();
     else if (hash === "/new") current = formView();
+    else if (hash === "/key") current = keyView();
     else if (jobMatch) current = jobView(jobMatch[1]);
     else current = notFoundView(hash);
   }
@@ -728,14 +746,35 @@
     const links = h(
       "p",
       { class: "links" },
-      h("a", { class: "button", href: `/v1/jobs/${id}/report`, "data-testid": "report-link" }, "HTML report"),
-      h("a", { href: `/v1/jobs/${id}/summary`, "data-testid": "summary-json" }, "summary (JSON)"),
       h(
         "a",
-        { href: `/v1/jobs/${id}/metrics?granularity=step`, "data-testid": "metrics-json" },
+        {
+          class: "button",
+          href: `/v1/jobs/${id}/report`,
+          "data-testid": "report-link",
+          "data-api-link": `report-${id}.html`,
+        },
+        "HTML report",
+      ),
+      h(
+        "a",
+        { href: `/v1/jobs/${id}/summary`, "data-testid": "summary-json", "data-api-link": `summary-${id}.json` },
+        "summary (JSON)",
+      ),
+      h(
+        "a",
+        {
+          href: `/v1/jobs/${id}/metrics?granularity=step`,
+          "data-testid": "metrics-json",
+          "data-api-link": `steps-${id}.json`,
+        },
         "step metrics (JSON)",
       ),
-      h("a", { href: `/v1/jobs/${id}/metrics?granularity=epoch` }, "epoch metrics (JSON)"),
+      h(
+        "a",
+        { href: `/v1/jobs/${id}/metrics?granularity=epoch`, "data-api-link": `epochs-${id}.json` },
+        "epoch metrics (JSON)",
+      ),
     );
 
     show(
@@ -1275,6 +1314,84 @@
       section("Schedules", c.schedules || []),
     );
   }
+
+  function keyView() {
+    document.title = "API key · optbench";
+    const input = h("input", {
+      id: "api-key",
+      type: "password",
+      autocomplete: "off",
+      spellcheck: "false",
+      placeholder: "ob_…",
+      "data-testid": "api-key-input",
+    });
+    const state = h("p", { "data-testid": "api-key-state", "aria-live": "polite" });
+    const describe = () => {
+      state.textContent = storedKey()
+        ? "A key is stored in this browser and sent with every request."
+        : "No key is stored: requests go without one, which the API accepts only on its own machine (OPTBENCH_AUTH=loopback).";
+    };
+    const keep = (value) => {
+      try {
+        if (value) localStorage.setItem(KEY_STORE, value);
+        else localStorage.removeItem(KEY_STORE);
+      } catch (error) {
+        /* storage disabled: nothing kept */
+      }
+      input.value = "";
+      describe();
+      announce(value ? "API key saved" : "API key forgotten");
+    };
+    const form = h(
+      "form",
+      {
+        class: "key-form",
+        onsubmit: (event) => {
+          event.preventDefault();
+          if (input.value.trim()) keep(input.value.trim());
+        },
+      },
+      h("label", { for: "api-key", class: "field-label" }, "API key"),
+      input,
+      h(
+        "div",
+        { class: "actions" },
+        h("button", { type: "submit", "data-testid": "api-key-save" }, "Save"),
+        h("button", { type: "button", class: "secondary", onclick: () => keep("") }, "Forget"),
+      ),
+    );
+    show(
+      h("h1", {}, "API key"),
+      h(
+        "p",
+        {},
+        "From another machine, or when the API runs with OPTBENCH_AUTH=required, every /v1 request needs a key: ",
+        h("code", {}, "optbench keys create --owner NAME"),
+        ". It is kept in this browser's local storage and sent as an Authorization header; you see the jobs of its owner.",
+      ),
+      state,
+      form,
+    );
+    describe();
+    focusHeading();
+    return { stop() {} };
+  }
+
+  // Links to API documents (report, JSON): a navigation sends no Authorization header, so with
+  // a stored key they are fetched with it and saved as files instead.
+  document.addEventListener("click", async (event) => {
+    const link = event.target instanceof Element ? event.target.closest("a[data-api-link]") : null;
+    if (!link || !storedKey()) return;
+    event.preventDefault();
+    const response = await fetch(link.getAttribute("href"), { headers: keyHeaders() });
+    if (!response.ok) {
+      announce(`HTTP ${response.status}`);
+      return;
+    }
+    const saving = h("a", { href: URL.createObjectURL(await response.blob()), download: link.dataset.apiLink });
+    saving.click();
+    setTimeout(() => URL.revokeObjectURL(saving.href), 10000);
+  });
 
   function notFoundView(hash) {
     document.title = "Not found · optbench";

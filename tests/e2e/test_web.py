@@ -295,3 +295,31 @@ def test_the_page_and_its_files_are_served_with_no_external_reference() -> None:
         text = (WEB_DIR / name).read_text()
         urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.\w+[^\s\"'`)]*", text))
         assert urls <= {"http://www.w3.org/2000/svg"}, (name, urls)
+
+
+def test_the_api_key_page_stores_the_key_the_page_sends(
+    browser: Any, server: tuple[str, list[Path]]
+) -> None:
+    """A stored key goes with every request (an unknown one is refused even from this
+    machine, and the problem links to the key page); forgetting it restores keyless local use."""
+    url, logs = server
+    driver = browser
+    driver.get(f"{url}/#/key")
+    state = wait_until(lambda: by_testid(driver, "api-key-state"), 15, "the key page", logs, driver)
+    assert "No key is stored" in state[0].text
+    by_testid(driver, "api-key-input")[0].send_keys("ob_000000000000_" + "x" * 43)
+    by_testid(driver, "api-key-save")[0].click()
+    assert "A key is stored" in by_testid(driver, "api-key-state")[0].text
+
+    by_testid(driver, "nav-jobs")[0].click()
+    problem = wait_until(lambda: by_testid(driver, "problem"), 15, "the 401 problem", logs, driver)
+    assert "unknown or revoked" in problem[0].text and "Set an API key" in problem[0].text
+    assert all("401" in entry["message"] for entry in severe(driver.get_log("browser")))
+
+    driver.get(f"{url}/#/key")
+    wait_until(lambda: by_testid(driver, "api-key-state"), 15, "the key page", logs, driver)
+    driver.find_element("xpath", "//button[text()='Forget']").click()
+    assert "No key is stored" in by_testid(driver, "api-key-state")[0].text
+    by_testid(driver, "nav-jobs")[0].click()
+    wait_until(lambda: by_testid(driver, "jobs-count"), 15, "the job list", logs, driver)
+    assert not by_testid(driver, "problem")
