@@ -323,3 +323,12 @@ def test_by_default_no_origin_is_allowed_and_any_host_answers(app: Any) -> None:
         response = client.get("/healthz", headers={"Origin": "https://lab.example.org"})
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_celery_accepts_json_only(embedded_home: Path) -> None:
+    """Workers and the API's client share this configuration: no pickle from the broker."""
+    from services.queue import celery_config
+
+    config = celery_config(get_settings())
+    assert config["accept_content"] == ["json"]
+    assert config["task_serializer"] == config["result_serializer"] == "json"
