@@ -121,6 +121,24 @@ class Settings(BaseSettings):
         ge=1,
         description="jobs queued or running per owner (429 with Retry-After above)",
     )
+    # --- availability (services/reconcile.py, services/api/errors.py) ----------------------
+    reconcile_interval_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="how often the API sends queued jobs whose task the broker does not hold "
+        "(services/reconcile.py); 0 = never (run `optbench reconcile` instead)",
+    )
+    reconcile_grace_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="a queued job sent this long ago whose task the broker no longer holds "
+        "is sent again",
+    )
+    retry_after_seconds: int = Field(
+        default=5,
+        ge=1,
+        description="Retry-After of a 503 while the database cannot be reached",
+    )
     torch_threads: int = Field(
         default=0,
         ge=0,

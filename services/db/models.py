@@ -78,12 +78,23 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     summary: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # The client's Idempotency-Key of the POST that created the job (unique per owner) and the
+    # SHA-256 of that request's canonical spec: a repeat with another spec is refused.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    # When the job's task was last handed to the broker (NULL: the broker has not taken it,
+    # so services/reconcile.py sends it), and how many times that was tried.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    enqueue_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     runs: Mapped[list[Run]] = relationship(
         back_populates="job", order_by="Run.id", cascade="all, delete-orphan", passive_deletes=True
     )
 
-    __table_args__ = (Index("ix_job_owner_created", "owner", "created_at"),)
+    __table_args__ = (
+        Index("ix_job_owner_created", "owner", "created_at"),
+        Index("ux_job_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+    )
 
 
 class Run(Base):

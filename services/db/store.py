@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import func, select, text, update
@@ -260,3 +261,65 @@ def fail_job(session: Session, job: Job, error: str) -> bool:
         return False
     job.status, job.finished_at, job.error = FAILED, utcnow(), error
     return True
+
+
+# --- Idempotency keys and enqueueing (services/jobs.py, services/reconcile.py) -------------
+
+
+def find_keyed_job(session: Session, owner: str, key: str) -> Job | None:
+    """The owner's job created with this Idempotency-Key, with its runs, if there is one."""
+    query = select(Job).where(Job.owner == owner, Job.idempotency_key == key)
+    return session.scalars(query.options(selectinload(Job.runs))).one_or_none()
+
+
+def create_keyed_job(
+    session: Session,
+    spec: JobSpec,
+    owner: str,
+    *,
+    key: str | None,
+    request_sha256: str | None,
+    enqueued_at: datetime | None,
+) -> Job:
+    """``create_job``, with the request's Idempotency-Key and hash and the time its task is
+    about to be sent. A second job with the owner's key fails the flush (IntegrityError)."""
+    job = create_job(session, spec, owner=owner)
+    job.idempotency_key, job.request_sha256 = key, request_sha256
+    job.enqueued_at, job.enqueue_attempts = enqueued_at, 1
+    session.flush()
+    return job
+
+
+def mark_not_enqueued(session: Session, job_id: uuid.UUID) -> None:
+    """The broker did not take the job's task: the reconciler is to send it."""
+    session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=None))
+
+
+def queued_jobs_to_check(
+    session: Session, sent_before: datetime
+) -> list[tuple[uuid.UUID, datetime | None]]:
+    """``(id, enqueued_at)`` of queued jobs never taken by the broker (``enqueued_at`` NULL)
+    or last sent before ``sent_before``, oldest first."""
+    query = (
+        select(Job.id, Job.enqueued_at)
+        .where(Job.status == QUEUED)
+        .where((Job.enqueued_at.is_(None)) | (Job.enqueued_at < sent_before))
+        .order_by(Job.created_at)
+    )
+    return [(row[0], row[1]) for row in session.execute(query)]
+
+
+def claim_enqueue(
+    session: Session, job_id: uuid.UUID, seen: datetime | None, now: datetime
+) -> bool:
+    """Record that this caller sends the queued job's task now, if no one else has since
+    ``seen`` (its ``enqueued_at`` when read): a compare-and-set, so that two reconcilers at
+    once send it once. False when the job moved on or another caller claimed it."""
+    sent = Job.enqueued_at.is_(None) if seen is None else Job.enqueued_at == seen
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == QUEUED, sent)
+        .values(enqueued_at=now, enqueue_attempts=Job.enqueue_attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
