@@ -8,19 +8,22 @@ exist. ``owner=None`` means any owner: for in-process callers that have the data
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services import limits
 from services.db import metric_queries, store
-from services.db.models import Dataset, Job, Run
+from services.db.models import Dataset, Job, Run, utcnow
 from services.db.session import unit_of_work
-from services.errors import InvalidSpec, LimitExceeded, TooManyRequests
+from services.errors import InvalidSpec, LimitExceeded, OptbenchError, TooManyRequests
 from services.queue import enqueue_job
 from services.settings import get_settings
 from services.spec import JobSpec
@@ -31,22 +34,81 @@ from services.telemetry import JOBS_REJECTED, JOBS_SUBMITTED
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Submitted:
+    """What a submission did: the job, and whether this request created it (False: a repeat
+    of an earlier request with the same Idempotency-Key, answered with that request's job)."""
+
+    job: Job
+    created: bool
+
+
+class IdempotencyKeyReused(OptbenchError):
+    """An Idempotency-Key sent again with a different job spec."""
+
+    status, code, title = 422, "idempotency-key-reused", "Idempotency key reused"
+
+
+_KEY_CHARACTERS = frozenset(chr(code) for code in range(0x21, 0x7F))  # visible ASCII
+MAX_KEY_LENGTH = 200
+
+
+def request_sha256(spec: JobSpec) -> str:
+    """The SHA-256 of the spec's canonical JSON (validated, defaults filled in, keys sorted):
+    two bodies that mean the same job hash the same, whatever their spacing or key order."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_key(key: str) -> str:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not set(key) <= _KEY_CHARACTERS:
+        message = f"1 to {MAX_KEY_LENGTH} visible ASCII characters, e.g. a UUID"
+        raise InvalidSpec(
+            f"Idempotency-Key: {message}",
+            errors=[{"field": "Idempotency-Key", "message": message}],
+        )
+    return key
+
+
 def submit(
     spec: JobSpec,
     enqueue: Callable[[uuid.UUID], None] = enqueue_job,
     *,
     owner: str = "local",
-) -> Job:
+    idempotency_key: str | None = None,
+) -> Submitted:
     """Check the limits (services/limits.py), store the job and its runs as ``owner``'s,
-    commit, then enqueue (never before the commit)."""
+    commit, then enqueue (never before the commit).
+
+    With an ``idempotency_key``: the owner's job created earlier with that key is the answer
+    (``created=False``) if the spec is the same, an IdempotencyKeyReused error if not. The
+    owner's lock (``store.lock_owner``) orders submissions at the same moment, and the
+    unique (owner, key) index decides should two get past it.
+
+    A broker that does not take the task does not fail the submission: the job is stored
+    and stays queued, and services/reconcile.py sends it when the broker is back."""
     settings = get_settings()
+    key = None if idempotency_key is None else check_key(idempotency_key)
+    digest = None if key is None else request_sha256(spec)
     try:
         with unit_of_work() as session:
+            store.lock_owner(session, owner)
+            if key is not None and (earlier := store.find_keyed_job(session, owner, key)):
+                return Submitted(_same_request(earlier, digest), created=False)
             upload = _check_upload(session, spec, owner)
             limits.check_spec(spec, settings, upload)
-            store.lock_owner(session, owner)
             limits.check_in_flight(owner, store.count_in_flight(session, owner), settings)
-            job = store.create_job(session, spec, owner=owner)
+            job = store.create_keyed_job(
+                session, spec, owner, key=key, request_sha256=digest, enqueued_at=utcnow()
+            )
+    except IntegrityError:
+        if key is None:
+            raise
+        with unit_of_work() as session:  # another request with the key committed first
+            earlier = store.find_keyed_job(session, owner, key)
+        if earlier is None:
+            raise
+        return Submitted(_same_request(earlier, digest), created=False)
     except (InvalidSpec, TooManyRequests) as error:
         reason = {LimitExceeded: "limit", TooManyRequests: "in_flight"}.get(type(error))
         JOBS_REJECTED.labels(reason or "invalid_spec").inc()
@@ -54,9 +116,36 @@ def submit(
     JOBS_SUBMITTED.inc()
     try:
         enqueue(job.id)
-    except Exception:  # the job is stored and stays queued; the broker may be down
-        log.exception("job %s stored but not enqueued", job.id)
+    except Exception as error:  # the job is stored and stays queued; the broker may be down
+        log.warning(
+            "job %s stored but not enqueued (%s: %s); the reconciler will send it",
+            job.id,
+            type(error).__name__,
+            error,
+        )
+        job.enqueued_at = None
+        _forget_enqueue(job.id)
+    return Submitted(job, created=True)
+
+
+def _same_request(job: Job, digest: str | None) -> Job:
+    if job.request_sha256 != digest:
+        raise IdempotencyKeyReused(
+            f"the Idempotency-Key was used for another request (job {job.id}, a different "
+            "spec); send a new key for a new job",
+            job_id=str(job.id),
+        )
     return job
+
+
+def _forget_enqueue(job_id: uuid.UUID) -> None:
+    """Record that the broker did not take the task (best effort: with the database down too,
+    the reconciler finds the job later by its missing message where the broker can say)."""
+    try:
+        with unit_of_work() as session:
+            store.mark_not_enqueued(session, job_id)
+    except Exception:
+        log.exception("job %s: could not record that it was not enqueued", job_id)
 
 
 def _check_upload(session: Session, spec: JobSpec, owner: str) -> Dataset | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 
 from services import jobs
 from services.api.schemas import JobOut, JobPage
@@ -39,22 +39,45 @@ _EXAMPLES = {
     status_code=202,
     response_model=JobOut,
     responses={
+        200: {
+            "description": "a repeat of an earlier request with the same Idempotency-Key: "
+            "that request's job (header Idempotent-Replayed: true)"
+        },
         413: {"description": "body over OPTBENCH_MAX_REQUEST_BYTES (problem+json)"},
-        422: {"description": "invalid spec, or over a limit (problem+json naming it)"},
+        422: {
+            "description": "invalid spec, over a limit (problem+json naming it), or an "
+            "Idempotency-Key already used for another spec"
+        },
         429: {"description": "too many jobs in flight (problem+json, Retry-After)"},
+        503: {"description": "the database cannot be reached (problem+json, Retry-After)"},
     },
 )
 def submit_job(
-    spec: Annotated[JobSpec, Body(openapi_examples=_EXAMPLES)], response: Response, owner: Owner
+    spec: Annotated[JobSpec, Body(openapi_examples=_EXAMPLES)],
+    response: Response,
+    owner: Owner,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="any unique string (a UUID): a repeat of the request with the same "
+            "key and spec returns the job the first one created (200) instead of a new one; "
+            "with another spec it is a 422. Kept with the job, per owner.",
+        ),
+    ] = None,
 ) -> JobOut:
-    """Queue a comparison: one run per optimizer entry and seed, owned by the caller.
+    """Queue a comparison: one run per optimizer entry and seed, owned by the caller (202).
 
     Limits (settings, README "Authentication and limits"): runs per job, steps per run and
     model parameters (422 naming the field and the setting), jobs queued or running per owner
-    (429 with Retry-After)."""
-    job = jobs.submit(spec, owner=owner)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.of(job)
+    (429 with Retry-After). The job is stored before it is queued: if the broker is down it
+    stays ``queued`` and is sent when the broker is back (README "Guarantees")."""
+    submitted = jobs.submit(spec, owner=owner, idempotency_key=idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{submitted.job.id}"
+    if not submitted.created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobOut.of(submitted.job)
 
 
 @router.get("", response_model=JobPage)
