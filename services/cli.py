@@ -12,6 +12,7 @@
     optbench report JOB      write the HTML report (-o FILE)
     optbench export JOB      dump the series (--format csv|json|parquet, -o FILE)
     optbench keys create --owner NAME | list | revoke ID    API keys (printed once)
+    optbench reconcile       send queued jobs the broker does not hold (the API does it too)
 
 ``--url`` (or OPTBENCH_API_URL) points submit/status/watch/summary (and report) at a remote
 API, ``--key`` (or OPTBENCH_API_KEY) is the API key they send; ``--json`` prints JSON.
@@ -322,6 +323,24 @@ def _when(moment: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "-"
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Send queued jobs whose task the broker does not hold, once (services/reconcile.py)."""
+    from services.reconcile import reconcile
+
+    _migrate_if_embedded()
+    result = reconcile()
+    if args.json:
+        _print_json({"sent": [str(job) for job in result.sent], "broker_down": result.broker_down})
+    else:
+        for job in result.sent:
+            print(f"sent job {job}")
+        print(
+            f"{len(result.sent)} job(s) sent"
+            + ("; the broker is down" if result.broker_down else "")
+        )
+    return 1 if result.broker_down else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
@@ -374,6 +393,12 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply database migrations (Alembic)")
     migrate.set_defaults(func=cmd_migrate)
+
+    reconcile = sub.add_parser(
+        "reconcile", help="send queued jobs whose task the broker does not hold, once"
+    )
+    reconcile.add_argument("--json", action="store_true", help='print {"sent", "broker_down"}')
+    reconcile.set_defaults(func=cmd_reconcile)
 
     keys = sub.add_parser("keys", help="create, list and revoke API keys")
     actions = keys.add_subparsers(dest="action", required=True)

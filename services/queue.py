@@ -7,7 +7,10 @@ embedded default (messages are files under ``OPTBENCH_HOME/broker``; no server).
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -81,6 +84,58 @@ def enqueue_part(job_id: str, run_ids: list[int], threads: int, part: int, parts
         },
         queue=QUEUE,
     )
+
+
+# Kombu's Redis transport: a list per queue (and per priority step above 0) holds waiting
+# messages; a hash holds those delivered to a worker and not yet acknowledged (acks_late:
+# until the task ends, or its worker's death puts them back).
+_REDIS_PRIORITY_SEP = "\x06\x16"
+_REDIS_PRIORITY_STEPS = (3, 6, 9)
+_REDIS_UNACKED = "unacked"
+
+
+def jobs_in_broker() -> set[str] | None:
+    """Ids of the jobs whose ``run_job`` task the broker holds (waiting, or delivered and not
+    yet acknowledged), or None when this broker cannot tell (only Redis can: the filesystem
+    transport forgets a message once a worker reads it)."""
+    settings = get_settings()
+    if not settings.broker_url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+    try:
+        queues = [QUEUE, *(f"{QUEUE}{_REDIS_PRIORITY_SEP}{step}" for step in _REDIS_PRIORITY_STEPS)]
+        pipe = client.pipeline(transaction=True)
+        for queue in queues:
+            pipe.lrange(queue, 0, -1)
+        pipe.hvals(_REDIS_UNACKED)
+        *waiting, unacked = pipe.execute()
+    finally:
+        client.close()
+    messages = [raw for items in waiting for raw in items]
+    messages += [_first(raw) for raw in unacked]
+    return set(_job_ids(messages))
+
+
+def _first(raw: bytes) -> bytes:
+    """An unacked entry is ``[message, exchange, routing_key]``: the message."""
+    return json.dumps(json.loads(raw)[0]).encode()
+
+
+def _job_ids(messages: Iterable[bytes]) -> Iterable[str]:
+    for raw in messages:
+        try:
+            message = json.loads(raw)
+            if message.get("headers", {}).get("task") != RUN_JOB_TASK:
+                continue
+            body = message["body"]
+            if message.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            args = json.loads(body)[0]
+            yield str(args[0])
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue  # not a message of ours
 
 
 def reset_client() -> None:

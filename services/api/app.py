@@ -5,13 +5,19 @@ Served by ``optbench api``, or ``uvicorn services.api.app:create_app --factory``
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
 from fastapi import FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from services import jobs as job_cases
+from services import reconcile
 from services.api import errors, security
 from services.api.routes import datasets, jobs, metrics, system, web
 from services.api.routes import report as report_routes
+from services.settings import get_settings
 from services.telemetry import register_jobs_collector, set_build_info
 
 DESCRIPTION = """
@@ -28,8 +34,20 @@ owner's are 404.
 """
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the API serves: send queued jobs the broker does not hold (services/reconcile.py)."""
+    interval = get_settings().reconcile_interval_seconds
+    task = asyncio.create_task(reconcile.run_forever(interval)) if interval > 0 else None
+    yield
+    if task is not None:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(title="optbench", version="0.1.0", description=DESCRIPTION)
+    app = FastAPI(title="optbench", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     errors.install(app)
     security.install(app)  # before the instrumentator, so that its middleware counts 401s
     app.include_router(jobs.router)
