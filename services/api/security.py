@@ -37,15 +37,14 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.exc import OperationalError
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import auth
-from services.api.errors import problem
-from services.errors import OptbenchError, PayloadTooLarge, Unauthorized, Unavailable
+from services.api.errors import database_down, database_unavailable, problem
+from services.errors import OptbenchError, PayloadTooLarge, Unauthorized
 from services.settings import get_settings
 from services.telemetry import JOBS_REJECTED
 
@@ -91,8 +90,10 @@ async def caller(scope: Scope) -> str:
             )
         try:
             owner = await to_thread.run_sync(auth.authenticate, token.strip())
-        except OperationalError:
-            raise Unavailable("the database cannot be reached; retry shortly") from None
+        except Exception as error:
+            if database_down(error):
+                raise database_unavailable(error) from None
+            raise
         if owner is None:
             raise Unauthorized(
                 f"the API key is unknown or revoked; {_HOW} (an operator can list them with "
