@@ -33,7 +33,12 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # A database that drops packets instead of refusing must become an error (the API's 503)
+    # within seconds, not a request that hangs until the kernel gives up.
+    connect_args = (
+        {"connect_timeout": 5} if make_url(url).get_backend_name() == "postgresql" else {}
+    )
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 @lru_cache(maxsize=1)
