@@ -11,9 +11,10 @@ CHECKPOINT before each, it times:
 1. ``COPY step_metric FROM STDIN`` (binary, one transaction) of the rows, in the sink's order;
 2. a plain COPY per ``--flush`` rows, each its own transaction, with no duplicate check: the
    floor for any design that commits every flush (``--no-copy-per-flush`` skips it);
-3. the SQL sink (``workers.sinks.sql.SqlSink.on_steps``, as the engine calls it) in flushes
-   of ``--flush`` rows, runs interleaved as fused training flushes them, each flush its own
-   transaction;
+3. the SQL sink's write path (``workers.sinks.sql.SqlSink(background=False).on_steps``: no
+   writer thread, so each call is written and committed before it returns) in flushes of
+   ``--flush`` rows of one run, runs interleaved, each flush its own transaction
+   (benchmarks/bench_storage_overhead.py measures the sink as training uses it);
 4. the sink again with flushes of ``--large-flush`` rows (0 skips it);
 5. optionally (``--async-commit``) the sink at ``--flush`` with the database's
    ``synchronous_commit = off``, which shows what the per-flush WAL flush costs;
@@ -229,7 +230,7 @@ def sink_case(plan: list[tuple[int, list[Any]]], label: str) -> Result:
     from workers.engine import OptimizerConfig, RunConfig
     from workers.sinks.sql import SqlSink
 
-    sink = SqlSink()
+    sink = SqlSink(background=False)  # each flush written and committed in the call
     configs = {
         run_id: RunConfig(run_id, OptimizerConfig(f"sgd-{run_id}", "sgd", "SGD", {}), 0)
         for run_id, _ in plan

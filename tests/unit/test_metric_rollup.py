@@ -251,3 +251,65 @@ def test_sqlite_never_uses_the_rollup(embedded_home: object, max_points: int) ->
     assert paths == "rows"
     assert columns[run_id]["step"][-1] == 2_000
     assert stored_blocks(run_id) == {}
+
+
+def test_blocks_computed_from_new_rows_equal_the_databases_aggregation(
+    postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New rows go straight in with their blocks computed in Python; repeats go through the
+    staging path, aggregated by the database: both leave the same rollup, on batches of
+    several runs (a run twice in one batch, as the sink's writer gathers flushes), with
+    NULLs, NaN and infinities."""
+    import random
+
+    runs = make_runs(3)
+    rng = random.Random(7)
+    paths: list[str] = []
+    copy_new, via_staging = metric_writes._copy_new_steps, metric_writes._insert_via_staging
+
+    def copy_new_steps(*args: Any) -> bool:
+        taken = copy_new(*args)
+        paths.append("copy" if taken else "copy refused")
+        return taken
+
+    def insert_via_staging(*args: Any) -> int:
+        paths.append("staging")
+        return via_staging(*args)
+
+    monkeypatch.setattr(metric_writes, "_copy_new_steps", copy_new_steps)
+    monkeypatch.setattr(metric_writes, "_insert_via_staging", insert_via_staging)
+
+    def odd(step: int, run: int) -> dict[str, Any]:
+        r = row(step, shift=run)
+        if step % 7 == 0:
+            r["grad_norm"] = float("inf") if step % 2 else float("-inf")
+        if step % 11 == 0:
+            r["val_accuracy"] = float("nan")  # stored as NULL
+        if step % 13 == 0:
+            r["x"], r["y"] = step / 3, -step / 5
+        return r
+
+    cut = {run: 0 for run in runs}
+    while any(done < 700 for done in cut.values()):
+        batch = []
+        for _ in range(rng.randint(1, 4)):
+            run = rng.choice(runs)
+            size = rng.randint(1, 90)
+            first = cut[run] + 1
+            if rng.random() < 0.2:  # some steps again (a redelivered flush)
+                first = max(1, first - rng.randint(1, 40))
+            shift = runs.index(run)
+            batch.append((run, [odd(s, shift) for s in range(first, first + size)]))
+            cut[run] = max(cut[run], first + size - 1)
+        with unit_of_work() as session:
+            metric_writes.write_step_batch(session, batch)
+    assert {"copy", "copy refused", "staging"} <= set(paths)  # every path was taken
+    for run in runs:
+        stored = stored_rows(run)
+        assert [r["step"] for r in stored] == list(range(1, cut[run] + 1))
+        assert stored_blocks(run) == expected_blocks(stored)
+    before = {run: stored_blocks(run) for run in runs}
+    with unit_of_work() as session:
+        session.execute(text("DELETE FROM step_rollup"))
+        session.execute(text(metric_writes.rollup_insert("step_metric")))
+    assert {run: stored_blocks(run) for run in runs} == before

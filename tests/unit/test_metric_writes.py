@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.db import metric_writes, store
 from services.db.models import EPOCH_FIELDS, STEP_FIELDS, EpochMetric, Run, StepMetric
@@ -242,10 +243,127 @@ def test_a_flush_takes_the_same_few_statements_whatever_its_size(database: str) 
             assert write(run_id, step_rows(first, first + size - 1)) == size
         counts[size] = statements
     assert len(counts[1000]) == len(counts[2]) <= 6, counts[1000]
-    writes = [s for s in counts[1000] if "step_metric" in s and not s.startswith("CREATE")]
-    assert len(writes) == (2 if database == "postgresql" else 1), writes  # COPY + INSERT
-    # one statement inserts (on PostgreSQL a WITH ... INSERT that also feeds step_rollup)
-    inserts = [s for s in counts[1000] if s.lstrip().upper().startswith(("INSERT", "WITH"))]
-    assert len(inserts) == 1, inserts
-    assert ("step_rollup" in inserts[0]) == (database == "postgresql")
+    statements = counts[1000]
+    if database == "postgresql":  # new rows: COPY straight in, then rollup and steps_done
+        assert [s for s in statements if "step_metric" in s] == [
+            s for s in statements if s.startswith("COPY step_metric ")
+        ]
+        assert len([s for s in statements if "step_metric" in s]) == 1
+        (rest,) = [s for s in statements if s.startswith("WITH")]
+        assert "INSERT INTO step_rollup" in rest and "UPDATE run" in rest
+    else:  # one executemany insert, one executemany update of steps_done
+        assert [s.split()[0] for s in statements] == ["INSERT", "UPDATE"], statements
     assert len(stored(run_id)) == 1003
+
+
+def test_rows_that_may_be_stored_take_the_staging_path_in_as_few_statements(
+    postgres_db: str,
+) -> None:
+    (run_id,) = run_ids(1)
+    write(run_id, step_rows(1, 10))
+    with counted_statements("postgresql") as statements, unit_of_work() as session:
+        batch = [(run_id, step_rows(5, 1000))]
+        assert metric_writes.write_step_batch(session, batch, fresh=False) == 990
+    writes = [s for s in statements if "step_metric" in s and not s.startswith("CREATE")]
+    assert [w.split()[0] for w in writes] == ["COPY", "WITH"], writes  # staged, then inserted
+    assert "FROM pg_temp." in writes[1] and "ON CONFLICT DO NOTHING" in writes[1]
+    assert not any(s.startswith("SAVEPOINT") for s in statements)  # no attempt at COPY first
+    assert len(stored(run_id)) == 1000 and steps_done(run_id) == 1000
+
+
+def test_a_copy_that_meets_stored_rows_falls_back_and_stores_only_new_ones(
+    postgres_db: str,
+) -> None:
+    (run_id,) = run_ids(1)
+    write(run_id, step_rows(1, 10))
+    with counted_statements("postgresql") as statements:
+        assert write(run_id, step_rows(8, 20)) == 10  # fresh by default: COPY tried first
+    assert [s.split()[0] for s in statements if "step_metric" in s and "CREATE" not in s] == [
+        "COPY",  # straight in: a unique violation, rolled back to the savepoint
+        "COPY",  # into staging
+        "WITH",  # insert from staging
+    ]
+    assert "ROLLBACK TO SAVEPOINT optbench_new_rows" in statements
+    assert [row[0] for row in stored(run_id)] == list(range(1, 21))
+    assert steps_done(run_id) == 20
+
+
+def test_one_batch_stores_the_rows_of_several_runs_in_one_copy(database: str) -> None:
+    first, second = run_ids()
+    with counted_statements(database) as statements, unit_of_work() as session:
+        batch = [(first, step_rows(1, 40)), (second, step_rows(1, 25)), (first, step_rows(41, 50))]
+        assert metric_writes.write_step_batch(session, batch) == 75
+        epochs = [(first, [epoch_row(1), epoch_row(2)]), (second, [epoch_row(1)])]
+        assert metric_writes.write_epoch_batch(session, epochs) == 3
+        assert metric_writes.write_epoch_batch(session, epochs) == 0  # again: nothing new
+    inserts = [s for s in statements if s.startswith(("COPY", "INSERT"))]
+    assert len(inserts) == (1 if database == "postgresql" else 3), inserts
+    assert [row[0] for row in stored(first)] == list(range(1, 51))
+    assert [row[0] for row in stored(second)] == list(range(1, 26))
+    assert (steps_done(first), steps_done(second)) == (50, 25)
+    with unit_of_work() as session:
+        counted = session.execute(
+            select(EpochMetric.run_id, EpochMetric.epoch).order_by(
+                EpochMetric.run_id, EpochMetric.epoch
+            )
+        ).all()
+    assert [tuple(row) for row in counted] == [(first, 1), (first, 2), (second, 1)]
+
+
+def test_rows_given_as_objects_store_as_mappings_do(database: str) -> None:
+    @dataclass(frozen=True)
+    class Record:  # like the engine's StepRecord: fields as attributes
+        step: int
+        epoch: int
+        loss: float
+        accuracy: float | None
+        lr: float
+        grad_norm: float
+        train_seconds: float
+        x: float | None = None
+        y: float | None = None
+        val_loss: float | None = None
+        val_accuracy: float | None = None
+        samples: int = 64  # not stored
+
+    first, second = run_ids()
+    rows = step_rows(1, 30)
+    rows[3].update(val_loss=0.25, accuracy=None)
+    records = [Record(**row) for row in rows]
+    with unit_of_work() as session:
+        assert metric_writes.write_step_batch(session, [(first, records)]) == 30
+    write(second, rows)
+    assert stored(first) == stored(second) == [tuple(r.values()) for r in rows]
+
+
+def test_values_numpy_cannot_hold_exactly_still_store_or_fail_as_the_database_says(
+    database: str,
+) -> None:
+    (run_id,) = run_ids(1)
+    if database == "postgresql":  # SQLite's integers have 64 bits
+        big = step_rows(1, 2)
+        big[1]["step"] = 2**31  # beyond int4: the database refuses it
+        with pytest.raises(DBAPIError):
+            write(run_id, big)
+    mixed = step_rows(1, 3)
+    mixed[1]["epoch"] = True  # a bool where an int goes: stored as 1
+    assert write(run_id, mixed) == 3
+    assert [row[1] for row in stored(run_id)] == [1, 1, 1]
+    missing = step_rows(4, 5)
+    missing[0]["epoch"] = None  # NULL in a required integer column
+    with pytest.raises(IntegrityError):
+        write(run_id, missing)
+    assert len(stored(run_id)) == 3 and steps_done(run_id) == 3
+
+
+def epoch_row(epoch: int) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "step": 10 * epoch,
+        "train_loss": 1.0 / epoch,
+        "train_accuracy": None,
+        "val_loss": 2.0 / epoch,
+        "val_accuracy": 0.5,
+        "train_seconds": 0.1 * epoch,
+        "distance": None,
+    }

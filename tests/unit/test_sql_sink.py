@@ -1,8 +1,15 @@
-"""Metric writes: batched, idempotent, on SQLite and on PostgreSQL."""
+"""The SQL sink: batched, idempotent writes from a writer thread, on SQLite and on PostgreSQL:
+order, waits, backpressure, errors and closing."""
 
 from __future__ import annotations
 
+import gc
+import threading
+from typing import Any
+
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from services.db import metric_queries, metric_writes, store
 from services.db.models import STEP_FIELDS, Run, StepMetric
@@ -92,3 +99,258 @@ def test_a_flush_is_one_statement_even_for_many_rows(database: str) -> None:
     assert written == 500 and len(inserts) == 1
     with unit_of_work() as session:
         assert session.scalar(select(func.count()).select_from(StepMetric)) == 500
+
+
+# --- the writer thread ---
+
+
+def lecture_runs(count: int = 3) -> list[RunConfig]:
+    with unit_of_work() as session:
+        job = store.create_job(session, JobSpec.model_validate(LECTURE_SPEC))
+        return [
+            RunConfig(run.id, OptimizerConfig(run.label, run.optimizer, "SGD", {}), run.seed)
+            for run in job.runs[:count]
+        ]
+
+
+def a_result(steps: int) -> RunResult:
+    return RunResult(steps=steps, diverged=False, train_seconds=0.1 * steps)
+
+
+def epoch(n: int) -> EpochRecord:
+    return EpochRecord(n, 10 * n, 1.0 / n, 0.5, 2.0 / n, 0.25, 0.1 * n)
+
+
+class Spy:
+    """Wraps metric_writes.write_step_batch: records each call's thread and runs, and can hold
+    the writer inside a write until released."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, list[tuple[int, int]]]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+        original = metric_writes.write_step_batch
+
+        def write_step_batch(session: Any, batch: Any, **options: Any) -> int:
+            self.entered.set()
+            self.hold.wait(10)
+            runs = [(run, len(records)) for run, records in batch]
+            self.calls.append((threading.current_thread().name, runs))
+            return original(session, batch, **options)
+
+        monkeypatch.setattr(metric_writes, "write_step_batch", write_step_batch)
+
+
+def test_a_flush_of_several_runs_is_written_off_the_training_thread_in_one_write(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = Spy(monkeypatch)
+    runs = lecture_runs()
+    sink = SqlSink()
+    for run in runs:
+        sink.on_run_start(run, 30)
+    sink.on_flush([(run, steps(1, 30)) for run in runs])
+    for run in runs:
+        sink.on_epochs(run, [epoch(1)])
+    for run in runs:
+        sink.on_run_end(run, a_result(30))
+        assert stored_steps(run.key) == list(range(1, 31))  # stored before it returned
+    assert spy.calls == [("optbench-sql-sink", [(run.key, 30) for run in runs])]
+    with unit_of_work() as session:
+        stored = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(keys(runs))))}
+        epochs = metric_queries.series(session, keys(runs), "epoch")
+    assert {(r.status, r.steps_done) for r in stored.values()} == {("succeeded", 30)}
+    assert all(stored[run.key].started_at is not None for run in runs)
+    assert [epochs[run.key]["val_accuracy"] for run in runs] == [[0.25]] * 3
+    assert sink.stats.step_rows == 90 and sink.stats.epoch_rows == 3
+    sink.close()
+    assert sink._writer.thread is not None and not sink._writer.thread.is_alive()
+
+
+def keys(runs: list[RunConfig]) -> list[int]:
+    return [run.key for run in runs]
+
+
+def test_flushes_that_queue_while_the_database_is_slow_share_one_transaction(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = Spy(monkeypatch)
+    spy.hold.clear()  # the database is slow: the first write does not end yet
+    (run,) = lecture_runs(1)
+    with SqlSink(linger=0.0) as sink:
+        sink.on_flush([(run, steps(1, 10))])
+        assert spy.entered.wait(5)
+        for first in range(11, 61, 10):  # queued meanwhile
+            sink.on_flush([(run, steps(first, first + 9))])
+        spy.hold.set()
+        sink.flush()
+        assert stored_steps(run.key) == list(range(1, 61))
+    assert [runs for _, runs in spy.calls] == [[(run.key, 10)], [(run.key, 10)] * 5]
+    assert sink.stats.transactions == 2
+
+
+def test_a_full_queue_makes_training_wait_instead_of_growing(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = Spy(monkeypatch)
+    spy.hold.clear()
+    (run,) = lecture_runs(1)
+    sink = SqlSink(max_pending_rows=50, linger=0.0)
+    sink.on_flush([(run, steps(1, 30))])  # taken by the writer, which is held
+    assert spy.entered.wait(5)
+    sink.on_flush([(run, steps(31, 50))])  # 50 rows pending: the limit
+    training = threading.Thread(target=sink.on_flush, args=([(run, steps(51, 60))],))
+    training.start()
+    training.join(0.3)
+    assert training.is_alive()  # waits for room
+    assert sink._writer.pending_rows == 50
+    spy.hold.set()
+    training.join(5)
+    assert not training.is_alive()
+    sink.close()
+    assert stored_steps(run.key) == list(range(1, 61))
+    assert sink.stats.blocked_seconds > 0.2
+
+
+def test_a_failed_write_is_raised_in_the_training_thread_and_stays_raised(
+    database: str,
+) -> None:
+    (run,) = lecture_runs(1)
+    missing = RunConfig(run.key + 1000, run.optimizer, 0)  # no such run: a foreign key fails
+    sink = SqlSink(linger=0.0)
+    sink.on_flush([(missing, steps(1, 5))])
+    sink._writer.wait(sink._writer.queued)  # the writer has failed by now
+    with pytest.raises(IntegrityError) as raised:
+        sink.on_flush([(run, steps(1, 5))])
+    for call in (sink.flush, sink.close, lambda: sink.on_run_end(run, a_result(5))):
+        with pytest.raises(IntegrityError) as again:
+            call()
+        assert again.value is raised.value
+    assert sink._writer.thread is not None and not sink._writer.thread.is_alive()
+    assert stored_steps(run.key) == []  # and nothing after the failure was written
+
+
+def test_a_sink_left_with_an_exception_or_dropped_still_writes_what_was_queued(
+    database: str,
+) -> None:
+    first, second = lecture_runs(2)
+    with pytest.raises(RuntimeError, match="training failed"), SqlSink() as sink:
+        sink.on_flush([(first, steps(1, 20))])
+        raise RuntimeError("training failed")
+    assert stored_steps(first.key) == list(range(1, 21))
+
+    dropped = SqlSink(linger=0.05)
+    dropped.on_flush([(second, steps(1, 20))])
+    thread = dropped._writer.thread
+    del dropped
+    gc.collect()
+    assert thread is not None
+    thread.join(5)
+    assert not thread.is_alive()
+    assert stored_steps(second.key) == list(range(1, 21))
+
+
+def test_a_start_written_after_the_job_was_finished_changes_nothing(database: str) -> None:
+    (run,) = lecture_runs(1)
+    with unit_of_work() as session:
+        job_id = session.get_one(Run, run.key).job_id
+        store.finish_job(session, job_id, error="RuntimeError: training failed")
+    with SqlSink() as sink:
+        sink.on_run_start(run, 10)  # the writer only gets to it now
+    with unit_of_work() as session:
+        stored = session.get_one(Run, run.key)
+        assert (stored.status, stored.started_at) == ("failed", None)
+
+
+def test_a_run_trained_again_while_its_job_runs_is_running_again(database: str) -> None:
+    (run,) = lecture_runs(1)
+    with SqlSink() as sink:  # a first delivery ended the run, then the worker died
+        sink.on_run_start(run, 10)
+        sink.on_run_end(run, a_result(10))
+        sink.on_run_start(run, 10)  # the redelivered task trains it again
+        sink.flush()
+        with unit_of_work() as session:
+            assert session.get_one(Run, run.key).status == "running"
+        sink.on_run_end(run, a_result(10))
+    with unit_of_work() as session:
+        assert session.get_one(Run, run.key).status == "succeeded"
+
+
+def test_a_redelivered_run_writes_its_repeated_steps_through_staging_at_once(
+    postgres_db: str,
+) -> None:
+    import psycopg
+
+    (run,) = lecture_runs(1)
+    with unit_of_work() as session:  # the first delivery stored 30 steps
+        metric_writes.write_steps(session, run.key, [row(r) for r in steps(1, 30)])
+    statements: list[str] = []
+    original = psycopg.Cursor.execute
+
+    def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(query))
+        return original(self, query, *args, **kwargs)
+
+    with SqlSink() as sink:
+        sink.on_run_start(run, 40)
+        sink.flush()
+        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        try:
+            sink.on_flush([(run, steps(1, 40))])
+            sink.on_flush([(run, steps(41, 50))])
+            sink.flush()
+        finally:
+            psycopg.Cursor.execute = original  # type: ignore[method-assign]
+    assert stored_steps(run.key) == list(range(1, 51))
+    assert (sink.stats.step_rows, sink.stats.duplicates) == (20, 30)
+    assert not any("ROLLBACK TO SAVEPOINT" in s for s in statements)  # no failed COPY first
+
+
+def row(record: StepRecord) -> dict[str, Any]:
+    return {field: getattr(record, field) for field in STEP_FIELDS}
+
+
+def test_without_a_thread_every_call_is_written_before_it_returns(database: str) -> None:
+    (run,) = lecture_runs(1)
+    sink = SqlSink(background=False)
+    sink.on_run_start(run, 20)
+    sink.on_flush([(run, steps(1, 20))])
+    assert stored_steps(run.key) == list(range(1, 21))
+    sink.on_run_end(run, a_result(20))
+    sink.close()
+    assert sink._writer.thread is None
+
+
+def test_the_engine_trains_a_job_through_the_sink_and_every_row_is_stored_when_it_returns(
+    database: str,
+) -> None:
+    from services.settings import get_settings
+    from workers.engine import Experiment
+    from workers.engine.hooks import CompositeHooks
+    from workers.execution import job_config
+    from workers.sinks.memory import MemorySink
+
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"name": "digits"},
+            "model": {"name": "mlp", "hidden": [16]},
+            "optimizers": [{"name": "sgd"}, {"name": "adam"}, {"name": "gd"}],
+            "epochs": 3,
+            "batch_size": 128,
+            "seeds": [0, 1],
+        }
+    )
+    with unit_of_work() as session:
+        job = store.create_job(session, spec)
+        config = job_config(session, job, "cpu", get_settings())
+    memory = MemorySink()
+    Experiment(config).run_all(CompositeHooks(SqlSink(), memory))  # no close(): not needed
+    with unit_of_work() as session:
+        stored = store.get_job(session, job.id)
+        series = metric_queries.series(session, [run.id for run in stored.runs], "step")
+        for run in stored.runs:
+            assert run.status == "succeeded"
+            assert run.steps_done == memory.results[run.id].steps == len(memory.steps[run.id])
+            assert series[run.id]["step"] == [s.step for s in memory.steps[run.id]]
+            assert series[run.id]["loss"] == [s.loss for s in memory.steps[run.id]]
