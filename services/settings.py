@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     job_parts: int | Literal["auto"] = Field(
         default="auto",
         description="parts a job's runs are split into, each a task that a worker process "
-        "trains (workers/parts.py): auto = from the work per step (small: one per core, "
-        "large or CUDA: one), or a number",
+        "trains (workers/parts.py): auto = one per core and run on a CPU (fewer when the "
+        "data set's copies would not fit in memory), one on CUDA; or a number",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="where workers train: auto = CUDA when available, else CPU"
@@ -142,7 +142,8 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         default=0,
         ge=0,
-        description="torch intra-op threads of each part of a job; 0 = CPU cores // parts",
+        description="torch intra-op threads of each part of a job; 0 = by the rule of "
+        "workers/parts.py (with a fixed OPTBENCH_JOB_PARTS: CPU cores // parts)",
     )
 
     @field_validator("job_parts")

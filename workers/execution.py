@@ -152,8 +152,12 @@ def execute_job(
     try:
         device = pick_device(settings.device)
         experiment = _load(job_key, device, settings)
-        parts_setting = settings.job_parts if send_part is not None else 1
-        plan = plan_parts(experiment, parts_setting, settings.torch_threads)
+        plan = plan_parts(
+            experiment,
+            settings.job_parts,
+            settings.torch_threads,
+            max_parts=None if send_part is not None else 1,
+        )
         with unit_of_work() as session:
             job = store.lock_job(session, job_key)
             status, first = job.status, job.status == QUEUED

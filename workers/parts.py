@@ -4,26 +4,31 @@ at once, and how many torch threads each part uses. Pure planning, no database.
 A job of K runs (optimizers x seeds) is split into P *parts*; each part is one Celery task
 (``optbench.run_job_part``) that trains its runs with ``torch.set_num_threads(threads)``.
 The task that picks the job up plans it and trains the first part itself; idle worker
-processes take the others. See docs/cluster.md, "Parallel parts and threads".
+processes take the others. See docs/cluster.md, "Parallel parts and threads", for the
+measurements behind the rule.
 
-Choosing P and threads (``OPTBENCH_JOB_PARTS``, ``OPTBENCH_TORCH_THREADS``):
+Choosing P and threads T (``OPTBENCH_JOB_PARTS``, ``OPTBENCH_TORCH_THREADS``):
 
-- an integer P is used as given (at most one part per run); ``auto`` decides from the work:
-  on CUDA one part (the GPU is the parallel device; several processes would only share it);
-  one run, one part; otherwise the work of one training step, counted in floating-point
-  operations (a forward and backward pass of one batch through the job's model, counted by
-  ``torch.utils.flop_counter``), decides: below ``THREADS_FROM_FLOPS`` one part per core
-  (up to one per run) with one thread each, from it on one part with every core as threads.
-- threads per part: ``OPTBENCH_TORCH_THREADS`` when set, else ``max(1, cores // P)``, so the
-  parts of one job together use the cores once.
+- ``OPTBENCH_JOB_PARTS=N``: P = N (at most one part per run), T = ``OPTBENCH_TORCH_THREADS``
+  or ``max(1, cores // P)``, so the parts of one job together use the cores once.
+- ``auto`` on CUDA: P = 1 (the GPU is the parallel device; more processes would only share
+  it, each with its own CUDA context).
+- ``auto`` on a CPU decides from the work of one training step of one run: a forward and
+  backward pass of one batch through the job's model, counted in floating-point operations
+  by ``torch.utils.flop_counter`` (``step_flops``). From ``THREADS_FROM_FLOPS`` on, P = 1
+  with every core as threads; below, P = one per core (at most one per run, and no more
+  copies of the data set than half the available memory holds), and T = 1, or the cores left
+  over (``cores // P``, when there are fewer runs than cores) once a step has
+  ``THREADS_HELP_FROM_FLOPS``: below that a second thread only costs (small kernels).
+  ``OPTBENCH_TORCH_THREADS`` overrides T.
 
 Splitting: the cost of a run is its number of steps (``experiment.total_steps``). Runs that
-cannot share a forward/backward (an unfused group of one) are placed whole, largest first,
-on the least loaded part. A fused group stays whole on one part when it fits under the
-balanced load; otherwise it is poured, runs in order, into the least loaded parts up to the
-balanced load, so it becomes a few *contiguous* sub-groups (each sub-group of two or more
-runs still trains fused: the engine plans the groups of a part's runs again). Ties go to the
-lower part index, so the same groups and P always give the same parts.
+train alone (an unfused group of one) are placed whole, largest first, on the least loaded
+part. A fused group stays whole on one part when it fits under the balanced load; otherwise
+it is poured, runs in order, into the least loaded parts up to the balanced load, so it
+becomes a few *contiguous* sub-groups (each sub-group of two or more runs still trains fused:
+the engine plans the groups of a part's runs again). Ties go to the lower part index, so the
+same groups and P always give the same parts.
 """
 
 from __future__ import annotations
@@ -36,9 +41,23 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from workers.engine import Experiment, RunConfig, RunGroup
 
-# Work per step (one run) from which one part with every core as threads beats one part per
-# core; measured by benchmarks/bench_parts.py (docs/cluster.md).
-THREADS_FROM_FLOPS = 2e9
+# Measured by benchmarks/bench_parts.py on the 2-core machine (docs/cluster.md), per step of
+# one run. Two processes with one thread each were faster than one process with two threads
+# at every size measured, from 2.6 MFLOP (0.23 s against 0.59 s) up to 58 GFLOP per step
+# (784-4096-4096-10 at batch 512: 36.5 s against 43.3 s), so one part with every core as
+# threads is never chosen for speed here: P is limited by runs and memory instead.
+THREADS_FROM_FLOPS = float("inf")
+# A second thread in one part pays only on large steps (small kernels cost more to share than
+# they gain; with OMP_WAIT_POLICY=PASSIVE each parallel region also wakes its threads). It
+# slowed the steps measured up to 200 MFLOP (the digits MLP's 2.6 MFLOP, 0.43 s -> 1.27 s; a
+# 784-256-10 MLP's 52 MFLOP, 2.84 s -> 3.78 s; seven MNIST-1D runs fused, 7 x 29 MFLOP,
+# 3.08 s -> 4.40 s) and sped up those from 367 MFLOP (seven 784-256-10 runs fused,
+# 3.12 s -> 2.59 s; 784-1024-1024-10 at batch 256, 2.4 GFLOP, 12.3 s -> 7.8 s). The rule
+# compares one run's step (a part with fewer runs than cores trains one run) with this.
+THREADS_HELP_FROM_FLOPS = 3e8
+# Each part holds its own copy of the data set: P copies take at most this share of the
+# memory available when the job is planned.
+MEMORY_SHARE = 0.5
 
 
 def cpu_cores() -> int:
@@ -58,6 +77,15 @@ class PartPlan:
     reason: str
 
 
+@dataclass(frozen=True)
+class Choice:
+    """How many parts, torch threads per part, and why."""
+
+    parts: int
+    threads: int
+    reason: str
+
+
 def choose_parts(
     parts_setting: int | Literal["auto"],
     threads_setting: int,
@@ -66,22 +94,37 @@ def choose_parts(
     cores: int,
     runs: int,
     step_flops: Callable[[], float],
-) -> tuple[int, int, str]:
-    """(P, threads per part, reason). ``step_flops`` is only called when ``auto`` needs it."""
-    if runs <= 1:
-        count, reason = 1, "one run"
-    elif parts_setting != "auto":
-        count, reason = min(parts_setting, runs), f"OPTBENCH_JOB_PARTS={parts_setting}"
+    memory_parts: Callable[[], int] = lambda: 1 << 30,
+    max_parts: int | None = None,
+) -> Choice:
+    """The rule of the module's docstring. ``step_flops`` and ``memory_parts`` (how many
+    copies of the data set fit) are called only when ``auto`` on a CPU needs them;
+    ``max_parts`` caps P (1 for a job trained in-process)."""
+    limit = max(1, min(runs, max_parts or runs))
+    if parts_setting != "auto":
+        count = min(parts_setting, limit)
+        threads = max(1, cores // count)
+        reason = f"OPTBENCH_JOB_PARTS={parts_setting}"
     elif device.startswith("cuda"):
-        count, reason = 1, "CUDA: one process per GPU"
+        count, threads, reason = 1, cores, "CUDA: one process per GPU"
     else:
-        flops, limit = step_flops(), f"{THREADS_FROM_FLOPS / 1e9:g} GFLOP"
+        flops = step_flops()
+        work = f"{flops / 1e6:.1f} MFLOP per step"
         if flops >= THREADS_FROM_FLOPS:
-            count, reason = 1, f"{flops / 1e9:.3f} GFLOP per step >= {limit}: threads"
+            count, reason = 1, f"{work}: threads beat processes"
         else:
-            count, reason = min(cores, runs), f"{flops / 1e9:.3f} GFLOP per step < {limit}"
-    threads = threads_setting or max(1, cores // count)
-    return count, threads, reason
+            fit = max(1, memory_parts())
+            count = min(cores, limit, fit)
+            reason = f"{work}: one part per core" + (
+                f", {fit} data set cop{'y' if fit == 1 else 'ies'} fit in memory"
+                if fit < min(cores, limit)
+                else ""
+            )
+        many = flops >= THREADS_HELP_FROM_FLOPS
+        threads = max(1, cores // count) if many else 1
+    if threads_setting:
+        threads = threads_setting
+    return Choice(count, threads, reason)
 
 
 def split_runs(
@@ -140,20 +183,55 @@ def plan_parts(
     threads_setting: int,
     *,
     cores: int | None = None,
+    max_parts: int | None = None,
 ) -> PartPlan:
     """The parts of this job and their threads (see the module's docstring)."""
     groups = experiment.groups()
-    runs = sum(len(group.runs) for group in groups)
-    count, threads, reason = choose_parts(
+    choice = choose_parts(
         parts_setting,
         threads_setting,
         device=experiment.config.device,
         cores=cores or cpu_cores(),
-        runs=runs,
+        runs=sum(len(group.runs) for group in groups),
         step_flops=lambda: step_flops(experiment),
+        memory_parts=lambda: int(MEMORY_SHARE * memory_available() // data_bytes(experiment)),
+        max_parts=max_parts,
     )
-    split = split_runs(groups, count, lambda run: float(experiment.total_steps(run)))
-    return PartPlan(split, threads, reason)
+    split = split_runs(groups, choice.parts, lambda run: float(experiment.total_steps(run)))
+    return PartPlan(split, choice.threads, choice.reason)
+
+
+def data_bytes(experiment: Experiment) -> int:
+    """Bytes of the job's data set as a part holds it (at least 1)."""
+    if experiment.landscape:
+        return 1
+    data = experiment.data
+    tensors = (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test)
+    return max(1, sum(t.element_size() * t.nelement() for t in tensors))
+
+
+def memory_available() -> int:
+    """Bytes this machine (or its container's memory limit) can still give, from
+    /proc/meminfo and cgroup v2; very large when neither can be read."""
+    available = 1 << 62
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    try:
+        with (
+            open("/sys/fs/cgroup/memory.max") as limit,
+            open("/sys/fs/cgroup/memory.current") as used,
+        ):
+            text = limit.read().strip()
+            if text != "max":
+                available = min(available, int(text) - int(used.read()))
+    except (OSError, ValueError):
+        pass
+    return max(available, 0)
 
 
 def step_flops(experiment: Experiment) -> float:

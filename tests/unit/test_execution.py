@@ -22,6 +22,7 @@ from services.settings import get_settings
 from services.spec import JobSpec
 from workers.engine import Hooks, RunResult
 from workers.execution import execute_job, execute_part, finalise_job
+from workers.parts import cpu_cores
 
 SPEC = {
     "dataset": {
@@ -143,7 +144,8 @@ def test_a_job_in_two_parts_is_finalised_by_the_part_that_ends_last(
         ids = [run.id for run in job.runs]
         assert [run.status for run in job.runs] == ["succeeded"] * 2 + ["queued"] * 2
         assert job.status == "running" and job.summary is None
-    assert sent.parts == [(job_id, ids[2:], 1, 2, 2)]  # 2 cores // 2 parts = 1 thread
+    threads = max(1, cpu_cores() // 2)  # the cores shared by the two parts
+    assert sent.parts == [(job_id, ids[2:], threads, 2, 2)]
     assert sent.run(0) == "succeeded"
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
