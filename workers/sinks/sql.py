@@ -47,18 +47,20 @@ task's repeated steps take the staging path without a failed attempt first.
 
 Measured with benchmarks/bench_storage_overhead.py on this project's 2-core VM (shared with
 other work), PostgreSQL 15 local, one torch thread: training the lecture job (digits, an MLP
-with 128 hidden units, 8 optimizers of which 7 train fused; 400 epochs, about 7 s, 48,000 step
-and 3,200 epoch rows) with this sink took 4.8 %, 6.5 % and 7.6 % longer than with no-op hooks
-(three runs, each the ratio of medians of 7 repeats; single repeats from -10 % to +12 %
-depending on what else the machine ran; +0.6 % to +5 % in the quiet ones), where the
-synchronous sink it replaces (one transaction per run per flush, on the training thread) took
-124 % longer. Per job the writer used 0.07 s of CPU and the server 0.27-0.30 s (before: 4.3
-and 3.3 s). The same writes made from another process slow the training by 0.4 %: what is
-left here is the writer's share of the GIL, the waits at the runs' ends (0.05 s) and, when
-another process holds the second core, the server's CPU (most of it the row-by-row foreign
-key check, services/db/metric_writes.py). Fed as fast as it takes them, 8 runs per flush,
-the sink stores 137,000 to 213,000 rows/s whatever the flush size (17, 100 or 1,000 rows per
-run), where the synchronous sink stored 13,200, 39,300 and 90,700.
+with 128 hidden units, 8 optimizers of which 7 train fused; 560 epochs, about 9.6 s, 67,200
+step and 4,480 epoch rows) with this sink took 2.8 % longer than with no-op hooks (ratio of
+the medians of 5 repeats; single repeats +2.7 % to +9.1 %, depending on what else the
+machine ran; three runs of 7 repeats at 400 epochs: +4.8 %, +6.5 %, +7.6 %), where the
+synchronous sink it replaces (one transaction per run per flush, on the training thread)
+took 124 % longer. Per job the writer used 0.09 s of CPU in 16 transactions, the training
+thread 0.03 s in the hooks, and the server 0.37 s (before, at 400 epochs: 4.3 s in this
+process and 3.3 s in the server). The same writes made from another process slow the
+training by 0.4 %: what is left here is the writer's share of the GIL, the waits at the
+runs' ends (0.06 s) and, when another process holds the second core, the server's CPU (most
+of it the row-by-row foreign key check, services/db/metric_writes.py). Fed as fast as it
+takes them, 8 runs per flush, the sink stores 137,000 to 213,000 rows/s whatever the flush
+size (17, 100 or 1,000 rows per run), where the synchronous sink stored 13,200, 39,300 and
+90,700.
 """
 
 from __future__ import annotations

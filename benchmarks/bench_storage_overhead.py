@@ -1,0 +1,449 @@
+"""Storage overhead: what storing every training step in PostgreSQL costs the training.
+
+    .venv/bin/python -m benchmarks.bench_storage_overhead [--epochs 560] [--repeats 5]
+
+Builds a fresh PostgreSQL database (dropped at the end) and migrates it, then:
+
+1. Training, in this process, through the engine (``workers.engine.Experiment.run_all``, as
+   a worker runs a job): the lecture job (digits, an MLP with 128 hidden units, the 8
+   optimizers of ``services.spec.LECTURE_SPEC``), ``--epochs`` epochs, flushing every
+   ``--flush-every`` steps (and at every epoch end, as the engine does). Each repeat trains
+   it twice, in alternating order so that a drift in the machine's load hits both alike:
+   once with no-op hooks and once with the SQL sink (``workers.sinks.sql.SqlSink``) writing
+   every step and epoch of a new job's runs. The sink's time counts until its last row is
+   stored (``run_all`` returns after the last ``on_run_end``, which waits for that; and
+   ``close()``, where the sink has one). Before each repeat it waits (up to ``--patience``
+   s) until other processes use less than ``--quiet`` of the CPUs. It prints each wall
+   time, the medians, the overhead (sink / no-op - 1), the CPU time of this process, of its
+   training thread and of the local PostgreSQL server (read from /proc), the share of the
+   machine other processes used meanwhile, and the rows per second the sink stored, and
+   checks that every row reached the database.
+2. Write throughput alone: ``--rows`` synthetic step records of ``--runs`` runs handed to a
+   fresh sink as fast as it takes them, in ``on_flush`` calls of ``flush`` rows per run for
+   all runs at once (as fused training flushes), for each size in ``--flush-sizes``;
+   rows/s until the last row is stored, the share of that time the caller was blocked, and
+   the server's CPU per row. ``--inline``: the sink without its writer thread, so each
+   ``on_flush`` is one transaction.
+
+Torch runs one intra-op thread by default (``--torch-threads``): on the 2-core VM this was
+written on, that is the faster setting for this model (two threads took 50 % to 10x longer,
+varying from run to run), and it leaves the second core to the database and the writer.
+Uses only ``Experiment.run_all`` and the hooks, so it measures whichever engine is checked
+out (one run at a time, or runs fused and flushed together). The server is PostgreSQL at
+``--admin-url`` (default: ``$OPTBENCH_TEST_POSTGRES`` or the local trust-auth server as user
+postgres); its user must be allowed to create databases.
+"""
+
+from __future__ import annotations
+
+import os
+
+# As in a worker (workers/celery_app.py): waiting OpenMP threads sleep instead of spinning,
+# read when torch loads, so before anything imports it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import copy
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy import func, select
+
+from benchmarks.support import ADMIN_URL, cpu_description, scratch_database
+from services.db import store
+from services.db.models import EpochMetric, StepMetric
+from services.db.session import unit_of_work
+from services.spec import CATALOG, LECTURE_SPEC, JobSpec
+from workers.engine import (
+    DatasetConfig,
+    EpochRecord,
+    Experiment,
+    Hooks,
+    JobConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RunConfig,
+    RunResult,
+    StepRecord,
+)
+from workers.engine.hooks import CompositeHooks
+
+
+class Counter(Hooks):
+    """Counts what the engine reports (in both cases, so that both pay for it)."""
+
+    def __init__(self) -> None:
+        self.steps = self.epochs = self.flushes = 0
+
+    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
+        self.flushes += 1
+        self.steps += sum(len(records) for _, records in batch)
+
+    def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None:
+        self.epochs += len(epochs)
+
+
+def lecture_job(epochs: int) -> JobSpec:
+    spec = copy.deepcopy(LECTURE_SPEC)
+    spec["name"] = "storage overhead benchmark"
+    spec["epochs"] = epochs
+    return JobSpec.model_validate(spec)
+
+
+def stored_job(spec: JobSpec) -> list[tuple[int, str, str, dict[str, Any], int]]:
+    """A new job's runs: (id, label, optimizer, hyperparameters, seed)."""
+    with unit_of_work() as session:
+        job = store.create_job(session, spec)
+        return [
+            (run.id, run.label, run.optimizer, dict(run.hyperparameters), run.seed)
+            for run in job.runs
+        ]
+
+
+def job_config(spec: JobSpec, runs: list[tuple[int, str, str, dict[str, Any], int]], flush: int):  # type: ignore[no-untyped-def]
+    """The engine's configuration of the job, as workers/execution.py builds it."""
+    data = spec.dataset
+    return JobConfig(
+        dataset=DatasetConfig(
+            name=data.name,  # type: ignore[attr-defined]
+            params=data.model_dump(
+                exclude={"name", "val_fraction", "test_fraction", "seed"}, mode="json"
+            ),
+            val_fraction=getattr(data, "val_fraction", 0.0),
+            test_fraction=getattr(data, "test_fraction", 0.0),
+            seed=getattr(data, "seed", 0),
+        ),
+        model=ModelConfig(spec.model.name, spec.model.model_dump(exclude={"name"})),
+        runs=tuple(
+            RunConfig(
+                key=key,
+                seed=seed,
+                optimizer=OptimizerConfig(
+                    label=label,
+                    name=name,
+                    torch_class=CATALOG[name].torch_class,
+                    hyperparameters=hyperparameters,
+                    full_batch=CATALOG[name].full_batch,
+                ),
+            )
+            for key, label, name, hyperparameters, seed in runs
+        ),
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        flush_every=flush,
+    )
+
+
+def close(sink: Hooks) -> None:
+    closer = getattr(sink, "close", None)
+    if closer is not None:
+        closer()
+
+
+def server_cpu() -> float | None:
+    """CPU seconds used so far by the local PostgreSQL server's processes (None: none seen)."""
+    ticks, seen = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(") ")
+        if name.endswith("(postgres"):
+            fields = rest.split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            seen = True
+    return ticks / os.sysconf("SC_CLK_TCK") if seen else None
+
+
+def machine_cpu() -> tuple[float, float]:
+    """CPU seconds the machine has been busy, and elapsed over all its CPUs (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+def others_share(seconds: float = 1.0) -> float:
+    """Share of the machine's CPUs that other processes (the database server included) used
+    over the next ``seconds``."""
+    busy, total = machine_cpu()
+    own = time.process_time()
+    time.sleep(seconds)
+    busy2, total2 = machine_cpu()
+    others = busy2 - busy - (time.process_time() - own)
+    return max(others, 0.0) / max(total2 - total, 1e-9)
+
+
+def wait_until_quiet(limit: float, patience: float) -> float:
+    """Wait (at most ``patience`` s) until other processes use less than ``limit`` of the
+    CPUs over a second; their share in the last second."""
+    deadline = time.monotonic() + patience
+    while True:
+        share = others_share()
+        if share < limit or time.monotonic() > deadline:
+            return share
+
+
+@dataclass
+class Measure:
+    wall: float
+    cpu: float  # this process, every thread
+    training_cpu: float  # the training thread alone
+    server: float | None  # the PostgreSQL server's processes
+    others: float  # share of the machine that other processes used meanwhile
+    counter: Counter
+    stats: str = ""
+
+
+def train(config: JobConfig, with_sink: bool) -> Measure:
+    """Time run_all (and the sink's close): wall, this process's CPU, the server's CPU."""
+    from workers.sinks.sql import SqlSink
+
+    experiment = Experiment(config)  # data loaded before the clock starts
+    counter = Counter()
+    sink = SqlSink() if with_sink else Hooks()
+    server, (busy, total) = server_cpu(), machine_cpu()
+    cpu, started, own = time.process_time(), time.perf_counter(), time.thread_time()
+    experiment.run_all(CompositeHooks(sink, counter))
+    close(sink)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    own = time.thread_time() - own
+    server_after, (busy2, total2) = server_cpu(), machine_cpu()
+    used = None if server is None or server_after is None else server_after - server
+    others = max(busy2 - busy - cpu - (used or 0.0), 0.0) / max(total2 - total, 1e-9)
+    return Measure(wall, cpu, own, used, others, counter, writer_stats(sink))
+
+
+def writer_stats(sink: Hooks) -> str:
+    stats = getattr(sink, "stats", None)
+    if stats is None:
+        return ""
+    return (
+        f"writer: {stats.transactions:,} transactions, {stats.seconds:.2f} s in them, "
+        f"{stats.cpu_seconds:.2f} s CPU; training waited {stats.blocked_seconds:.2f} s"
+    )
+
+
+def stored(run_ids: list[int]) -> tuple[int, int]:
+    with unit_of_work() as session:
+        steps = session.scalar(
+            select(func.count()).select_from(StepMetric).where(StepMetric.run_id.in_(run_ids))
+        )
+        epochs = session.scalar(
+            select(func.count()).select_from(EpochMetric).where(EpochMetric.run_id.in_(run_ids))
+        )
+    return int(steps or 0), int(epochs or 0)
+
+
+def percent(ratio: float) -> str:
+    return f"{(ratio - 1) * 100:+.1f} %"
+
+
+def overhead(args: argparse.Namespace) -> None:
+    spec = lecture_job(args.epochs)
+    plain_config = job_config(spec, stored_job(spec), args.flush_every)
+    train(plain_config, False)  # warm up both paths
+    train(job_config(spec, stored_job(spec), args.flush_every), True)
+    plain: list[Measure] = []
+    sinks: list[Measure] = []
+    for repeat in range(1, args.repeats + 1):
+        share = wait_until_quiet(args.quiet, args.patience)
+        print(f"  (others used {share:.0%} of the CPUs in the last second)", flush=True)
+        runs = stored_job(spec)
+        sink_config = job_config(spec, runs, args.flush_every)
+        if repeat % 2:  # the order alternates, so that a drift in load hits both alike
+            plain.append(train(plain_config, False))
+            sink = train(sink_config, True)
+        else:
+            sink = train(sink_config, True)
+            plain.append(train(plain_config, False))
+        sinks.append(sink)
+        steps, epochs = stored([run[0] for run in runs])
+        reported = (sink.counter.steps, sink.counter.epochs)
+        assert (steps, epochs) == reported, f"stored {steps, epochs}, reported {reported}"
+        print(
+            f"  repeat {repeat}: no-op hooks {plain[-1].wall:6.2f} s, SQL sink {sink.wall:6.2f} s "
+            f"({percent(sink.wall / plain[-1].wall)}); {steps:,} step and {epochs:,} epoch "
+            f"rows in {sink.counter.flushes:,} flushes, all stored; {sink.stats}; other "
+            f"processes used {plain[-1].others:.0%} and {sink.others:.0%} of the CPUs",
+            flush=True,
+        )
+    wall = statistics.median(p.wall for p in plain), statistics.median(s.wall for s in sinks)
+    cpu = statistics.median(p.cpu for p in plain), statistics.median(s.cpu for s in sinks)
+    own = [statistics.median(m.training_cpu for m in ms) for ms in (plain, sinks)]
+    rows = sinks[-1].counter.steps
+    each = ", ".join(percent(s.wall / p.wall) for p, s in zip(plain, sinks, strict=True))
+    print(
+        f"\nmedian of {args.repeats}: no-op hooks {wall[0]:.2f} s, SQL sink {wall[1]:.2f} s\n"
+        f"storage overhead, wall: {percent(wall[1] / wall[0])} of training time "
+        f"(per repeat: {each})\n"
+        f"CPU of this process: no-op hooks {cpu[0]:.2f} s, SQL sink {cpu[1]:.2f} s "
+        f"({percent(cpu[1] / cpu[0])}); of the training thread alone: {own[0]:.2f} s and "
+        f"{own[1]:.2f} s ({percent(own[1] / own[0])})",
+        flush=True,
+    )
+    if all(m.server is not None for m in plain + sinks):
+        server = [statistics.median(m.server or 0.0 for m in ms) for ms in (plain, sinks)]
+        print(
+            f"CPU of the PostgreSQL server during training: {server[0]:.2f} s with no-op hooks "
+            f"(other clients), {server[1]:.2f} s with the SQL sink; this process and the "
+            f"server together: {percent((cpu[1] + server[1] - server[0]) / cpu[0])}"
+        )
+    print(
+        f"step rows stored per second of training: {rows / wall[1]:,.0f} ({rows:,} per job)",
+        flush=True,
+    )
+
+
+def generate(steps: int, seed: int) -> list[StepRecord]:
+    """One run's step records, as the engine reports them (a mid-epoch evaluation every
+    1,000 steps)."""
+    rng = np.random.default_rng(seed)
+    step = np.arange(1, steps + 1)
+    loss = 2.3 * np.exp(-step / (steps / 5)) + 0.05 * rng.random(steps)
+    return [
+        StepRecord(
+            step=s,
+            epoch=1 + (s - 1) // 1000,
+            loss=value,
+            accuracy=1.0 - value / 2.5,
+            lr=0.05,
+            grad_norm=norm,
+            train_seconds=s * 1e-3,
+            samples=64,
+            val_loss=value if s % 1000 == 0 else None,
+            val_accuracy=0.5 if s % 1000 == 0 else None,
+        )
+        for s, value, norm in zip(
+            step.tolist(), loss.tolist(), rng.random(steps).tolist(), strict=True
+        )
+    ]
+
+
+def throughput(args: argparse.Namespace) -> None:
+    from workers.sinks.sql import SqlSink
+
+    steps = args.rows // args.runs
+    records = [generate(steps, seed) for seed in range(args.runs)]
+    for size in args.flush_sizes:
+        spec = copy.deepcopy(LECTURE_SPEC)
+        spec.update(
+            name="write throughput", optimizers=[{"name": "sgd"}], seeds=list(range(args.runs))
+        )
+        runs = stored_job(JobSpec.model_validate(spec))
+        configs = [
+            RunConfig(key, OptimizerConfig(label, name, "SGD", {}), seed)
+            for key, label, name, _, seed in runs
+        ]
+        sink = SqlSink(background=False) if args.inline else SqlSink()
+        blocked = 0.0
+        server = server_cpu()
+        started = time.perf_counter()
+        for config in configs:
+            sink.on_run_start(config, steps)
+        for first in range(0, steps, size):
+            call = time.perf_counter()
+            sink.on_flush(
+                [(c, r[first : first + size]) for c, r in zip(configs, records, strict=True)]
+            )
+            blocked += time.perf_counter() - call
+        result = RunResult(steps=steps, diverged=False, train_seconds=1.0)
+        for config in configs:
+            sink.on_run_end(config, result)
+        close(sink)
+        seconds = time.perf_counter() - started
+        server_after = server_cpu()
+        server_used = ""
+        if server is not None and server_after is not None:
+            per_row = (server_after - server) / (steps * args.runs)
+            server_used = f", server {per_row * 1e6:.1f} µs CPU per row"
+        stored_steps, _ = stored([run[0] for run in runs])
+        assert stored_steps == steps * args.runs, f"{stored_steps} stored"
+        print(
+            f"  flush = {size:>5,} rows x {args.runs} runs per on_flush: "
+            f"{stored_steps / seconds:9,.0f} rows/s stored "
+            f"({stored_steps:,} rows, {seconds:.2f} s; caller blocked {blocked / seconds:.0%}); "
+            f"{writer_stats(sink)}{server_used}",
+            flush=True,
+        )
+
+
+def run(args: argparse.Namespace) -> None:
+    from services.db.migrate import upgrade
+
+    began = time.perf_counter()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    print(
+        f"machine: {cpu_description()}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} intra-op threads",
+        flush=True,
+    )
+    with scratch_database(args.admin_url) as url:
+        upgrade(url.render_as_string(hide_password=False))
+        if args.repeats:
+            print(
+                f"\ntraining: lecture job (digits, mlp [128], 8 optimizers), "
+                f"{args.epochs} epochs, flush every {args.flush_every} steps",
+                flush=True,
+            )
+            overhead(args)
+        if args.flush_sizes:
+            how = "in the calling thread" if args.inline else "through the writer thread"
+            print(
+                f"\nwrite throughput: {args.rows:,} step rows of {args.runs} runs, {how}",
+                flush=True,
+            )
+            throughput(args)
+    print(f"whole benchmark {time.perf_counter() - began:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--epochs", type=int, default=560, help="about 10 s on a 2-core CPU")
+    parser.add_argument("--repeats", type=int, default=5, help="0: skip the training part")
+    parser.add_argument(
+        "--flush-every", type=int, default=100, help="steps per flush (OPTBENCH_FLUSH_EVERY_STEPS)"
+    )
+    parser.add_argument("--rows", type=int, default=200_000, help="write throughput: rows")
+    parser.add_argument("--runs", type=int, default=8, help="write throughput: runs")
+    parser.add_argument(
+        "--flush-sizes",
+        type=lambda text: [int(part) for part in text.split(",") if part],
+        default=[17, 100, 1000],
+        help="write throughput: rows per run per flush, comma-separated ('' skips it)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (OPTBENCH_TORCH_THREADS); 0: torch's default",
+    )
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=0.1,
+        help="before each repeat, wait until other processes use less than this share of "
+        "the CPUs over a second",
+    )
+    parser.add_argument("--patience", type=float, default=120.0, help="... for at most this")
+    parser.add_argument(
+        "--inline",
+        action="store_true",
+        help="write throughput: the sink without its writer thread (SqlSink(background=False):"
+        " each on_flush written and committed in the call)",
+    )
+    parser.add_argument("--admin-url", default=ADMIN_URL)
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
