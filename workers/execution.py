@@ -75,6 +75,7 @@ def pick_device(setting: str) -> str:
 
 _SPLIT_KEYS = {"name", "val_fraction", "test_fraction", "seed"}
 FILE_DATASETS = frozenset({"mnist", "fashion_mnist", "cifar10"})
+CACHED_DATASETS = frozenset({"mnist1d"})  # generated slowly: kept under <home>/cache
 
 
 def dataset_config(session: Session, spec: JobSpec, settings: Settings) -> DatasetConfig:
@@ -83,6 +84,8 @@ def dataset_config(session: Session, spec: JobSpec, settings: Settings) -> Datas
     params = data.model_dump(exclude=_SPLIT_KEYS, mode="json")
     if data.name in FILE_DATASETS:  # type: ignore[attr-defined]
         params["folder"] = str(settings.resolved_data_dir)
+    if data.name in CACHED_DATASETS:  # type: ignore[attr-defined]
+        params["cache"] = str(settings.home / "cache")
     if data.name == "upload":  # type: ignore[attr-defined]
         params = {"npz": uploads.load_dataset_bytes(session, params.pop("id"))}
     return DatasetConfig(

@@ -27,7 +27,7 @@ from workers.engine.config import DatasetConfig
 from workers.engine.datasets import DATASETS, Splits, load, standardise, stratified_subset
 
 SPLIT_FIELDS = {"name", "val_fraction", "test_fraction", "seed"}
-ADAPTER_SUPPLIED = {"folder", "npz"}  # the adapter adds these; the spec never has them
+ADAPTER_SUPPLIED = {"folder", "npz", "cache"}  # the adapter adds these; the spec never has them
 SPEC_ONLY = {"id"}  # the adapter turns an upload's id into its npz
 
 
@@ -129,6 +129,21 @@ def test_mnist1d_leaves_the_global_generators_as_they_were() -> None:
     np.random.seed(7)
     DATASETS.get("mnist1d")(0, n_samples=100)
     assert (random.random(), np.random.rand()) == expected
+
+
+def test_mnist1d_is_generated_once_per_cache_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = DATASETS.get("mnist1d")(3, n_samples=100, cache=str(tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == ["mnist1d-100-3.npz"]
+    import mnist1d.data
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("generated again instead of read from the cache")
+
+    monkeypatch.setattr(mnist1d.data, "make_dataset", refuse)
+    again = DATASETS.get("mnist1d")(3, n_samples=100, cache=str(tmp_path))
+    assert np.array_equal(first.x, again.x) and np.array_equal(first.y, again.y)
 
 
 def test_spirals_have_one_arm_per_class_within_the_unit_disc() -> None:
