@@ -22,7 +22,7 @@ Choosing P and threads T (``OPTBENCH_JOB_PARTS``, ``OPTBENCH_TORCH_THREADS``):
   ``THREADS_HELP_FROM_FLOPS``: below that a second thread only costs (small kernels).
   ``OPTBENCH_TORCH_THREADS`` overrides T.
 
-Splitting: the cost of a run is its number of steps (``experiment.total_steps``). Runs that
+Splitting: the cost of a run is the samples its steps process (``run_samples``). Runs that
 train alone (an unfused group of one) are placed whole, largest first, on the least loaded
 part. A fused group stays whole on one part when it fits under the balanced load; otherwise
 it is poured, runs in order, into the least loaded parts up to the balanced load, so it
@@ -197,7 +197,7 @@ def plan_parts(
         memory_parts=lambda: int(MEMORY_SHARE * memory_available() // data_bytes(experiment)),
         max_parts=max_parts,
     )
-    split = split_runs(groups, choice.parts, lambda run: float(experiment.total_steps(run)))
+    split = split_runs(groups, choice.parts, lambda run: float(run_samples(experiment, run)))
     return PartPlan(split, choice.threads, choice.reason)
 
 
@@ -232,6 +232,15 @@ def memory_available() -> int:
     except (OSError, ValueError):
         pass
     return max(available, 0)
+
+
+def run_samples(experiment: Experiment, run: RunConfig) -> int:
+    """A run's cost for balancing parts: the samples its steps process (a full-batch step,
+    ``gd``, processes the whole training split, not one batch)."""
+    if experiment.landscape:
+        return experiment.total_steps(run)
+    batch = experiment.n_train if run.optimizer.full_batch else experiment.config.batch_size
+    return experiment.total_steps(run) * min(batch, experiment.n_train)
 
 
 def step_flops(experiment: Experiment) -> float:

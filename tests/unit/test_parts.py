@@ -244,3 +244,19 @@ def test_plan_parts_of_a_real_experiment() -> None:
     one = plan_parts(experiment, "auto", 0, cores=2, max_parts=1)
     assert one.parts == ((1, 2, 3, 4, 5),) and one.threads == 1
     assert plan_parts(experiment, 1, 0, cores=2).threads == 2
+
+
+def test_a_full_batch_run_costs_the_whole_split_per_step_when_balancing() -> None:
+    gd = OptimizerConfig("gd", "gd", "SGD", {"lr": 0.5}, full_batch=True)
+    sgd = OptimizerConfig("sgd", "sgd", "SGD", {"lr": 0.05})
+    config = JobConfig(
+        DatasetConfig("digits"),
+        ModelConfig("mlp", {"hidden": [8]}),
+        (RunConfig(1, gd, 0), RunConfig(2, sgd, 0)),
+        epochs=2,
+        batch_size=64,
+    )
+    experiment = Experiment(config)
+    full, mini = config.runs
+    assert parts_module.run_samples(experiment, full) == 2 * experiment.n_train
+    assert parts_module.run_samples(experiment, mini) == experiment.total_steps(mini) * 64
