@@ -23,7 +23,7 @@ from services import limits
 from services.db import metric_queries, store
 from services.db.models import Dataset, Job, Run, utcnow
 from services.db.session import unit_of_work
-from services.errors import InvalidSpec, LimitExceeded, OptbenchError, TooManyRequests
+from services.errors import Conflict, InvalidSpec, LimitExceeded, OptbenchError, TooManyRequests
 from services.queue import enqueue_job
 from services.settings import get_settings
 from services.spec import JobSpec
@@ -178,6 +178,19 @@ def counts_by_status() -> dict[str, int]:
 def get(job_id: uuid.UUID | str, *, owner: str | None = None) -> Job:
     with unit_of_work() as session:
         return store.get_owned_job(session, job_id, owner)
+
+
+def cancel(job_id: uuid.UUID | str, *, owner: str | None = None) -> Job:
+    """Cancel a queued or running job (Conflict once it has ended); its stored steps stay."""
+    with unit_of_work() as session:
+        owned = store.get_owned_job(session, job_id, owner, with_runs=False)
+        job = store.lock_job(session, owned.id)
+        if not store.cancel_job(session, job):
+            raise Conflict(
+                f"job {job.id} is already {job.status}; only a queued or running job can be "
+                "cancelled"
+            )
+        return job
 
 
 def check_owned(job_id: uuid.UUID | str, *, owner: str | None) -> None:

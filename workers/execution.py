@@ -39,12 +39,13 @@ from sqlalchemy.orm import Session
 
 from services import uploads
 from services.db import store
-from services.db.models import FAILED, FINISHED, QUEUED, RUNNING, Job
+from services.db.models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, Job
 from services.db.session import unit_of_work
 from services.settings import Settings, get_settings
 from services.spec import CATALOG, JobSpec, OptimizerEntry
 from services.summary import job_summary
 from services.telemetry import JOB_DURATION_SECONDS, JOBS_FINISHED, QUEUE_WAIT_SECONDS
+from workers.cancellation import CancellationCheck, JobCancelled
 from workers.engine import (
     DatasetConfig,
     Experiment,
@@ -242,6 +243,9 @@ def execute_part(
             if experiment is None:
                 experiment = _load(job_key, pick_device(device or settings.device), settings)
             _train(job_key, experiment, todo, extra_hooks)
+        except JobCancelled:
+            log.info("job %s part %d/%d stopped: the job was cancelled", job_key, part, parts)
+            return CANCELLED
         except Exception as error:
             log.exception("job %s part %d/%d failed", job_key, part, parts)
             return _fail(job_key, todo, error)
@@ -283,7 +287,9 @@ def _train(
     )
     sink = SqlSink()
     try:
-        experiment.run_all(CompositeHooks(sink, metrics, *extra), keys=keys)
+        # The check after the sink: a flush's rows are stored before a cancellation stops it.
+        check = CancellationCheck(job_key)
+        experiment.run_all(CompositeHooks(sink, metrics, check, *extra), keys=keys)
     finally:
         close = getattr(sink, "close", None)  # a sink with a writer thread stores the rest
         if close is not None:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from services.db.models import (
+    CANCELLED,
     FAILED,
     FINISHED,
     QUEUED,
@@ -252,6 +253,28 @@ def fail_runs(session: Session, job: Job, run_ids: Collection[int], error: str) 
             run.status, run.error, run.finished_at = FAILED, error, utcnow()
         elif run.status == QUEUED:
             run.status, run.error = FAILED, "not started: the job failed before this run"
+
+
+def cancel_job(session: Session, job: Job) -> bool:
+    """Cancel a queued or running job and its unfinished runs; False if it had already ended.
+
+    Workers training it notice at their next flush and stop (workers/cancellation.py); the
+    steps already stored stay, and runs that finished stay as they ended."""
+    if job.status in FINISHED:
+        return False
+    now = utcnow()
+    job.status, job.finished_at = CANCELLED, now
+    for run in job.runs:
+        if run.status == RUNNING:
+            run.status, run.finished_at, run.error = CANCELLED, now, "cancelled while training"
+        elif run.status == QUEUED:
+            run.status, run.error = CANCELLED, "cancelled before it started"
+    return True
+
+
+def job_status(session: Session, job_id: uuid.UUID) -> str:
+    """The job's status alone (one small query, for the cancellation check)."""
+    return session.scalars(select(Job.status).where(Job.id == job_id)).one()
 
 
 def fail_job(session: Session, job: Job, error: str) -> bool:

@@ -113,7 +113,10 @@ def test_another_owner_gets_404_on_every_route_with_an_id(
         if url is None:
             continue
         own = cluster.client.request(method, url, headers=alice)
-        assert own.status_code == 200, (url, own.text)  # the 404 below is not a broken path
+        # The 404 below is not a broken path: the owner reaches it (cancelling her finished
+        # job is refused as 409, after the owner check).
+        reached = {200, 409} if path.endswith("/cancel") else {200}
+        assert own.status_code in reached, (url, own.text)
         other = cluster.client.request(method, url, headers=bob)
         assert other.status_code == 404, (method, url, other.text)
         assert other.headers["content-type"] == PROBLEM

@@ -98,6 +98,14 @@ def get_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
     return JobOut.of(jobs.get(job_id, owner=owner))
 
 
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
+    """Cancel a queued job before it starts, or a running one: its workers stop at their next
+    metric flush (every OPTBENCH_FLUSH_EVERY_STEPS steps). Steps already stored stay
+    queryable; runs that had finished keep their results. 409 once the job has ended."""
+    return JobOut.of(jobs.cancel(job_id, owner=owner))
+
+
 @router.get("/{job_id}/summary")
 def get_summary(job_id: uuid.UUID, owner: Owner) -> dict[str, Any]:
     """Per optimizer label: final train loss, best validation accuracy, steps to the target."""

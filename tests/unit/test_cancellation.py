@@ -1,0 +1,65 @@
+"""Cancelling a job: before it starts, and while it trains (stopped at the next flush)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from services.api.app import create_app
+from services.db import store
+from services.db.models import StepMetric
+from services.db.session import unit_of_work
+from tests.support import local_client
+from tests.unit.test_execution import stored_job
+from workers.engine import Hooks, RunConfig, StepRecord
+from workers.execution import execute_job
+
+
+def test_a_queued_job_is_cancelled_before_it_starts_and_never_trains(
+    embedded_home: Path,
+) -> None:
+    job_id = stored_job()
+    with local_client(create_app()) as client:
+        answer = client.post(f"/v1/jobs/{job_id}/cancel")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "cancelled"
+        assert {run["status"] for run in answer.json()["runs"]} == {"cancelled"}
+        again = client.post(f"/v1/jobs/{job_id}/cancel")
+        assert again.status_code == 409
+        assert "already cancelled" in again.json()["detail"]
+    assert execute_job(job_id) == "cancelled"  # a task delivered later does nothing
+    with unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(StepMetric)) == 0
+
+
+class CancelAfterFirstFlush(Hooks):
+    """Cancels the job (as the API does) once the first rows are flushed."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id, self.flushes = job_id, 0
+
+    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
+        self.flushes += 1
+        if self.flushes == 1:
+            with unit_of_work() as session:
+                store.cancel_job(session, store.lock_job(session, self.job_id))
+
+
+def test_a_running_job_stops_at_the_next_flush_and_keeps_its_steps(embedded_home: Path) -> None:
+    job_id = stored_job(epochs=20)  # 3 runs x 20 epochs x 3 steps: far more than two flushes
+    canceller = CancelAfterFirstFlush(job_id)
+    assert execute_job(job_id, extra_hooks=(canceller,)) == "cancelled"
+    # The next flush stored its rows, then its check (before this hook) stopped the part.
+    assert canceller.flushes == 1
+    with unit_of_work() as session:
+        job = store.get_job(session, job_id)
+        stored = session.scalar(select(func.count()).select_from(StepMetric))
+        assert job.status == "cancelled"
+        assert {run.status for run in job.runs} == {"cancelled"}
+        total = sum(run.total_steps or 0 for run in job.runs)
+    assert 0 < stored < total  # what was flushed stays; the rest was never trained
+    with local_client(create_app()) as client:
+        series = client.get(f"/v1/jobs/{job_id}/metrics").json()
+    assert sum(len(run["series"]["step"]) for run in series["runs"]) == stored
