@@ -7,6 +7,7 @@
     optbench migrate         apply database migrations
     optbench submit SPEC     submit a spec to the API (--watch to follow it)
     optbench status JOB      a job's status and per-run progress
+    optbench cancel JOB      cancel a queued or running job
     optbench watch JOB       live progress bars per run, then the summary
     optbench summary JOB     the per-optimizer table
     optbench report JOB      write the HTML report (-o FILE)
@@ -248,6 +249,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.cancel(args.job)
+    if args.json:
+        _print_json(job)
+    else:
+        print(job_status(job))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     if args.url:
         with _client(args) as client:
@@ -445,6 +456,7 @@ def parser() -> argparse.ArgumentParser:
         ("status", cmd_status, "a job's status and per-run progress"),
         ("watch", cmd_watch, "live progress bars per run, then the summary"),
         ("summary", cmd_summary, "the per-optimizer summary table"),
+        ("cancel", cmd_cancel, "cancel a queued or running job (stored steps stay)"),
     ):
         command = sub.add_parser(name, parents=[remote], help=text)
         command.add_argument("job", help="job id")

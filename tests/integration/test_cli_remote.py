@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from services.cli import main
+from services.client import ApiClient
 from tests.support import free_port
 
 SPEC = {
@@ -94,3 +95,15 @@ def test_an_unknown_job_is_the_apis_message(
 ) -> None:
     assert main(["summary", "00000000-0000-0000-0000-000000000000", "--url", api_url]) == 2
     assert "404 no job with id" in capsys.readouterr().err
+
+
+def test_cancel_stops_a_long_job_and_says_so(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ApiClient(api_url) as client:
+        job = client.submit({**SPEC, "epochs": 10_000})  # hours, unless cancelled
+    assert main(["cancel", job["id"], "--url", api_url]) == 0
+    assert capsys.readouterr().out.startswith(f"job {job['id']}: cancelled")
+    assert main(["cancel", job["id"], "--url", api_url]) == 2
+    err = capsys.readouterr().err
+    assert "409" in err and "already cancelled" in err
