@@ -728,6 +728,11 @@
 
     const heading = h("h1", { "data-testid": "job-name" }, "Job");
     const statusSlot = h("span", { class: "status-slot", "aria-live": "polite" });
+    const cancelButton = h(
+      "button",
+      { type: "button", class: "button", "data-testid": "cancel-job", hidden: true, onclick: cancelJob },
+      "Cancel job",
+    );
     const meta = h("dl", { class: "meta", "data-testid": "job-meta" });
     const errorSlot = h("div");
     const progressSlot = h("div", { class: "job-progress" });
@@ -779,7 +784,7 @@
 
     show(
       h("p", { class: "crumbs" }, h("a", { href: "#/" }, "← Jobs")),
-      h("div", { class: "title-row" }, heading, statusSlot),
+      h("div", { class: "title-row" }, heading, statusSlot, cancelButton),
       meta,
       errorSlot,
       progressSlot,
@@ -812,7 +817,21 @@
     );
     focusHeading();
 
+    // Stored steps stay; the workers stop at their next metric flush.
+    async function cancelJob() {
+      cancelButton.disabled = true;
+      const result = await api(`/v1/jobs/${id}/cancel`, { method: "POST" });
+      if (result.ok) {
+        renderHeader(result.body);
+        announce("Job cancelled");
+      } else {
+        errorSlot.replaceChildren(problemBox(result, "cancel-problem"));
+        cancelButton.disabled = false;
+      }
+    }
+
     function renderHeader(job) {
+      cancelButton.hidden = !["queued", "running"].includes(job.status);
       heading.textContent = job.name || job.id;
       document.title = `${job.name || job.id} · optbench`;
       if (statusSlot.textContent !== job.status) statusSlot.replaceChildren(statusBadge(job.status));

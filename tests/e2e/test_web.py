@@ -323,3 +323,38 @@ def test_the_api_key_page_stores_the_key_the_page_sends(
     by_testid(driver, "nav-jobs")[0].click()
     wait_until(lambda: by_testid(driver, "jobs-count"), 15, "the job list", logs, driver)
     assert not by_testid(driver, "problem")
+
+
+def test_a_running_job_can_be_cancelled_from_its_page(
+    browser: Any, server: tuple[str, list[Path]]
+) -> None:
+    url, logs = server
+    driver = browser
+    spec = {
+        "name": "long enough to cancel",
+        "dataset": {"name": "iris"},
+        "model": {"name": "mlp", "hidden": [16]},
+        "optimizers": [{"name": "sgd", "lr": 0.1}, {"name": "adam"}],
+        "epochs": 10_000,
+        "batch_size": 16,
+    }
+    job = httpx.post(f"{url}/v1/jobs", json=spec, timeout=10).json()
+    driver.get(f"{url}/#/jobs/{job['id']}")
+    button = wait_until(
+        lambda: [b for b in by_testid(driver, "cancel-job") if b.is_displayed()],
+        15,
+        "the cancel button",
+        logs,
+        driver,
+    )[0]
+    button.click()
+    wait_until(
+        lambda: [b for b in by_testid(driver, "job-status") if b.text == "cancelled"],
+        15,
+        "the cancelled status",
+        logs,
+        driver,
+    )
+    assert not by_testid(driver, "cancel-job")[0].is_displayed()
+    assert httpx.get(f"{url}/v1/jobs/{job['id']}", timeout=10).json()["status"] == "cancelled"
+    assert severe(driver.get_log("browser")) == []
