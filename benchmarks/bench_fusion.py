@@ -9,7 +9,7 @@ and the machine may be busy; with one thread the two agree on an idle machine.
     .venv/bin/python -m benchmarks.bench_fusion [--threads 1] [--repeats 3] [--quick]
 
 The digits workload ships with scikit-learn; the 28x28 workloads use synthetic MNIST-shaped
-IDX files written to a temporary folder (class-dependent bars plus noise).
+IDX files written to a temporary folder (benchmarks/support.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from benchmarks.support import write_synthetic_mnist
 from workers.engine import (
     DatasetConfig,
     Experiment,
@@ -43,30 +43,6 @@ LECTURE_MINI_BATCH = [
     OptimizerConfig("adadelta", "adadelta", "Adadelta", {"lr": 1.0}),
     OptimizerConfig("adam", "adam", "Adam", {"lr": 0.001}),
 ]
-IDX_NAMES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-
-
-def write_mnist_like(folder: Path, samples: int = 10_000, seed: int = 0) -> None:
-    """IDX files of 28x28 images: a bright bar whose place depends on the class, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, samples).astype(np.uint8)
-    images = rng.integers(0, 100, (samples, 28, 28))
-    for digit in range(10):
-        images[labels == digit, 2 * digit : 2 * digit + 8, 5:20] += 150
-    images = images.astype(np.uint8)
-    cut = samples * 5 // 6
-    root = folder / "mnist"
-    root.mkdir(parents=True, exist_ok=True)
-    parts = (images[:cut], labels[:cut], images[cut:], labels[cut:])
-    for name, array in zip(IDX_NAMES, parts, strict=True):
-        header = (2051 if array.ndim == 3 else 2049).to_bytes(4, "big")
-        header += b"".join(size.to_bytes(4, "big") for size in array.shape)
-        (root / name).write_bytes(header + array.tobytes())
 
 
 def workloads(folder: Path, quick: bool) -> dict[str, tuple[DatasetConfig, ModelConfig, int, int]]:
@@ -111,7 +87,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), medians of {args.repeats}")
     print(f"{'workload':<28} {'fused s':>8} {'alone s':>8} {'speed-up':>9}  auto plan")
     with tempfile.TemporaryDirectory() as tmp:
-        write_mnist_like(Path(tmp), samples=3_000 if args.quick else 10_000)
+        write_synthetic_mnist(Path(tmp), samples=3_000 if args.quick else 10_000)
         for name, (data, model, batch, epochs) in workloads(Path(tmp), args.quick).items():
             runs = tuple(RunConfig(k, o, 0) for k, o in enumerate(LECTURE_MINI_BATCH))
             config = JobConfig(data, model, runs, epochs=epochs, batch_size=batch)

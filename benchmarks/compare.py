@@ -64,7 +64,6 @@ import json
 import os
 import shlex
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -77,12 +76,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as benchmarks/compare.py
 
 from benchmarks import compare_baselines as plain
-from benchmarks.support import ADMIN_URL, cpu_description, scratch_database
+from benchmarks.support import ADMIN_URL, cpu_description, scratch_database, write_synthetic_mnist
 from services.client import ApiClient, ApiError
 from services.spec import LECTURE_SPEC, JobSpec
 from services.support import free_port
@@ -147,28 +145,6 @@ WORKLOADS = {
         ),
     ]
 }
-
-
-# --- synthetic MNIST files -----------------------------------------------------------------
-
-
-def write_synthetic_mnist(folder: Path, samples: int, seed: int = 0) -> None:
-    """``<folder>/mnist/`` with the four IDX files workers/engine/datafiles.py reads: 28x28
-    uint8 images, each 10 % its class's coarse pattern (7x7 blocks of 4x4 pixels) and 90 %
-    uniform noise; one sixth of them in the t10k files. Learnable, but not in one epoch."""
-    rng = np.random.default_rng(seed)
-    patterns = np.kron(rng.uniform(0, 255, (10, 7, 7)), np.ones((4, 4)))
-    root = folder / "mnist"
-    root.mkdir(parents=True, exist_ok=True)
-    n_test = samples // 6
-    for prefix, n in (("train", samples - n_test), ("t10k", n_test)):
-        labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
-        noise = rng.uniform(0, 255, (n, 28, 28))
-        images = np.clip(0.1 * patterns[labels] + 0.9 * noise, 0, 255).astype(np.uint8)
-        header = struct.pack(">IIII", 2051, n, 28, 28)
-        (root / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.tobytes())
-        labels_header = struct.pack(">II", 2049, n)
-        (root / f"{prefix}-labels-idx1-ubyte").write_bytes(labels_header + labels.tobytes())
 
 
 # --- the service's processes ----------------------------------------------------------------
