@@ -44,6 +44,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
@@ -59,14 +60,12 @@ from benchmarks.support import ADMIN_URL, cpu_description, scratch_database
 from services.db import store
 from services.db.models import EpochMetric, StepMetric
 from services.db.session import unit_of_work
-from services.spec import CATALOG, LECTURE_SPEC, JobSpec
+from services.spec import LECTURE_SPEC, JobSpec
 from workers.engine import (
-    DatasetConfig,
     EpochRecord,
     Experiment,
     Hooks,
     JobConfig,
-    ModelConfig,
     OptimizerConfig,
     RunConfig,
     RunResult,
@@ -106,38 +105,16 @@ def stored_job(spec: JobSpec) -> list[tuple[int, str, str, dict[str, Any], int]]
         ]
 
 
-def job_config(spec: JobSpec, runs: list[tuple[int, str, str, dict[str, Any], int]], flush: int):  # type: ignore[no-untyped-def]
-    """The engine's configuration of the job, as workers/execution.py builds it."""
-    data = spec.dataset
-    return JobConfig(
-        dataset=DatasetConfig(
-            name=data.name,  # type: ignore[attr-defined]
-            params=data.model_dump(
-                exclude={"name", "val_fraction", "test_fraction", "seed"}, mode="json"
-            ),
-            val_fraction=getattr(data, "val_fraction", 0.0),
-            test_fraction=getattr(data, "test_fraction", 0.0),
-            seed=getattr(data, "seed", 0),
-        ),
-        model=ModelConfig(spec.model.name, spec.model.model_dump(exclude={"name"})),
-        runs=tuple(
-            RunConfig(
-                key=key,
-                seed=seed,
-                optimizer=OptimizerConfig(
-                    label=label,
-                    name=name,
-                    torch_class=CATALOG[name].torch_class,
-                    hyperparameters=hyperparameters,
-                    full_batch=CATALOG[name].full_batch,
-                ),
-            )
-            for key, label, name, hyperparameters, seed in runs
-        ),
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        flush_every=flush,
-    )
+def stored_config(spec: JobSpec, flush: int) -> JobConfig:
+    """A new stored job's engine configuration, built as the workers build it."""
+    from services.settings import get_settings
+    from workers.execution import job_config
+
+    with unit_of_work() as session:
+        job = store.create_job(session, spec)
+        session.flush()
+        config = job_config(session, job, "cpu", get_settings())
+    return dataclasses.replace(config, flush_every=flush)
 
 
 def close(sink: Hooks) -> None:
@@ -249,16 +226,15 @@ def percent(ratio: float) -> str:
 
 def overhead(args: argparse.Namespace) -> None:
     spec = lecture_job(args.epochs)
-    plain_config = job_config(spec, stored_job(spec), args.flush_every)
+    plain_config = stored_config(spec, args.flush_every)
     train(plain_config, False)  # warm up both paths
-    train(job_config(spec, stored_job(spec), args.flush_every), True)
+    train(stored_config(spec, args.flush_every), True)
     plain: list[Measure] = []
     sinks: list[Measure] = []
     for repeat in range(1, args.repeats + 1):
         share = wait_until_quiet(args.quiet, args.patience)
         print(f"  (others used {share:.0%} of the CPUs in the last second)", flush=True)
-        runs = stored_job(spec)
-        sink_config = job_config(spec, runs, args.flush_every)
+        sink_config = stored_config(spec, args.flush_every)
         if repeat % 2:  # the order alternates, so that a drift in load hits both alike
             plain.append(train(plain_config, False))
             sink = train(sink_config, True)
@@ -266,7 +242,7 @@ def overhead(args: argparse.Namespace) -> None:
             sink = train(sink_config, True)
             plain.append(train(plain_config, False))
         sinks.append(sink)
-        steps, epochs = stored([run[0] for run in runs])
+        steps, epochs = stored([run.key for run in sink_config.runs])
         reported = (sink.counter.steps, sink.counter.epochs)
         assert (steps, epochs) == reported, f"stored {steps, epochs}, reported {reported}"
         print(
