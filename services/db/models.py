@@ -119,8 +119,31 @@ class Run(Base):
     fusion: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Crash safety (workers/execution.py): how many deliveries started training this run
+    # (capped: a run that keeps killing its workers fails), and the liveness of the worker
+    # process training it now (workers/heartbeat.py; the reconciler requeues stale ones).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    worker: Mapped[str | None] = mapped_column(String(200))  # host:pid
 
     job: Mapped[Job] = relationship(back_populates="runs")
+
+
+class RunCheckpoint(Base):
+    """A run's latest training state (workers/checkpoints.py): model, optimizer, scheduler,
+    RNG and data position after ``step``. A redelivered run resumes from it; ``layout`` says
+    how it was trained (alone, or which fused group), which the resuming part must match."""
+
+    __tablename__ = "run_checkpoint"
+
+    run_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("run.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)  # epochs completed at ``step``
+    layout: Mapped[str] = mapped_column(Text)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    saved_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class StepMetric(Base):
