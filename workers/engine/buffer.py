@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -101,6 +102,19 @@ class StepBuffer:
         if records:
             self.last_step = records[-1].step
         return records
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps (at a flush point, when nothing is buffered)."""
+        return {
+            "bound": self.divergence.bound,
+            "epoch_sums": list(self._epoch_sums),
+            "last_step": self.last_step,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.divergence.bound = state["bound"]
+        self._epoch_sums = list(state["epoch_sums"])
+        self.last_step = state["last_step"]
 
     def epoch_means(self) -> tuple[float, float]:
         """Sample-weighted train loss and score over the epoch's steps; resets for the next."""

@@ -60,3 +60,7 @@ class JobConfig:
     # "always" wherever the model can fuse, "never".
     fuse: str = "auto"
     dtype: str = "float32"  # parameters and data: float32, or float64 for exact comparisons
+    # Checkpoints (workers/engine/checkpoint.py): at epoch ends and flush points every N
+    # steps, at most one per min seconds; 0 steps: none (in-process runs need none).
+    checkpoint_every_steps: int = 0
+    checkpoint_min_seconds: float = 0.0

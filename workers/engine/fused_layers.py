@@ -88,6 +88,13 @@ class ParameterBank:
             for name, (start, end) in self._offsets.items()
         ]
 
+    def member_values(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's parameters under their module names: copies, not views of the bank."""
+        return {
+            name: self.values[k, start:end].view(self.shapes[name]).clone()
+            for name, (start, end) in self._offsets.items()
+        }
+
     def zero_grad(self) -> None:
         self.grads.zero_()
 
@@ -311,6 +318,7 @@ class FusedNet:
     def __init__(self, members: Sequence[nn.Module]) -> None:
         self.k = len(members)
         self.bank = ParameterBank(members)
+        self.batch_norms: dict[str, BatchNorm] = {}  # by module prefix: running statistics
         self.root = self._fuse("", list(members))
 
     def __call__(self, act: Act) -> torch.Tensor:
@@ -326,6 +334,16 @@ class FusedNet:
 
     def eval(self) -> None:
         self.train(False)
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's parameters and buffers as its own module's ``state_dict`` (copies)."""
+        state = self.bank.member_values(k)
+        for prefix, layer in self.batch_norms.items():
+            if layer.running is not None:
+                state[f"{prefix}running_mean"] = layer.running[0][k].clone()
+                state[f"{prefix}running_var"] = layer.running[1][k].clone()
+                state[f"{prefix}num_batches_tracked"] = torch.tensor(layer.batches_tracked)
+        return state
 
     def _param(self, prefix: str, name: str) -> torch.Tensor | None:
         full = f"{prefix}{name}"
@@ -352,13 +370,15 @@ class FusedNet:
         if isinstance(module, nn.LayerNorm):
             return LayerNorm(module, self._param(prefix, "weight"), self._param(prefix, "bias"), k)
         if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
-            return BatchNorm(
+            norm = BatchNorm(
                 module,
                 modules,  # type: ignore[arg-type]
                 self._param(prefix, "weight"),
                 self._param(prefix, "bias"),
                 k,
             )
+            self.batch_norms[prefix] = norm
+            return norm
         if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
             return Flatten()
         if isinstance(module, nn.Dropout) and module.p == 0:

@@ -23,16 +23,18 @@ its own optimizer step, so per-optimizer costs stay visible.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from workers.engine import fused_layers, optimizers, schedules
+from workers.engine import checkpoint, fused_layers, optimizers, schedules
 from workers.engine.buffer import Divergence, GroupBuffer, StepBuffer
+from workers.engine.checkpoint import RunState
 from workers.engine.config import EVAL_CHUNK, RunConfig
 from workers.engine.hooks import EpochRecord, Hooks, RunResult, StepRecord
 
@@ -127,11 +129,21 @@ class FusedGroup:
     """K runs trained as one: shared forward/backward, one optimizer per run."""
 
     def __init__(
-        self, experiment: Experiment, runs: Sequence[RunConfig], initial: Mapping[int, nn.Module]
+        self,
+        experiment: Experiment,
+        runs: Sequence[RunConfig],
+        initial: Mapping[int, nn.Module],
+        resume: Mapping[int, RunState] | None = None,
     ) -> None:
+        """``resume``: the members' checkpoints, all of one step (``Experiment.resumable``)
+        to go on from; members without one start from their initial weights."""
         self.experiment, self.runs = experiment, list(runs)
         self.k = len(runs)
+        states = [(resume or {}).get(run.key) for run in runs]
         members = [copy.deepcopy(initial[run.seed]) for run in runs]
+        for member, state in zip(members, states, strict=True):
+            if state is not None:
+                member.load_state_dict(state.state["model"])
         self.net = fused_layers.fuse(members, experiment.data.x_train[:PROBE_SAMPLES])
         self.total = experiment.total_steps(runs[0])  # one batch schedule for the group
         bank = self.net.bank
@@ -156,6 +168,37 @@ class FusedGroup:
         self.seed_of = [seeds.index(run.seed) for run in runs]
         self.first_of_seed = [next(run for run in runs if run.seed == seed) for seed in seeds]
         self.note = f"fused with {self.k - 1} other run{'s' if self.k > 2 else ''}"
+        self.step = self.epochs_done = 0
+        if states[0] is not None:  # all members, or none (Experiment.resumable)
+            self.step, self.epochs_done = states[0].step, states[0].epochs
+            for k, state in enumerate(states):
+                self._load(k, state.state)  # type: ignore[union-attr]
+        self.clock = experiment.checkpoint_clock(self.step)
+
+    def _load(self, k: int, state: dict[str, Any]) -> None:
+        self.optimizers[k].load_state_dict(state["optimizer"])
+        scheduler = self.schedulers[k]
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        self.buffer.members[k].load_state(state["buffer"])
+        self.seconds[k] = state["seconds"]
+
+    def _save(self, hooks: Hooks, epochs: int) -> None:
+        """A checkpoint of every active member (all at this step)."""
+        states = []
+        for k in self.active:
+            scheduler = self.schedulers[k]
+            state = {
+                "model": self.net.member_state_dict(k),
+                "optimizer": self.optimizers[k].state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "buffer": self.buffer.members[k].state(),
+                "seconds": self.seconds[k],
+                "rng": checkpoint.rng_state(),
+            }
+            states.append((self.runs[k], RunState(self.step, epochs, checkpoint.FUSED, state)))
+        hooks.on_checkpoint(states)
+        self.clock.taken(self.step)
 
     # --- inputs ---
 
@@ -185,10 +228,13 @@ class FusedGroup:
         data, net, bank = experiment.data, self.net, self.net.bank
         for run in self.runs:
             hooks.on_run_start(run, self.total)
-        step = 0
+        step = self.step
+        skip = self.step - self.epochs_done * experiment.steps_per_epoch(self.runs[0])
         net.train()
         for epoch, steps in self._epochs():
-            for indices in steps:
+            if epoch <= self.epochs_done:
+                continue  # trained before the checkpoint the group resumed from
+            for indices in itertools.islice(steps, skip, None):
                 act, y = self._inputs(indices)
                 started = time.perf_counter()
                 bank.zero_grad()
@@ -208,7 +254,7 @@ class FusedGroup:
                     if scheduler is not None and not schedules.steps_per_epoch_only(scheduler):
                         scheduler.step()
                     self.seconds[k] += shared + time.perf_counter() - began
-                step += 1
+                step = self.step = step + 1
                 self.buffer.add(step, epoch, values, lrs, self.seconds, len(y), self.active)
                 if config.eval_every_steps and step % config.eval_every_steps == 0:
                     val_losses, val_scores = self.evaluate(data.x_val, data.y_val)
@@ -216,12 +262,17 @@ class FusedGroup:
                         self.buffer.members[k].add_evaluation(val_losses[k], val_scores[k])
                 if len(self.buffer) >= config.flush_every:
                     self._flush(hooks)
+                    if self.active and self.clock.due(step, epoch_end=False):
+                        self._save(hooks, epoch - 1)
                 if not self.active:
                     return self.results
+            skip = 0
             self._flush(hooks)
             if not self.active:
                 return self.results
             self._end_epoch(hooks, epoch, step)
+            if epoch < config.epochs and self.clock.due(step, epoch_end=True):
+                self._save(hooks, epoch)
         test = self.evaluate(data.x_test, data.y_test) if len(data.y_test) else None
         for k in list(self.active):
             self._end(hooks, k, *(test[0][k], test[1][k]) if test else (None, None))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from workers.engine.checkpoint import RunState
 from workers.engine.config import RunConfig
 
 
@@ -78,6 +79,10 @@ class Hooks:
 
     def on_run_end(self, run: RunConfig, result: RunResult) -> None: ...
 
+    def on_checkpoint(self, states: Sequence[tuple[RunConfig, RunState]]) -> None:
+        """Runs' training states after their steps so far were handed to ``on_flush`` (and
+        their epochs to ``on_epochs``). The tensors are live: copy or serialise them here."""
+
 
 class CompositeHooks(Hooks):
     """Fan each call out to several hooks, in order."""
@@ -108,3 +113,7 @@ class CompositeHooks(Hooks):
     def on_run_end(self, run: RunConfig, result: RunResult) -> None:
         for hook in self.hooks:
             hook.on_run_end(run, result)
+
+    def on_checkpoint(self, states: Sequence[tuple[RunConfig, RunState]]) -> None:
+        for hook in self.hooks:
+            hook.on_checkpoint(states)

@@ -17,13 +17,14 @@ import copy
 import functools
 import math
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from workers.engine import (
+    checkpoint,
     datasets,
     fused_layers,
     fusion,
@@ -33,6 +34,7 @@ from workers.engine import (
     schedules,
 )
 from workers.engine.buffer import Divergence, StepBuffer
+from workers.engine.checkpoint import CheckpointClock, RunState
 from workers.engine.config import EVAL_CHUNK, JobConfig, RunConfig
 from workers.engine.hooks import EpochRecord, Hooks, RunResult
 
@@ -97,11 +99,23 @@ class Experiment:
         runs = [run for run in self.config.runs if keys is None or run.key in keys]
         return fusion.plan(self, runs)
 
-    def run_all(self, hooks: Hooks, keys: Collection[int] | None = None) -> dict[int, RunResult]:
+    def run_all(
+        self,
+        hooks: Hooks,
+        keys: Collection[int] | None = None,
+        resume: Mapping[int, RunState] | None = None,
+    ) -> dict[int, RunResult]:
         """Train every run (or those whose key is in ``keys``), group by group; runs of one
-        seed start from the same initial weights."""
+        seed start from the same initial weights. A run with a state in ``resume`` goes on
+        from it (the caller checked it fits: ``resumable``)."""
         groups = self.groups(keys)
-        hooks.on_start(sum(self.total_steps(run) for group in groups for run in group.runs))
+        resume = resume or {}
+        remaining = sum(
+            self.total_steps(run) - (resume[run.key].step if run.key in resume else 0)
+            for group in groups
+            for run in group.runs
+        )
+        hooks.on_start(remaining)
         results: dict[int, RunResult] = {}
         initial: dict[int, nn.Module] = {}
         for group in groups:
@@ -112,13 +126,35 @@ class Experiment:
             for seed in {run.seed for run in group.runs} - initial.keys():
                 initial[seed] = self.initial_model(seed)
             if group.fused:
-                trainer = fusion.FusedGroup(self, group.runs, initial)
+                trainer = fusion.FusedGroup(self, group.runs, initial, resume)
                 results.update(trainer.train(hooks))
                 continue
             (run,) = group.runs
             model = copy.deepcopy(initial[run.seed])
-            results[run.key] = self.train(run, model, hooks, group.reason)
+            results[run.key] = self.train(run, model, hooks, group.reason, resume.get(run.key))
         return results
+
+    def resumable(
+        self, states: Mapping[int, RunState], keys: Collection[int] | None = None
+    ) -> dict[int, RunState]:
+        """The states the runs (or those in ``keys``) can resume from as they will train now:
+        an alone run from an alone checkpoint; a fused group when every member has a fused
+        checkpoint of one step. The others start again from their first step."""
+        usable: dict[int, RunState] = {}
+        for group in self.groups(keys):
+            if self.landscape:
+                continue  # a landscape is a few hundred 2-D steps: it starts again
+            found = [states.get(run.key) for run in group.runs]
+            layout = checkpoint.FUSED if group.fused else checkpoint.ALONE
+            if all(state is not None and state.layout == layout for state in found) and (
+                len({state.step for state in found if state is not None}) == 1
+            ):
+                usable.update(
+                    (run.key, state)
+                    for run, state in zip(group.runs, found, strict=True)
+                    if state is not None
+                )
+        return usable
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if not self.config.mixed_precision:
@@ -178,10 +214,21 @@ class Experiment:
         loss, score = self._loss_and_score(outputs, y)
         return loss.item(), score.item() / len(y)
 
+    def checkpoint_clock(self, step: int) -> CheckpointClock:
+        return CheckpointClock(
+            self.config.checkpoint_every_steps, self.config.checkpoint_min_seconds, step
+        )
+
     def train(
-        self, run: RunConfig, model: nn.Module, hooks: Hooks, alone_because: str | None = None
+        self,
+        run: RunConfig,
+        model: nn.Module,
+        hooks: Hooks,
+        alone_because: str | None = None,
+        resume: RunState | None = None,
     ) -> RunResult:
-        """Train one run on its own; ``alone_because``: why it was not fused (recorded)."""
+        """Train one run on its own; ``alone_because``: why it was not fused (recorded);
+        ``resume``: a checkpoint of this run to go on from."""
         total = self.total_steps(run)
         hooks.on_run_start(run, total)
         torch.manual_seed(run.seed)  # the same stream for dropout in every run of this seed
@@ -191,6 +238,17 @@ class Experiment:
         data, eval_every = self.data, self.config.eval_every_steps
         buffer = StepBuffer(Divergence(self.config.divergence_ratio))
         step, train_seconds = 0, 0.0
+        if resume is not None:
+            state = resume.state
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            buffer.load_state(state["buffer"])
+            checkpoint.set_rng_state(state["rng"])
+            step, train_seconds = resume.step, state["seconds"]
+        clock = self.checkpoint_clock(step)
+        epochs_done, skip = checkpoint.epochs_to_skip(resume, self.steps_per_epoch(run))
 
         def flush() -> bool:
             records = buffer.drain(with_accuracy=True)
@@ -198,9 +256,23 @@ class Experiment:
                 hooks.on_flush([(run, records)])
             return buffer.diverged_at is None
 
+        def save(epochs: int) -> None:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "buffer": buffer.state(),
+                "seconds": train_seconds,
+                "rng": checkpoint.rng_state(),
+            }
+            hooks.on_checkpoint([(run, RunState(step, epochs, checkpoint.ALONE, state))])
+            clock.taken(step)
+
         model.train()
         for epoch, epoch_batches in self.batches(run):
-            for index in epoch_batches:
+            if epoch <= epochs_done:
+                continue  # trained before the checkpoint this run resumed from
+            for index in epoch_batches[skip:]:
                 x = data.x_train if index is None else data.x_train[index]
                 y = data.y_train if index is None else data.y_train[index]
                 started = time.perf_counter()
@@ -221,8 +293,12 @@ class Experiment:
                 buffer.add(step, epoch, values, lr, train_seconds, len(y))
                 if eval_every and step % eval_every == 0:
                     buffer.add_evaluation(*self.evaluate(model, data.x_val, data.y_val))
-                if len(buffer) >= self.config.flush_every and not flush():
-                    return self._end(run, hooks, buffer, train_seconds, fusion=alone_because)
+                if len(buffer) >= self.config.flush_every:
+                    if not flush():
+                        return self._end(run, hooks, buffer, train_seconds, fusion=alone_because)
+                    if clock.due(step, epoch_end=False):
+                        save(epoch - 1)
+            skip = 0
             if not flush():
                 return self._end(run, hooks, buffer, train_seconds, fusion=alone_because)
             val_loss, val_score = self.evaluate(model, data.x_val, data.y_val)
@@ -237,6 +313,8 @@ class Experiment:
             )
             if per_epoch_schedule:
                 scheduler.step(val_loss)  # type: ignore[union-attr, arg-type]
+            if epoch < self.config.epochs and clock.due(step, epoch_end=True):
+                save(epoch)
         test_loss, test_score = (
             self.evaluate(model, data.x_test, data.y_test) if len(data.y_test) else (None, None)
         )
