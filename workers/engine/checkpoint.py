@@ -50,8 +50,13 @@ class CheckpointClock:
         self.every_steps, self.min_seconds = every_steps, min_seconds
         self.last_step, self.last_time = step, time.monotonic()
 
-    def due(self, step: int, epoch_end: bool) -> bool:
-        if not self.every_steps or step <= self.last_step:
+    def due(self, step: int, epoch_end: bool, urgent: bool = False) -> bool:
+        """``urgent``: now, whatever the schedule (a hook asked for one)."""
+        if step <= self.last_step:
+            return False
+        if urgent:
+            return True
+        if not self.every_steps:
             return False
         if time.monotonic() - self.last_time < self.min_seconds:
             return False

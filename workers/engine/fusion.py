@@ -262,7 +262,8 @@ class FusedGroup:
                         self.buffer.members[k].add_evaluation(val_losses[k], val_scores[k])
                 if len(self.buffer) >= config.flush_every:
                     self._flush(hooks)
-                    if self.active and self.clock.due(step, epoch_end=False):
+                    urgent = hooks.wants_checkpoint()
+                    if self.active and self.clock.due(step, epoch_end=False, urgent=urgent):
                         self._save(hooks, epoch - 1)
                 if not self.active:
                     return self.results
@@ -271,7 +272,8 @@ class FusedGroup:
             if not self.active:
                 return self.results
             self._end_epoch(hooks, epoch, step)
-            if epoch < config.epochs and self.clock.due(step, epoch_end=True):
+            urgent = hooks.wants_checkpoint()
+            if epoch < config.epochs and self.clock.due(step, epoch_end=True, urgent=urgent):
                 self._save(hooks, epoch)
         test = self.evaluate(data.x_test, data.y_test) if len(data.y_test) else None
         for k in list(self.active):

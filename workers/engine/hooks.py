@@ -79,6 +79,11 @@ class Hooks:
 
     def on_run_end(self, run: RunConfig, result: RunResult) -> None: ...
 
+    def wants_checkpoint(self) -> bool:
+        """Asked at each flush point: True takes a checkpoint now, whatever the schedule
+        (a worker shutting down, workers/shutdown.py)."""
+        return False
+
     def on_checkpoint(self, states: Sequence[tuple[RunConfig, RunState]]) -> None:
         """Runs' training states after their steps so far were handed to ``on_flush`` (and
         their epochs to ``on_epochs``). The tensors are live: copy or serialise them here."""
@@ -113,6 +118,9 @@ class CompositeHooks(Hooks):
     def on_run_end(self, run: RunConfig, result: RunResult) -> None:
         for hook in self.hooks:
             hook.on_run_end(run, result)
+
+    def wants_checkpoint(self) -> bool:
+        return any(hook.wants_checkpoint() for hook in self.hooks)
 
     def on_checkpoint(self, states: Sequence[tuple[RunConfig, RunState]]) -> None:
         for hook in self.hooks:

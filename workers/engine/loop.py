@@ -296,7 +296,7 @@ class Experiment:
                 if len(buffer) >= self.config.flush_every:
                     if not flush():
                         return self._end(run, hooks, buffer, train_seconds, fusion=alone_because)
-                    if clock.due(step, epoch_end=False):
+                    if clock.due(step, epoch_end=False, urgent=hooks.wants_checkpoint()):
                         save(epoch - 1)
             skip = 0
             if not flush():
@@ -313,7 +313,8 @@ class Experiment:
             )
             if per_epoch_schedule:
                 scheduler.step(val_loss)  # type: ignore[union-attr, arg-type]
-            if epoch < self.config.epochs and clock.due(step, epoch_end=True):
+            urgent = hooks.wants_checkpoint()
+            if epoch < self.config.epochs and clock.due(step, epoch_end=True, urgent=urgent):
                 save(epoch)
         test_loss, test_score = (
             self.evaluate(model, data.x_test, data.y_test) if len(data.y_test) else (None, None)
