@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -134,6 +134,19 @@ class Settings(BaseSettings):
         description="a queued job sent this long ago whose task the broker no longer holds "
         "is sent again",
     )
+    heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="how often a worker stamps the runs of the part it trains as alive "
+        "(run.heartbeat_at, run.worker; workers/heartbeat.py)",
+    )
+    heartbeat_timeout_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="a run of a running job whose heartbeat is older than this is taken for "
+        "lost with its worker and sent to the queue again (services/reconcile.py); 0 = 6 x "
+        "OPTBENCH_HEARTBEAT_SECONDS (60 s by default). Read by the reconciler (the API).",
+    )
     retry_after_seconds: int = Field(
         default=5,
         ge=1,
@@ -152,6 +165,22 @@ class Settings(BaseSettings):
         if isinstance(value, int) and value < 1:
             raise ValueError("OPTBENCH_JOB_PARTS: 'auto' or a number of at least 1")
         return value
+
+    @model_validator(mode="after")
+    def _timeout_above_heartbeats(self) -> Settings:
+        timeout = self.heartbeat_timeout_seconds
+        if timeout and timeout < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                f"OPTBENCH_HEARTBEAT_TIMEOUT_SECONDS ({timeout:g}) must be at least twice "
+                f"OPTBENCH_HEARTBEAT_SECONDS ({self.heartbeat_seconds:g}), or 0 for 6 times it: "
+                "one late heartbeat must not send a live run again"
+            )
+        return self
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        """Seconds without a heartbeat after which a run counts as lost with its worker."""
+        return self.heartbeat_timeout_seconds or 6 * self.heartbeat_seconds
 
     @property
     def cors_origin_list(self) -> list[str]:
