@@ -13,7 +13,8 @@
     optbench report JOB      write the HTML report (-o FILE)
     optbench export JOB      dump the series (--format csv|json|parquet, -o FILE)
     optbench keys create --owner NAME | list | revoke ID    API keys (printed once)
-    optbench reconcile       send queued jobs the broker does not hold (the API does it too)
+    optbench reconcile       send queued jobs the broker does not hold, and runs whose worker
+                             vanished or whose message was lost (the API does it too)
 
 ``--url`` (or OPTBENCH_API_URL) points submit/status/watch/summary (and report) at a remote
 API, ``--key`` (or OPTBENCH_API_KEY) is the API key they send; ``--json`` prints JSON.
@@ -335,18 +336,42 @@ def _when(moment: Any) -> str:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    """Send queued jobs whose task the broker does not hold, once (services/reconcile.py)."""
-    from services.reconcile import reconcile
+    """Send queued jobs whose task the broker does not hold, and runs of running jobs that
+    lost their worker or their message, once (services/reconcile.py)."""
+    from services.reconcile import VANISHED, reconcile
 
     _migrate_if_embedded()
     result = reconcile()
     if args.json:
-        _print_json({"sent": [str(job) for job in result.sent], "broker_down": result.broker_down})
+        _print_json(
+            {
+                "sent": [str(job) for job in result.sent],
+                "requeued": [
+                    {
+                        "job": str(item.job),
+                        "runs": item.runs,
+                        "reason": item.reason,
+                        "worker": item.worker,
+                    }
+                    for item in result.requeued
+                ],
+                "broker_down": result.broker_down,
+            }
+        )
     else:
         for job in result.sent:
             print(f"sent job {job}")
+        for item in result.requeued:
+            why = (
+                f"worker {item.worker} stopped beating"
+                if item.reason == VANISHED
+                else "the broker lost their part"
+            )
+            runs = ", ".join(str(run) for run in item.runs)
+            print(f"requeued runs {runs} of job {item.job}: {why}")
+        runs_requeued = sum(len(item.runs) for item in result.requeued)
         print(
-            f"{len(result.sent)} job(s) sent"
+            f"{len(result.sent)} job(s) sent, {runs_requeued} run(s) requeued"
             + ("; the broker is down" if result.broker_down else "")
         )
     return 1 if result.broker_down else 0
@@ -406,9 +431,13 @@ def parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
 
     reconcile = sub.add_parser(
-        "reconcile", help="send queued jobs whose task the broker does not hold, once"
+        "reconcile",
+        help="send queued jobs whose task the broker does not hold, and runs of running jobs "
+        "whose worker vanished or whose part message was lost, once",
     )
-    reconcile.add_argument("--json", action="store_true", help='print {"sent", "broker_down"}')
+    reconcile.add_argument(
+        "--json", action="store_true", help='print {"sent", "requeued", "broker_down"}'
+    )
     reconcile.set_defaults(func=cmd_reconcile)
 
     keys = sub.add_parser("keys", help="create, list and revoke API keys")

@@ -11,6 +11,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -134,6 +135,78 @@ def _job_ids(messages: Iterable[bytes]) -> Iterable[str]:
                 body = base64.b64decode(body)
             args = json.loads(body)[0]
             yield str(args[0])
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue  # not a message of ours
+
+
+@dataclass(frozen=True)
+class RunsInBroker:
+    """What a Redis broker holds of running jobs' work: the run ids of ``run_job_part``
+    messages waiting in the queue and of those delivered to a worker and not yet
+    acknowledged, and the ids of the jobs whose ``run_job`` (planning) message is waiting."""
+
+    waiting: frozenset[int] = frozenset()
+    unacked: frozenset[int] = frozenset()
+    planning: frozenset[str] = frozenset()
+
+    @property
+    def held(self) -> frozenset[int]:
+        return self.waiting | self.unacked
+
+
+def runs_in_broker() -> RunsInBroker | None:
+    """The run ids of the ``run_job_part`` messages the broker holds, waiting or delivered
+    and not yet acknowledged (and the jobs whose ``run_job`` message waits), or None when
+    this broker cannot tell (only Redis can, as for ``jobs_in_broker``)."""
+    settings = get_settings()
+    if not settings.broker_url.startswith(("redis://", "rediss://")):
+        return None
+    waiting, entries = _redis_messages(settings.broker_url)
+    unacked = []
+    for raw in entries:
+        try:
+            unacked.append(_first(raw))
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue  # not an entry of ours
+    return RunsInBroker(
+        waiting=frozenset(_part_run_ids(waiting)),
+        unacked=frozenset(_part_run_ids(unacked)),
+        planning=frozenset(_job_ids(waiting)),
+    )
+
+
+def _redis_messages(url: str) -> tuple[list[bytes], list[bytes]]:
+    """The messages waiting in the queue (every priority step) and the unacked entries,
+    read in one transaction."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        queues = [QUEUE, *(f"{QUEUE}{_REDIS_PRIORITY_SEP}{step}" for step in _REDIS_PRIORITY_STEPS)]
+        pipe = client.pipeline(transaction=True)
+        for queue in queues:
+            pipe.lrange(queue, 0, -1)
+        pipe.hvals(_REDIS_UNACKED)
+        *waiting, unacked = pipe.execute()
+    finally:
+        client.close()
+    return [raw for items in waiting for raw in items], list(unacked)
+
+
+def _part_run_ids(messages: Iterable[bytes]) -> Iterable[int]:
+    """The run ids of the ``run_job_part`` messages among ``messages`` (keyword or
+    positional arguments: job id, run ids, threads, ...)."""
+    for raw in messages:
+        try:
+            message = json.loads(raw)
+            if message.get("headers", {}).get("task") != RUN_JOB_PART_TASK:
+                continue
+            body = message["body"]
+            if message.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            args, kwargs = json.loads(body)[:2]
+            run_ids = kwargs["run_ids"] if "run_ids" in kwargs else args[1]
+            yield from (int(run_id) for run_id in run_ids)
         except (ValueError, KeyError, IndexError, TypeError):
             continue  # not a message of ours
 
