@@ -93,6 +93,7 @@ class Reconciled:
     sent: list[uuid.UUID] = field(default_factory=list)
     broker_down: bool = False
     requeued: list[Requeued] = field(default_factory=list)
+    finalised: list[uuid.UUID] = field(default_factory=list)  # sent to a worker to finalise
 
 
 def reconcile(
@@ -111,7 +112,33 @@ def reconcile(
     result = _send_jobs(now or utcnow(), settings, send, held)
     if not result.broker_down:
         _requeue_runs(now, settings, send_part, runs_held, result)
+    if not result.broker_down:
+        _finalise_stranded(now, settings, send_part, result)
     return result
+
+
+def _finalise_stranded(
+    now: datetime | None, settings: Settings, send_part: SendPart, result: Reconciled
+) -> None:
+    """Running jobs whose runs have all ended, the last over the grace period ago, and that no
+    part finalised (its worker died between its last run's end and the job's): a part with no
+    runs makes a worker finalise them (``execute_part`` finalises under the job's lock, once,
+    however many such parts arrive)."""
+    with unit_of_work() as session:
+        now = now or store.database_now(session)
+        before = now - timedelta(seconds=settings.reconcile_grace_seconds)
+        stranded = store.stranded_jobs(session, before)
+    for job_id in stranded:
+        try:
+            send_part(str(job_id), [], 1, 0, 0)
+        except Exception as error:
+            log.warning("job %s: the broker is down (%s)", job_id, type(error).__name__)
+            result.broker_down = True
+            return
+        log.warning(
+            "job %s: every run ended but the job was not finalised; sent to finalise", job_id
+        )
+        result.finalised.append(job_id)
 
 
 def _send_jobs(

@@ -147,10 +147,37 @@ class Settings(BaseSettings):
         "lost with its worker and sent to the queue again (services/reconcile.py); 0 = 6 x "
         "OPTBENCH_HEARTBEAT_SECONDS (60 s by default). Read by the reconciler (the API).",
     )
+    checkpoint_every_steps: int = Field(
+        default=1000,
+        ge=0,
+        description="a running run's whole training state is saved to the database at epoch "
+        "ends and every this many steps (at the next flush), so a redelivered run resumes "
+        "there (workers/checkpoints.py); 0 = never",
+    )
+    checkpoint_min_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="at most one checkpoint per run per this many seconds: a small model's "
+        "epochs take milliseconds, and each checkpoint writes the model and optimizer state",
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="a run is started at most this many times (a worker that died while "
+        "training it counts); past that it fails, with its job, instead of killing workers in "
+        "a loop",
+    )
     retry_after_seconds: int = Field(
         default=5,
         ge=1,
         description="Retry-After of a 503 while the database cannot be reached",
+    )
+    write_retry_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="how long a worker keeps retrying a metric write that failed because "
+        "the database could not be reached (backoff 0.5 s doubling to 10 s), holding the "
+        "rows, before the job fails; 0 = fail at once (workers/sinks/sql.py)",
     )
     torch_threads: int = Field(
         default=0,

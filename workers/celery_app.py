@@ -23,10 +23,11 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
 from services.queue import celery_config
 from services.settings import get_settings
+from workers import shutdown  # its shared flag must exist before the pool forks
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +97,11 @@ def _init_worker(sender: Any = None, **_: Any) -> None:
     pool_module = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
     if "prefork" not in str(pool_module):  # solo/threads: this process trains
         _init_training_process(0)
+
+
+@worker_shutting_down.connect
+def _stop_training(**_: Any) -> None:
+    """Warm shutdown: the pool's processes stop their runs at the next flush, with a
+    checkpoint, and send them back to the queue (workers/shutdown.py)."""
+    log.info("shutting down: training stops at the next flush, runs go back to the queue")
+    shutdown.request()

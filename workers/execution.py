@@ -29,16 +29,17 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import torch
 from sqlalchemy.orm import Session
 
 from services import uploads
-from services.db import store
+from services.db import checkpoints, store
 from services.db.models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, Job
 from services.db.session import unit_of_work
 from services.settings import Settings, get_settings
@@ -55,8 +56,12 @@ from workers.engine import (
     OptimizerConfig,
     RunConfig,
 )
+from workers.engine.checkpoint import RunState
 from workers.engine.hooks import CompositeHooks
+from workers.heartbeat import Heartbeat, worker_name
 from workers.parts import plan_parts
+from workers.shutdown import ShutdownCheck, WorkerStopping
+from workers.sinks.checkpoints import CheckpointSink
 from workers.sinks.prometheus import PrometheusSink
 from workers.sinks.sql import SqlSink
 
@@ -130,6 +135,8 @@ def job_config(session: Session, job: Job, device: str, settings: Settings) -> J
         mixed_precision=spec.mixed_precision,
         fuse="auto" if spec.execution.fuse else "never",
         dtype=spec.execution.dtype,
+        checkpoint_every_steps=settings.checkpoint_every_steps,
+        checkpoint_min_seconds=settings.checkpoint_min_seconds,
     )
 
 
@@ -200,6 +207,7 @@ def execute_job(
         parts=count,
         experiment=experiment,
         extra_hooks=extra_hooks,
+        send_part=send_part,
     )
 
 
@@ -212,20 +220,27 @@ def execute_part(
     parts: int = 1,
     experiment: Experiment | None = None,
     extra_hooks: tuple[Hooks, ...] = (),
+    send_part: SendPart | None = None,
 ) -> str:
     """Train the part's runs that have not finished with ``threads`` torch threads, then
-    finalise the job if no run of it is left open; returns the job's status afterwards."""
+    finalise the job if no run of it is left open; returns the job's status afterwards.
+    A worker shutting down stops the part after a checkpoint and sends its runs back to the
+    queue through ``send_part`` (workers/shutdown.py)."""
     settings = get_settings()
     wanted = {int(run_id) for run_id in run_ids}
     with unit_of_work() as session:
-        job = store.get_job(session, job_id)
+        job = store.lock_job(session, job_id)
         job_key, device = job.id, job.device
         if job.status in FINISHED:
             if job.status == FAILED:
                 store.fail_runs(session, job, wanted, job.error or "the job failed")
             log.info("job %s is already %s; part %d/%d skipped", job_key, job.status, part, parts)
             return job.status
-        todo = [run.id for run in job.runs if run.id in wanted and run.status not in FINISHED]
+        todo, held, given_up = _claim(session, job, wanted, settings)
+    if held:
+        log.info("job %s: runs %s are trained by a live worker; not here", job_key, held)
+    if given_up:
+        return _fail(job_key, [run_id for run_id, _ in given_up], GaveUp(given_up[0][1]))
     if todo:
         log.info(
             "job %s part %d/%d: runs %s, %d thread%s, pid %d",
@@ -240,12 +255,26 @@ def execute_part(
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            if experiment is None:
-                experiment = _load(job_key, pick_device(device or settings.device), settings)
-            _train(job_key, experiment, todo, extra_hooks)
+            with Heartbeat(todo, settings.heartbeat_seconds):
+                if experiment is None:
+                    experiment = _load(job_key, pick_device(device or settings.device), settings)
+                resume = _resume(experiment, todo)
+                _train(job_key, experiment, todo, extra_hooks, resume)
         except JobCancelled:
             log.info("job %s part %d/%d stopped: the job was cancelled", job_key, part, parts)
             return CANCELLED
+        except WorkerStopping:
+            _release(job_key, todo)
+            log.info(
+                "job %s part %d/%d: this worker stops; runs %s sent back",
+                job_key,
+                part,
+                parts,
+                todo,
+            )
+            if send_part is not None:
+                send_part(str(job_key), todo, threads, part, parts)
+            return RUNNING
         except Exception as error:
             log.exception("job %s part %d/%d failed", job_key, part, parts)
             return _fail(job_key, todo, error)
@@ -253,6 +282,102 @@ def execute_part(
             torch.set_num_threads(previous)
         log.info("job %s part %d/%d done, pid %d", job_key, part, parts, os.getpid())
     return finalise_job(job_key)
+
+
+class GaveUp(Exception):
+    """A run was started ``max_attempts`` times and never finished."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+def _claim(
+    session: Session, job: Job, wanted: set[int], settings: Settings
+) -> tuple[list[int], list[int], list[tuple[int, str]]]:
+    """Under the job's lock: which of the wanted unfinished runs this part trains, which a
+    live worker holds (its heartbeat is fresh: a duplicate delivery must not train them
+    twice at once), and which gave up (started ``max_attempts`` times already, with why).
+    Each run this part takes counts an attempt and is stamped as held by this worker."""
+    now, me = store.database_now(session), worker_name()
+    fresh = timedelta(seconds=settings.heartbeat_timeout)
+    todo: list[int] = []
+    held: list[int] = []
+    given_up: list[tuple[int, str]] = []
+    for run in job.runs:
+        if run.id not in wanted or run.status in FINISHED:
+            continue
+        beat = run.heartbeat_at
+        if (
+            run.status == RUNNING
+            and beat is not None
+            and now - beat < fresh
+            and run.worker not in (None, me, store.REQUEUED_WORKER)
+            and _may_be_alive(run.worker)
+        ):
+            held.append(run.id)
+            continue
+        run.attempts += 1
+        if run.attempts > settings.max_attempts:
+            given_up.append(
+                (
+                    run.id,
+                    f"gave up after {settings.max_attempts} attempts: each time, the worker "
+                    f"training run {run.id} ({run.label}) stopped before it finished "
+                    f"(last: {run.worker or 'unknown'})",
+                )
+            )
+            continue
+        run.heartbeat_at, run.worker = now, me
+        todo.append(run.id)
+    return todo, held, given_up
+
+
+def _release(job_key: uuid.UUID, run_ids: list[int]) -> None:
+    """A stopping worker hands its runs back: the attempt does not count, and the runs are
+    marked as sent to the queue again (the reconciler resends them should that send fail)."""
+    with unit_of_work() as session:
+        job = store.lock_job(session, job_key)
+        now = store.database_now(session)
+        for run in job.runs:
+            if run.id in run_ids and run.status not in FINISHED:
+                run.attempts = max(run.attempts - 1, 0)
+                run.heartbeat_at, run.worker = now, store.REQUEUED_WORKER
+
+
+def _may_be_alive(worker: str | None) -> bool:
+    """Whether the ``host:pid`` process may still be alive: on another host, trust its
+    heartbeat; on this one, ask the kernel (a pool process killed a moment ago has a fresh
+    heartbeat, and its redelivered task need not wait for the reconciler)."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _resume(experiment: Experiment, run_ids: list[int]) -> dict[int, RunState]:
+    """The checkpoints the runs go on from, after superseding what each stored after its own
+    (all of it for a run that starts again): services/db/checkpoints.py."""
+    with unit_of_work() as session:
+        usable = experiment.resumable(checkpoints.load(session, run_ids), run_ids)
+        for run_id in run_ids:
+            state = usable.get(run_id)
+            deleted = checkpoints.supersede(
+                session, run_id, state.step if state else 0, state.epochs if state else 0
+            )
+            if state is not None or deleted:
+                log.info(
+                    "run %d goes on from step %d (%d step rows stored after it superseded)",
+                    run_id,
+                    state.step if state else 0,
+                    deleted,
+                )
+    return usable
 
 
 def finalise_job(job_id: uuid.UUID) -> str:
@@ -276,7 +401,11 @@ def _load(job_key: uuid.UUID, device: str, settings: Settings) -> Experiment:
 
 
 def _train(
-    job_key: uuid.UUID, experiment: Experiment, keys: list[int], extra: tuple[Hooks, ...]
+    job_key: uuid.UUID,
+    experiment: Experiment,
+    keys: list[int],
+    extra: tuple[Hooks, ...],
+    resume: dict[int, RunState],
 ) -> None:
     config = experiment.config
     with unit_of_work() as session:
@@ -289,7 +418,10 @@ def _train(
     try:
         # The check after the sink: a flush's rows are stored before a cancellation stops it.
         check = CancellationCheck(job_key)
-        experiment.run_all(CompositeHooks(sink, metrics, check, *extra), keys=keys)
+        # After the checkpoint sink: a stopping worker stops once the checkpoint is stored.
+        stopping = ShutdownCheck()
+        hooks = CompositeHooks(sink, CheckpointSink(sink), stopping, metrics, check, *extra)
+        experiment.run_all(hooks, keys=keys, resume=resume)
     finally:
         close = getattr(sink, "close", None)  # a sink with a writer thread stores the rest
         if close is not None:

@@ -30,4 +30,4 @@ def run_job_part(
     self: Task, job_id: str, run_ids: list[int], threads: int, part: int = 0, parts: int = 0
 ) -> str:
     _count_redelivery(self)
-    return execute_part(job_id, run_ids, threads, part=part, parts=parts)
+    return execute_part(job_id, run_ids, threads, part=part, parts=parts, send_part=enqueue_part)

@@ -462,3 +462,17 @@ def release_requeue(session: Session, run: OpenRun, claimed_at: datetime) -> Non
         .values(heartbeat_at=run.heartbeat_at, worker=run.worker)
         .execution_options(synchronize_session=False)
     )
+
+
+def stranded_jobs(session: Session, finished_before: datetime) -> list[uuid.UUID]:
+    """Running jobs with no unfinished run, whose last run ended before ``finished_before``:
+    the part that ended it did not finalise the job (services/reconcile.py)."""
+    open_runs = func.count(Run.id).filter(Run.status.in_((QUEUED, RUNNING)))
+    query = (
+        select(Job.id)
+        .join(Run, Run.job_id == Job.id)
+        .where(Job.status == RUNNING)
+        .group_by(Job.id)
+        .having(open_runs == 0, func.max(Run.finished_at) < finished_before)
+    )
+    return list(session.scalars(query))
