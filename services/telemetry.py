@@ -106,6 +106,11 @@ METRIC_WRITE_SECONDS = Histogram(
     ["granularity"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+METRIC_WRITE_RETRIES = Counter(
+    "optbench_metric_write_retries_total",
+    "Metric write transactions tried again after a transient database error (connection "
+    "refused or lost, the database starting up); the rows wait in the worker meanwhile.",
+)
 TASK_REDELIVERIES = Counter(
     "optbench_task_redeliveries_total",
     "Tasks the broker delivered again (a worker died or lost its connection before acking).",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -354,3 +355,238 @@ def test_the_engine_trains_a_job_through_the_sink_and_every_row_is_stored_when_i
             assert run.steps_done == memory.results[run.id].steps == len(memory.steps[run.id])
             assert series[run.id]["step"] == [s.step for s in memory.steps[run.id]]
             assert series[run.id]["loss"] == [s.loss for s in memory.steps[run.id]]
+
+
+# --- the database away: transient errors are retried, others are not ---
+
+
+def lose_the_connection(session: Any) -> None:
+    """What a database that went away does to the transaction in progress. On PostgreSQL for
+    real: the server ends this session's connection (SQLSTATE 57P01, as when it shuts down);
+    on SQLite, which has no connection to lose, the error psycopg raises for a lost one."""
+    import psycopg
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    raise OperationalError(
+        "COMMIT", None, psycopg.OperationalError("server closed the connection unexpectedly")
+    )
+
+
+class Outage:
+    """Makes the writer's transactions fail as if the database were away: in
+    metric_writes.write_epoch_batch, which a transaction calls after its step rows (so the
+    failure rolls back rows already sent), while ``failures`` are left or until
+    ``over`` is set. Also records write_step_batch's ``fresh`` hint per call."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, failures: int = 0) -> None:
+        self.failures = failures
+        self.over = threading.Event()
+        self.failed = 0
+        self.fresh: list[bool] = []
+        write_steps, write_epochs = metric_writes.write_step_batch, metric_writes.write_epoch_batch
+
+        def write_step_batch(session: Any, batch: Any, **options: Any) -> int:
+            self.fresh.append(options.get("fresh", True))
+            return write_steps(session, batch, **options)
+
+        def write_epoch_batch(session: Any, batch: Any) -> int:
+            if self.failed < self.failures or (not self.failures and not self.over.is_set()):
+                self.failed += 1
+                lose_the_connection(session)
+            return write_epochs(session, batch)
+
+        monkeypatch.setattr(metric_writes, "write_step_batch", write_step_batch)
+        monkeypatch.setattr(metric_writes, "write_epoch_batch", write_epoch_batch)
+
+
+def retries_counted() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("optbench_metric_write_retries_total") or 0.0
+
+
+def test_a_write_failing_transiently_is_retried_and_stores_every_row_once_in_order(
+    database: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    outage = Outage(monkeypatch, failures=3)
+    first, second = lecture_runs(2)
+    counted = retries_counted()
+    sink = SqlSink(linger=0.0, retry_delays=(0.01, 0.04))
+    with caplog.at_level(logging.WARNING, "workers.sinks.sql"):
+        for run in (first, second):
+            sink.on_run_start(run, 40)
+        for start in range(1, 41, 10):
+            sink.on_flush([(run, steps(start, start + 9)) for run in (first, second)])
+            for run in (first, second):
+                sink.on_epochs(run, [epoch(1 + start // 10)])
+        for run in (first, second):
+            sink.on_run_end(run, a_result(40))
+            assert stored_steps(run.key) == list(range(1, 41))  # before the run ends
+        sink.close()
+
+    assert outage.failed == 3 and sink.stats.retries == 3
+    assert retries_counted() - counted == 3
+    # Each failed try had advanced the hint of steps stored; restored, the retry still takes
+    # the direct path, and nothing was stored twice or skipped.
+    assert all(outage.fresh)
+    assert (sink.stats.step_rows, sink.stats.epoch_rows, sink.stats.duplicates) == (80, 8, 0)
+    with unit_of_work() as session:
+        epochs = metric_queries.series(session, keys([first, second]), "epoch")
+        ended = [session.get_one(Run, run.key) for run in (first, second)]
+        assert session.scalar(select(func.count()).select_from(StepMetric)) == 80
+    assert [e["epoch"] for e in epochs.values()] == [[1, 2, 3, 4]] * 2
+    assert {(run.status, run.steps_done) for run in ended} == {("succeeded", 40)}
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("cannot be reached" in r.getMessage() for r in warnings) == 3
+    assert "stored after 3 retries" in warnings[-1].getMessage()
+    assert "127.0.0.1" not in caplog.text and "postgres@" not in caplog.text
+
+
+def test_a_commit_whose_answer_was_lost_is_retried_without_storing_twice(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection broke after COMMIT reached the server: the rows are stored, but the
+    writer cannot know. The retry writes them again; their keys make it a no-op."""
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    import workers.sinks.sql as sql_module
+
+    original = sql_module.unit_of_work
+    lost = []
+
+    @contextmanager
+    def unit_of_work_losing_the_first_answer() -> Iterator[Any]:
+        with original() as session:
+            yield session
+        if not lost:  # committed
+            lost.append(True)
+            raise OperationalError("COMMIT", None, psycopg.OperationalError("connection lost"))
+
+    monkeypatch.setattr(sql_module, "unit_of_work", unit_of_work_losing_the_first_answer)
+    (run,) = lecture_runs(1)
+    with SqlSink(linger=5.0, retry_delays=(0.01, 0.01)) as sink:  # one transaction
+        sink.on_run_start(run, 30)
+        sink.on_flush([(run, steps(1, 30))])
+        sink.on_epochs(run, [epoch(1)])
+        sink.on_run_end(run, a_result(30))
+    assert lost and sink.stats.retries == 1
+    assert stored_steps(run.key) == list(range(1, 31))
+    assert (sink.stats.step_rows, sink.stats.duplicates) == (0, 31)  # 30 steps, 1 epoch
+    with unit_of_work() as session:
+        assert session.get_one(Run, run.key).status == "succeeded"
+
+
+def test_an_error_that_is_not_the_connection_is_raised_at_once(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OperationalError too, but of the statement (PostgreSQL: a statement timeout;
+    SQLite: a missing table): retrying cannot help."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    def failing_statement(session: Any, batch: Any) -> int:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SET LOCAL statement_timeout = '10ms'"))
+            session.execute(text("SELECT pg_sleep(1)"))
+        else:
+            session.execute(text("SELECT * FROM no_such_table"))
+        return 0
+
+    monkeypatch.setattr(metric_writes, "write_epoch_batch", failing_statement)
+    (run,) = lecture_runs(1)
+    sink = SqlSink(linger=5.0, retry_seconds=60, retry_delays=(0.5, 0.5))  # one transaction
+    sink.on_flush([(run, steps(1, 10))])
+    sink.on_epochs(run, [epoch(1)])
+    started = time.monotonic()
+    with pytest.raises(OperationalError):
+        sink.flush()
+    assert time.monotonic() - started < 0.5 and sink.stats.retries == 0
+    with pytest.raises(OperationalError):
+        sink.close()
+    assert stored_steps(run.key) == []
+
+
+def test_a_database_away_longer_than_the_retry_time_fails_the_training(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    outage = Outage(monkeypatch)  # until outage.over is set: never
+    (run,) = lecture_runs(1)
+    sink = SqlSink(linger=5.0, retry_seconds=0.5, retry_delays=(0.05, 0.2))
+    started = time.monotonic()
+    sink.on_flush([(run, steps(1, 10))])
+    sink.on_epochs(run, [epoch(1)])
+    with pytest.raises(OperationalError) as raised:
+        sink.flush()
+    waited = time.monotonic() - started
+    assert 0.5 <= waited < 1.5
+    assert sink.stats.retries >= 3 and outage.failed == sink.stats.retries + 1
+    for call in (lambda: sink.on_flush([(run, steps(11, 20))]), sink.close):
+        with pytest.raises(OperationalError) as again:
+            call()
+        assert again.value is raised.value
+    assert stored_steps(run.key) == []
+
+
+def test_while_the_database_is_away_training_queues_until_the_queue_is_full(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outage = Outage(monkeypatch)
+    (run,) = lecture_runs(1)
+    sink = SqlSink(max_pending_rows=50, linger=5.0, retry_delays=(0.02, 0.05))
+    sink.on_flush([(run, steps(1, 30))])
+    sink.on_epochs(run, [epoch(1)])
+    sink.on_flush([(run, steps(31, 49))])  # 50 rows pending: the limit
+    training = threading.Thread(target=sink.on_flush, args=([(run, steps(50, 60))],))
+    training.start()
+    training.join(0.5)
+    assert training.is_alive()  # waits for room, nothing dropped
+    assert sink._writer.pending_rows == 50 and sink.stats.retries >= 3
+    outage.over.set()  # the database is back
+    training.join(5)
+    assert not training.is_alive()
+    sink.on_run_end(run, a_result(60))
+    sink.close()
+    assert stored_steps(run.key) == list(range(1, 61))
+    assert sink.stats.duplicates == 0
+
+
+def test_only_a_connection_that_failed_or_broke_is_transient(postgres_db: str) -> None:
+    import psycopg
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from services.db.session import get_engine, make_engine
+    from services.db.transient import describe, is_transient
+    from tests.support import free_port
+
+    def error_of(engine: Any, *statements: str) -> DBAPIError:
+        with pytest.raises(DBAPIError) as raised, engine.begin() as connection:
+            for statement in statements:
+                connection.execute(text(statement))
+        return raised.value
+
+    closed_port = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
+    refused = error_of(closed_port, "SELECT 1")
+    terminated = error_of(get_engine(), "SELECT pg_terminate_backend(pg_backend_pid())")
+    timed_out = error_of(get_engine(), "SET LOCAL statement_timeout = 1", "SELECT pg_sleep(1)")
+    syntax = error_of(get_engine(), "SELEC 1")
+    sqlite = error_of(make_engine("sqlite://"), "SELECT * FROM no_such_table")
+
+    assert is_transient(refused) and is_transient(refused.orig)  # type: ignore[arg-type]
+    assert is_transient(terminated) and describe(terminated) == "AdminShutdown (SQLSTATE 57P01)"
+    assert not is_transient(timed_out)  # QueryCanceled: an OperationalError of the statement
+    assert not is_transient(syntax) and not is_transient(sqlite)
+    assert is_transient(psycopg.errors.CannotConnectNow("the database system is starting up"))
+    assert not is_transient(ValueError("not a database error"))
+    assert describe(refused) == "OperationalError"  # no host, no port

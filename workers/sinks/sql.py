@@ -27,7 +27,23 @@ Order and durability:
 - ``flush()`` waits for everything handed over so far; ``close()`` (or leaving a ``with``
   block) does too and then stops the writer thread. A sink dropped without ``close()``
   stops its thread once it has written what was queued.
-- A failed write is raised in the training thread (the same exception) at its next hook
+- A write that fails because the database cannot be reached (connection refused or lost,
+  server closed the connection, the database starting up or shutting down: exactly what
+  services/db/transient.py calls transient) is tried again: the same items, in a new
+  transaction, after a pause of 0.5 s doubling up to 10 s (each pause a random 50-100 % of
+  that, so that workers cut off together do not come back together), until it commits or
+  ``OPTBENCH_WRITE_RETRY_SECONDS`` (600; 0 = no retry) have passed since its first failure.
+  Meanwhile the items stay queued and the training thread goes on queueing until
+  ``max_pending_rows`` rows are pending, then waits (backpressure): no row is dropped, and
+  ``on_run_end`` / ``flush()`` / ``close()`` wait for the database to come back. The rows
+  are stored once and in order: the failed transaction rolled back, and the writer forgets
+  what it noted as stored in it (``stored_through``, restored as it was before the try); if
+  the connection broke during COMMIT, which may then have committed, the repeated rows meet
+  their stored keys and take the staging path (``ON CONFLICT DO NOTHING``). Each failed try
+  logs a warning (the error's class and SQLSTATE, never the server's address) and counts in
+  ``optbench_metric_write_retries_total``; ``stats.retries`` counts them per sink.
+- Any other failed write (an integrity error, a bug), or a transient failure that outlasts
+  the retry time, is raised in the training thread (the same exception) at its next hook
   call, ``flush()`` or ``close()``, and at every one after that: rows are never dropped
   silently. The writer then writes nothing more.
 
@@ -39,7 +55,7 @@ generation, trigger full collections of the whole heap (measured: 0.2 s each, in
 four at 48,000 rows).
 
 ``background=False`` writes every hook call in the calling thread instead (the same writes,
-one transaction per call).
+one transaction per call, retried the same way).
 
 The writer remembers, per run, the last step stored (``steps_done`` when the run started, then
 what it wrote), so rows it knows to be new go straight into ``step_metric`` and a redelivered
@@ -66,7 +82,9 @@ size (17, 100 or 1,000 rows per run), where the synchronous sink stored 13,200, 
 from __future__ import annotations
 
 import contextlib
+import logging
 import operator
+import random
 import threading
 import time
 import weakref
@@ -80,9 +98,12 @@ from sqlalchemy.orm import Session
 from services.db import metric_writes, store
 from services.db.models import FINISHED, STEP_FIELDS, Job, Run
 from services.db.session import unit_of_work
+from services.db.transient import describe, is_transient
+from services.settings import get_settings
 from services.telemetry import (
     METRIC_ROWS_DEDUPLICATED,
     METRIC_ROWS_WRITTEN,
+    METRIC_WRITE_RETRIES,
     METRIC_WRITE_SECONDS,
 )
 from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepRecord
@@ -90,6 +111,8 @@ from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepRecord
 # A step record's values in STEP_FIELDS order: what is queued instead of the record.
 _STEP_VALUES = operator.attrgetter(*STEP_FIELDS)
 _STEP = STEP_FIELDS.index("step")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,15 +160,25 @@ class WriterStats:
     seconds: float = 0.0  # wall time of the transactions
     cpu_seconds: float = 0.0  # CPU time of the writer thread in them
     blocked_seconds: float = 0.0  # the training thread's waits: a full queue, run ends
+    retries: int = 0  # transactions tried again after a transient error
 
 
 class _Writer:
     """The queue and the thread that empties it. Holds no reference to its sink, so that a
     dropped sink can be collected (and its thread told to stop)."""
 
-    def __init__(self, max_pending_rows: int, max_batch_rows: int, linger: float) -> None:
+    def __init__(
+        self,
+        max_pending_rows: int,
+        max_batch_rows: int,
+        linger: float,
+        retry_seconds: float,
+        retry_delays: tuple[float, float],
+    ) -> None:
         self.max_pending_rows, self.max_batch_rows = max_pending_rows, max_batch_rows
         self.linger = linger
+        self.retry_seconds = retry_seconds
+        self.first_retry_delay, self.max_retry_delay = retry_delays
         self.lock = threading.Lock()
         self.work = threading.Condition(self.lock)  # the writer waits on it
         self.progress = threading.Condition(self.lock)  # the training thread waits on it
@@ -262,12 +295,63 @@ class _Writer:
             error = None
             if items and self.error is None:
                 try:
-                    self.write(items)
+                    self.write_retrying(items)
                 except BaseException as failure:  # handed to the training thread
                     error = failure
             self.finished(taken, error)
             if stop:
                 return
+
+    def write_retrying(self, items: Sequence[_Item]) -> None:
+        """``write``, tried again with backoff while it fails transiently (module docstring);
+        raises any other error at once, and a transient one once the retry time is over."""
+        retries, first_failure, delay = 0, 0.0, self.first_retry_delay
+        while True:
+            hint = dict(self.stored_through)
+            try:
+                self.write(items)
+            except Exception as error:
+                self.stored_through = hint  # the transaction rolled back: so did its rows
+                if not is_transient(error):
+                    raise
+                now = time.monotonic()
+                if not retries:
+                    first_failure = now
+                left = first_failure + self.retry_seconds - now
+                if left <= 0:
+                    if retries:
+                        log.error(
+                            "metric write of %d rows failed again (%s); gave up after %d "
+                            "retries in %.1f s",
+                            sum(map(_rows, items)),
+                            describe(error),
+                            retries,
+                            now - first_failure,
+                        )
+                    raise
+                pause = min(random.uniform(delay / 2, delay), left)
+                retries += 1
+                log.warning(
+                    "metric write of %d rows failed: the database cannot be reached (%s); "
+                    "retry %d in %.1f s, for %.0f s more",
+                    sum(map(_rows, items)),
+                    describe(error),
+                    retries,
+                    pause,
+                    left,
+                )
+                self.stats.retries += 1
+                METRIC_WRITE_RETRIES.inc()
+                time.sleep(pause)
+                delay = min(delay * 2, self.max_retry_delay)
+                continue
+            if retries:
+                log.warning(
+                    "metric write stored after %d retries, %.1f s after its first failure",
+                    retries,
+                    time.monotonic() - first_failure,
+                )
+            return
 
     def write(self, items: Sequence[_Item]) -> None:
         """One transaction: the items in order, consecutive rows written together."""
@@ -352,9 +436,18 @@ class SqlSink(Hooks):
         max_pending_rows: int = 100_000,
         max_batch_rows: int = 50_000,
         linger: float = 1.0,
+        retry_seconds: float | None = None,
+        retry_delays: tuple[float, float] = (0.5, 10.0),
     ) -> None:
+        """``retry_seconds``: how long a write failing transiently is tried again (None:
+        ``OPTBENCH_WRITE_RETRY_SECONDS``); ``retry_delays``: the first and the longest pause
+        between tries."""
         self.background = background
-        self._writer = _Writer(max_pending_rows, max_batch_rows, linger)
+        if retry_seconds is None:
+            retry_seconds = get_settings().write_retry_seconds
+        self._writer = _Writer(
+            max_pending_rows, max_batch_rows, linger, retry_seconds, retry_delays
+        )
         self._closed = False
         # A sink dropped without close(): its thread stops after writing what was queued.
         weakref.finalize(self, self._writer.stop)
@@ -372,7 +465,7 @@ class SqlSink(Hooks):
         if self._closed:
             raise RuntimeError("this SqlSink is closed")
         if not self.background:
-            self._writer.write([item])
+            self._writer.write_retrying([item])
             return
         sequence = self._writer.put(item, _rows(item))
         if wait:
