@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from services.api.app import create_app
@@ -13,6 +14,7 @@ from services.db.models import StepMetric
 from services.db.session import unit_of_work
 from tests.support import local_client
 from tests.unit.test_execution import stored_job
+from workers.cancellation import JobCancelled
 from workers.engine import Hooks, RunConfig, StepRecord
 from workers.execution import execute_job
 
@@ -63,3 +65,36 @@ def test_a_running_job_stops_at_the_next_flush_and_keeps_its_steps(embedded_home
     with local_client(create_app()) as client:
         series = client.get(f"/v1/jobs/{job_id}/metrics").json()
     assert sum(len(run["series"]["step"]) for run in series["runs"]) == stored
+
+
+def test_the_check_is_skipped_while_the_database_cannot_be_reached(
+    embedded_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The training goes on (its rows wait in the SQL sink, which retries); an error that is
+    not the connection is still raised."""
+    import uuid
+
+    from sqlalchemy.exc import OperationalError
+
+    from tests.conftest import reset_process_state
+    from tests.support import free_port
+    from workers.cancellation import CancellationCheck
+
+    job_id = stored_job()
+    with unit_of_work() as session:
+        store.cancel_job(session, store.lock_job(session, job_id))
+    check = CancellationCheck(uuid.UUID(job_id))
+    with pytest.raises(JobCancelled):
+        check.on_flush([])
+
+    away = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/optbench"
+    monkeypatch.setenv("OPTBENCH_DATABASE_URL", away)
+    reset_process_state()
+    check.on_flush([])  # connection refused: not checked, no error
+    check.on_flush([])
+    assert check.unreachable
+
+    monkeypatch.setenv("OPTBENCH_DATABASE_URL", f"sqlite:///{embedded_home}/empty.db")
+    reset_process_state()
+    with pytest.raises(OperationalError, match="no such table"):
+        check.on_flush([])
