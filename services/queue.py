@@ -55,6 +55,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # only when it has finished and is redelivered if its worker dies.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A broker that goes away for a moment (Redis restarted) must not stop the training
+        # in progress: the task goes on while the worker reconnects (broker_connection_retry,
+        # Celery's default) and acknowledges its message afterwards. Celery 5 does so by
+        # default; Celery 6 is to cancel such tasks instead (tests/integration/
+        # test_faults_infra.py restarts Redis in the middle of a job).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
     }
