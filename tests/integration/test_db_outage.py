@@ -5,12 +5,9 @@ without a restart."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,72 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import make_url
 
+from tests.integration.faults_support import TcpProxy
 from tests.support import free_port
 
 PASSWORD = "not-a-real-password-4711"  # trust authentication never asks for it
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:port to an upstream address, one thread per direction. ``refuse``
-    closes the listening socket and cuts every open connection (a database that went away);
-    ``forward`` listens again on the same port."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = free_port()
-        self.connections: list[socket.socket] = []
-        self.listener: socket.socket | None = None
-        self.lock = threading.Lock()
-
-    def forward(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self.listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def refuse(self) -> None:
-        listener, self.listener = self.listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        with self.lock:
-            connections, self.connections = self.connections, []
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-            connection.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:  # closed by refuse()
-                return
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            server.settimeout(None)
-            with self.lock:
-                self.connections += [client, server]
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=_pump, args=(source, target), daemon=True).start()
-
-
-def _pump(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            target.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for end in (source, target):
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.fixture
