@@ -25,6 +25,7 @@ from types import TracebackType
 
 from services.db import store
 from services.db.session import unit_of_work
+from services.db.transient import describe
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,10 @@ class Heartbeat:
             except Exception as error:  # never into the training: the next tick tries again
                 self.failures += 1
                 self._failing = True
-                log.warning(
-                    "heartbeat of runs %s failed (%s: %s); trying again in %g s",
+                log.warning(  # the class and SQLSTATE only: a message can name the host
+                    "heartbeat of runs %s failed (%s); trying again in %g s",
                     self.run_ids,
-                    type(error).__name__,
-                    str(error).splitlines()[0] if str(error) else "",
+                    describe(error),
                     self.interval,
                 )
                 return
