@@ -186,6 +186,7 @@ def assert_same_series(got: dict, want: dict) -> None:  # type: ignore[type-arg]
             max(abs(a[1] - b[1]), abs(a[2] - b[2])) for a, b in zip(got[label], rows, strict=True)
         )
         assert worst <= 1e-6, (label, worst)
+        print(f"{label}: largest difference from the uninterrupted series {worst:.3g}")
 
 
 def resumed_from(log: Path) -> list[int]:
