@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -24,9 +24,10 @@ REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS", "redis://127.0.0.1:6379/15")
 class Cluster:
     client: httpx.Client  # the API
     api_port: int
-    worker_metrics_port: int
+    worker_metrics_port: int  # the first worker's
     database_url: str
     logs: list[Path]
+    worker_metrics_ports: list[int] = field(default_factory=list)  # every worker's
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -76,12 +77,18 @@ def _start(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes
     )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate them all at once (each worker's warm shutdown runs alongside the others'),
+    then wait; one still running after 20 s is killed."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + 20
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager
@@ -92,40 +99,53 @@ def running_cluster(
     redis_url: str = REDIS_URL,
     worker_args: tuple[str, ...] = ("--concurrency", "1"),
     env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Iterator[Cluster]:
-    """``optbench api`` and ``optbench worker`` on the database and a Redis broker (emptied
+    """``optbench api`` and ``workers`` ``optbench worker`` processes (each with
+    ``worker_args`` and its own metrics port) on the database and a Redis broker (emptied
     first: no tasks left over from an earlier session); stopped afterwards."""
     require_port("127.0.0.1", 6379, "Redis")
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    worker_metrics_port, api_port = free_port(), free_port()
+    worker_metrics_ports = [free_port() for _ in range(workers)]
+    api_port = free_port()
     environment = {
         **os.environ,
         "OPTBENCH_DATABASE_URL": postgres_url,
         "OPTBENCH_BROKER_URL": redis_url,
         "OPTBENCH_HOME": str(tmp_path_factory.mktemp("home")),
-        "OPTBENCH_WORKER_METRICS_PORT": str(worker_metrics_port),
+        "OPTBENCH_WORKER_METRICS_PORT": str(worker_metrics_ports[0]),
         "OPTBENCH_FLUSH_EVERY_STEPS": "16",
         **(env or {}),
     }
     logs_dir = tmp_path_factory.mktemp("logs")
-    logs = [logs_dir / "api.log", logs_dir / "worker.log"]
-    processes = [
-        _start(environment, "api", "--port", str(api_port), log=logs[0]),
-        _start(environment, "worker", *worker_args, log=logs[1]),
+    worker_logs = [
+        logs_dir / ("worker.log" if number == 0 else f"worker-{number + 1}.log")
+        for number in range(workers)
     ]
+    logs = [logs_dir / "api.log", *worker_logs]
+    processes = [_start(environment, "api", "--port", str(api_port), log=logs[0])]
+    for port, log in zip(worker_metrics_ports, worker_logs, strict=True):
+        worker_env = {**environment, "OPTBENCH_WORKER_METRICS_PORT": str(port)}
+        processes.append(_start(worker_env, "worker", *worker_args, log=log))
     client = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30)
-    cluster = Cluster(client, api_port, worker_metrics_port, postgres_url, logs)
+    cluster = Cluster(
+        client, api_port, worker_metrics_ports[0], postgres_url, logs, worker_metrics_ports
+    )
     try:
         cluster.wait_for(lambda: client.get("/readyz").status_code == 200, 60, "the API")
-        worker_metrics = f"http://127.0.0.1:{worker_metrics_port}/metrics"
-        cluster.wait_for(lambda: httpx.get(worker_metrics).status_code == 200, 90, "the worker")
+        for number, port in enumerate(worker_metrics_ports, start=1):
+            worker_metrics = f"http://127.0.0.1:{port}/metrics"
+            cluster.wait_for(
+                lambda url=worker_metrics: httpx.get(url).status_code == 200,
+                90,
+                f"worker {number} of {workers}",
+            )
         yield cluster
     finally:
         client.close()
-        for process in processes:
-            _stop(process)
+        _stop(processes)
 
 
 @pytest.fixture(scope="session")
