@@ -1,15 +1,20 @@
-"""Errors as RFC 9457 problem+json, registered once on the base classes."""
+"""Errors as RFC 9457 problem+json, registered once on the base classes, and documented as
+such in the OpenAPI schema (``document_problems``)."""
 
 from __future__ import annotations
 
+import json
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
 
 from services.errors import OptbenchError, Unavailable
 from services.settings import get_settings
@@ -93,8 +98,90 @@ async def _database_down(request: Request, error: Exception) -> JSONResponse:
     return await _domain_error(request, database_unavailable(error))
 
 
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    """Starlette's and FastAPI's own errors as problems too: a body that cannot be parsed
+    (400), a path no route serves (404), a method it does not take (405, with Allow)."""
+    assert isinstance(error, HTTPException)
+    phrase = HTTPStatus(error.status_code).phrase
+    return problem(
+        error.status_code,
+        phrase,
+        str(error.detail),
+        phrase.lower().replace(" ", "-"),
+        headers=dict(error.headers or {}),
+    )
+
+
+class Problem(BaseModel):
+    """An error: RFC 9457 problem details, sent as ``application/problem+json``. Where they
+    apply, further members say what to change: ``errors`` (each field and its message),
+    ``limit`` (the setting, its maximum, what was asked for), ``retry_after_seconds``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+# What each error status means here, for the operations that document it.
+PROBLEMS = {
+    400: "the request body cannot be parsed",
+    401: "no API key, or an unknown or revoked one (WWW-Authenticate: Bearer)",
+    404: "no such job or data set (or another owner's: the same answer)",
+    409: "the job's state does not allow it",
+    413: "the request body is over its size limit",
+    422: "the request does not validate: the problem names each field to change",
+    429: "too many jobs in flight (Retry-After)",
+    503: "the database cannot be reached (Retry-After)",
+}
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that answers these error statuses (as problems)."""
+    return {status: {"description": PROBLEMS[status]} for status in statuses}
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the OpenAPI schema say what the API sends: every 4xx and 5xx response is a
+    ``Problem`` as ``application/problem+json`` (FastAPI's default 422 documents its own
+    ``HTTPValidationError`` as ``application/json``, which this API never sends); every /v1
+    operation can answer 401 (AuthMiddleware) and 503 (the key and the data are in the
+    database), and every operation with a body 400 (one that cannot be parsed)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = Problem.model_json_schema()
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            added = [401, 503] if path.startswith("/v1") else []
+            added += [400] if "requestBody" in operation else []
+            for status in added:
+                responses.setdefault(str(status), {"description": PROBLEMS[status]})
+            for status, response in responses.items():
+                if status[0] in "45":
+                    if status == "422" and response.get("description") == "Validation Error":
+                        response["description"] = PROBLEMS[422]  # instead of FastAPI's
+                    response["content"] = {"application/problem+json": {"schema": _PROBLEM_REF}}
+    if "HTTPValidationError" not in json.dumps(schema["paths"]):  # FastAPI's, now unused
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+    return schema
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(OptbenchError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
     for kind in (*DATABASE_DOWN, DBAPIError):
         app.add_exception_handler(kind, _database_down)
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -11,6 +11,10 @@ from pydantic import BaseModel
 from services.db import store
 from services.db.models import Job, Run
 
+# The largest offset or step a query may name: PostgreSQL's INTEGER (steps are stored as
+# one); a larger number would make the database refuse the query (a 500), not find nothing.
+MAX_QUERY_INT = 2**31 - 1
+
 
 class RunOut(BaseModel):
     id: int

@@ -195,6 +195,8 @@ def decode_cursor(cursor: str, granularity: str) -> tuple[int, int]:
         kind, run_id, key = value
         if not (isinstance(run_id, int) and isinstance(key, int) and kind in GRANULARITIES):
             raise ValueError(cursor)
+        if not (0 <= run_id < 2**63 and 0 <= key < 2**31):  # BIGINT run ids, INTEGER steps
+            raise ValueError(cursor)  # the database would refuse to compare them (a 500)
     except (ValueError, TypeError, binascii.Error, UnicodeError):
         raise invalid(
             "cursor", "not a cursor this API returned; pass a page's next_cursor unchanged"

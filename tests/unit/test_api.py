@@ -11,6 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
+from services.api.errors import Problem
+from services.api.schemas import MAX_QUERY_INT
+from services.db.metric_queries import encode_cursor
 from services.spec import CATALOG, LECTURE_SPEC
 from tests.support import local_client
 
@@ -108,3 +111,113 @@ def test_health_readiness_metrics_and_openapi(client: TestClient) -> None:
     body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
     assert "lecture" in body["examples"]
     assert "Optimizer_nag" in schema["components"]["schemas"]
+
+
+# --- what schema fuzzing (tests/integration/test_schema_fuzz.py) found -----------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/datasets"])
+def test_an_offset_past_the_database_s_integers_is_a_422_not_a_500(
+    client: TestClient, path: str
+) -> None:
+    # PostgreSQL refused OFFSET 182569019919395870212096 (bigint out of range): a 500.
+    assert client.get(path, params={"offset": MAX_QUERY_INT}).json()["items"] == []
+    for offset in (MAX_QUERY_INT + 1, 182569019919395870212096):
+        response = client.get(path, params={"offset": offset})
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"][0]["field"] == "query.offset"
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_a_step_past_the_database_s_integers_is_a_422_before_any_row(
+    client: TestClient, fmt: str
+) -> None:
+    # to_step=42095865931837046784 made PostgreSQL refuse the query: a 500 as JSON, and as
+    # CSV a connection dropped after the 200 had started.
+    job = client.post("/v1/jobs", json=LECTURE_SPEC).json()
+    url = f"/v1/jobs/{job['id']}/metrics"
+    ok = client.get(url, params={"to_step": MAX_QUERY_INT, "format": fmt})
+    assert ok.status_code == 200, ok.text
+    for name in ("from_step", "to_step"):
+        response = client.get(url, params={name: 42095865931837046784, "format": fmt})
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"][0]["field"] == f"query.{name}"
+
+
+def test_a_cursor_with_numbers_past_the_database_s_is_not_one_this_api_returned(
+    client: TestClient,
+) -> None:
+    job = client.post("/v1/jobs", json=LECTURE_SPEC).json()
+    url = f"/v1/jobs/{job['id']}/metrics"
+    assert client.get(url, params={"cursor": encode_cursor("step", 1, 5)}).status_code == 200
+    for run_id, step in ((2**63, 5), (1, 2**31), (1, -1)):
+        response = client.get(url, params={"cursor": encode_cursor("step", run_id, step)})
+        assert response.status_code == 422, (run_id, step, response.text)
+        assert response.json()["errors"][0]["field"] == "cursor"
+
+
+def test_fastapi_s_own_errors_are_problems_too(client: TestClient) -> None:
+    # A body that is not UTF-8 (400), a path no route serves (404), a method a route does
+    # not take (405): {"detail": ...} as application/json before, undocumented.
+    unparsable = client.post(
+        "/v1/jobs", content=b"0\xf3\x0f", headers={"content-type": "application/json"}
+    )
+    no_route = client.get("/v1/nothing-here")
+    no_method = client.delete("/v1/jobs")
+    for response, status in ((unparsable, 400), (no_route, 404), (no_method, 405)):
+        assert response.status_code == status
+        assert response.headers["content-type"] == "application/problem+json"
+        Problem.model_validate(response.json())
+        assert response.json()["status"] == status
+    assert unparsable.json()["detail"] == "There was an error parsing the body"
+    assert no_method.json()["type"].endswith("/method-not-allowed")
+    assert no_method.headers["allow"] == "POST"
+    bad_form = client.post(
+        "/v1/datasets",
+        content=b"--b\r\n\xf2\x86--b--\r\n",
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert bad_form.status_code == 400
+    assert bad_form.headers["content-type"] == "application/problem+json"
+
+
+def test_openapi_documents_every_error_the_api_sends_as_a_problem(client: TestClient) -> None:
+    """Schemathesis's status code and content type checks found 401, 404, 409 and 400
+    undocumented, and every 422 documented as FastAPI's application/json HTTPValidationError
+    while the API sends application/problem+json."""
+    schema = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    problem_schema = schema["components"]["schemas"]["Problem"]
+    assert set(problem_schema["required"]) == {"type", "title", "status", "detail"}
+    documented: dict[tuple[str, str], set[str]] = {}
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            documented[method.upper(), path] = set(responses)
+            for status, response in responses.items():
+                if status[0] in "45":
+                    assert response["content"] == {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    }, (method, path, status)
+            if path.startswith("/v1"):
+                assert {"401", "503"} <= set(responses), (method, path)
+            if "{" in path:
+                assert "404" in responses, (method, path)
+            if "requestBody" in operation:
+                assert "400" in responses, (method, path)
+    assert "409" in documented["POST", "/v1/jobs/{job_id}/cancel"]
+    assert {"200", "202", "413", "422", "429"} <= documented["POST", "/v1/jobs"]
+    replay = schema["paths"]["/v1/jobs"]["post"]["responses"]["200"]["content"]
+    assert replay["application/json"]["schema"] == {"$ref": "#/components/schemas/JobOut"}
+    assert "503" in documented["GET", "/readyz"]
+    # and what the API sends for those statuses fits the documented schema
+    for response in (
+        client.get(f"/v1/jobs/{uuid.uuid4()}"),
+        client.get("/v1/jobs", params={"limit": 0}),
+    ):
+        assert response.headers["content-type"] == "application/problem+json"
+        Problem.model_validate(response.json())

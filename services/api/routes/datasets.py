@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message
 
 from services import uploads
+from services.api.errors import problems
+from services.api.schemas import MAX_QUERY_INT
 from services.api.security import Owner
 from services.db.models import Dataset
 from services.errors import PayloadTooLarge
@@ -151,7 +153,7 @@ def upload_dataset(
 def list_datasets(
     owner: Owner,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
 ) -> DatasetPage:
     """The caller's data sets, newest first (metadata only)."""
     items, total = uploads.list_datasets(limit, offset, owner=owner)
@@ -160,7 +162,7 @@ def list_datasets(
     )
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=problems(404))
 def get_dataset(dataset_id: uuid.UUID, owner: Owner) -> DatasetOut:
     """One data set's metadata."""
     return DatasetOut.of(uploads.get_dataset(dataset_id, owner=owner))

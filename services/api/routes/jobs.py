@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Query, Response
 
 from services import jobs
-from services.api.schemas import JobOut, JobPage
+from services.api.errors import problems
+from services.api.schemas import MAX_QUERY_INT, JobOut, JobPage
 from services.api.security import Owner
 from services.spec import LECTURE_SPEC, JobSpec
 
@@ -40,8 +41,9 @@ _EXAMPLES = {
     response_model=JobOut,
     responses={
         200: {
+            "model": JobOut,
             "description": "a repeat of an earlier request with the same Idempotency-Key: "
-            "that request's job (header Idempotent-Replayed: true)"
+            "that request's job (header Idempotent-Replayed: true)",
         },
         413: {"description": "body over OPTBENCH_MAX_REQUEST_BYTES (problem+json)"},
         422: {
@@ -85,20 +87,20 @@ def list_jobs(
     owner: Owner,
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
 ) -> JobPage:
     """The caller's jobs, newest first."""
     items, total = jobs.listing(status, limit, offset, owner=owner)
     return JobPage(items=[JobOut.of(job) for job in items], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=problems(404))
 def get_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
     """Status, progress (steps done / total) and runs."""
     return JobOut.of(jobs.get(job_id, owner=owner))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=problems(404, 409))
 def cancel_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
     """Cancel a queued job before it starts, or a running one: its workers stop at their next
     metric flush (every OPTBENCH_FLUSH_EVERY_STEPS steps). Steps already stored stay
@@ -106,7 +108,7 @@ def cancel_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
     return JobOut.of(jobs.cancel(job_id, owner=owner))
 
 
-@router.get("/{job_id}/summary")
+@router.get("/{job_id}/summary", responses=problems(404))
 def get_summary(job_id: uuid.UUID, owner: Owner) -> dict[str, Any]:
     """Per optimizer label: final train loss, best validation accuracy, steps to the target."""
     return jobs.summary(job_id, owner=owner)

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from services import jobs
-from services.api.schemas import MetricsOut, RunSeries
+from services.api.errors import problems
+from services.api.schemas import MAX_QUERY_INT, MetricsOut, RunSeries
 from services.api.security import Owner
 from services.db.metric_queries import MAX_LIMIT, MAX_POINTS, SeriesQuery
 from services.db.models import EPOCH_FIELDS, STEP_FIELDS
@@ -41,7 +42,7 @@ def _split(values: list[str] | None) -> list[str] | None:
 @router.get(
     "/{job_id}/metrics",
     response_model=MetricsPage,
-    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **problems(404)},
 )
 def get_metrics(
     job_id: uuid.UUID,
@@ -58,8 +59,12 @@ def get_metrics(
             f"{', '.join(STEP_FIELDS)}. Per epoch: {', '.join(EPOCH_FIELDS)}."
         ),
     ] = None,
-    from_step: Annotated[int | None, Query(ge=0, description="First step (inclusive).")] = None,
-    to_step: Annotated[int | None, Query(ge=0, description="Last step (inclusive).")] = None,
+    from_step: Annotated[
+        int | None, Query(ge=0, le=MAX_QUERY_INT, description="First step (inclusive).")
+    ] = None,
+    to_step: Annotated[
+        int | None, Query(ge=0, le=MAX_QUERY_INT, description="Last step (inclusive).")
+    ] = None,
     max_points: Annotated[
         int | None,
         Query(

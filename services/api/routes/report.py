@@ -23,7 +23,7 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri '
     response_class=HTMLResponse,
     responses={
         200: {"content": {"text/html": {}}, "description": "the report page"},
-        404: {"content": {"application/problem+json": {}}, "description": "unknown job"},
+        404: {"description": "unknown job"},
     },
 )
 def get_report(

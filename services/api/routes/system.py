@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from services.api.errors import problems
 from services.api.security import AUTHENTICATED
 from services.catalog import catalog
 from services.db.session import unit_of_work
@@ -34,7 +35,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["system"])
+@router.get("/readyz", tags=["system"], responses=problems(503))
 def readyz() -> dict[str, str]:
     """Readiness: the database answers (503 problem+json otherwise)."""
     with unit_of_work() as session:
