@@ -38,7 +38,7 @@ from tests.integration.test_isolation import auth_headers, create_key
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
-REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS_FUZZ", "redis://127.0.0.1:6379/12")
+REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS_FUZZ", "redis://127.0.0.1:6379/10")
 OWNER = "fuzz"
 # Cases per operation and mode; more for the operations given the owner's real ids, where
 # the cases get past the 404 to the database (and its integers' range: a 500 found there).

@@ -47,7 +47,7 @@ SPEC = JobSpec.model_validate(
 )
 GRACE = get_settings().reconcile_grace_seconds
 # A database of its own (the integration tests' cluster empties db 15).
-REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS_RECONCILE", "redis://127.0.0.1:6379/14")
+REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS_RECONCILE", "redis://127.0.0.1:6379/9")
 
 
 def broker_down(_: uuid.UUID) -> None:
