@@ -33,7 +33,7 @@ from tests.support import free_port, require_port
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS_FAULTS", "redis://127.0.0.1:6379/11")
-EPOCHS = 16
+EPOCHS = 12
 SPEC = {
     "name": "kill -9",
     "dataset": {"name": "digits"},
@@ -100,13 +100,23 @@ class Processes:
         self.cluster.wait_for(lambda: "ready" in log.read_text(), 90, "the worker")
         return process, log
 
+    def kill_workers(self) -> None:
+        for process in self.running:
+            if process is not self.api:
+                kill_9(process)
+
     def stop(self) -> None:
         self.cluster.client.close()
         for process in self.running:
-            for pid in [*children(process.pid), process.pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            process.wait()
+            kill_9(process)
+
+
+def kill_9(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to a worker's pool processes and to the worker itself."""
+    for pid in [*children(process.pid), process.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
 
 
 def children(pid: int) -> list[int]:
@@ -123,13 +133,33 @@ def children(pid: int) -> list[int]:
     return found
 
 
-@pytest.fixture
-def processes(postgres_url: str, tmp_path: Path) -> Iterator[Processes]:
-    running = Processes(postgres_url, tmp_path)
+@pytest.fixture(scope="module")
+def cluster_processes(
+    postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Processes]:
+    running = Processes(postgres_url, tmp_path_factory.mktemp("faults"))
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def processes(cluster_processes: Processes) -> Processes:
+    """The module's API, with no worker left from an earlier test."""
+    cluster_processes.kill_workers()
+    return cluster_processes
+
+
+@pytest.fixture(scope="module")
+def reference(cluster_processes: Processes) -> dict[str, list[tuple[int, float, float]]]:
+    """The series of the job trained without interruption (on a worker of its own)."""
+    cluster_processes.worker()
+    cluster = cluster_processes.cluster
+    job_id = submit(cluster)
+    wait_until(cluster, job_id, "succeeded")
+    cluster_processes.kill_workers()
+    return series(cluster.database_url, job_id)
 
 
 def submit(cluster: Cluster) -> str:
@@ -194,13 +224,10 @@ def resumed_from(log: Path) -> list[int]:
 
 
 def test_kill_9_mid_run_then_a_new_worker_finishes_the_same_series(
-    processes: Processes,
+    processes: Processes, reference: dict[str, list[tuple[int, float, float]]]
 ) -> None:
     cluster = processes.cluster
     first, _ = processes.worker()
-    reference = submit(cluster)
-    wait_until(cluster, reference, "succeeded")
-
     job_id = submit(cluster)
 
     def mid_run() -> bool:
@@ -210,30 +237,24 @@ def test_kill_9_mid_run_then_a_new_worker_finishes_the_same_series(
         )
 
     cluster.wait_for(mid_run, 120, "the job mid-run with a checkpoint")
-    for pid in [*children(first.pid), first.pid]:
-        os.kill(pid, signal.SIGKILL)
-    first.wait()
+    kill_9(first)
     killed_at = cluster.client.get(f"/v1/jobs/{job_id}").json()
     assert killed_at["status"] == "running" and killed_at["progress"]["fraction"] < 1
 
     _, second_log = processes.worker()
     job = wait_until(cluster, job_id, "succeeded")
     assert {run["status"] for run in job["runs"]} == {"succeeded"}
-    assert_same_series(
-        series(cluster.database_url, job_id), series(cluster.database_url, reference)
-    )
+    assert_same_series(series(cluster.database_url, job_id), reference)
     # The new worker went on from the checkpoint (not from step 0), as its log says.
     steps = resumed_from(second_log)
     assert steps and min(steps) > 0, second_log.read_text()[-3000:]
 
 
 def test_sigterm_stops_at_the_next_flush_and_the_next_worker_goes_on(
-    processes: Processes,
+    processes: Processes, reference: dict[str, list[tuple[int, float, float]]]
 ) -> None:
     cluster = processes.cluster
     first, first_log = processes.worker()
-    reference = submit(cluster)
-    wait_until(cluster, reference, "succeeded")
     job_id = submit(cluster)
     cluster.wait_for(
         lambda: (
@@ -252,9 +273,7 @@ def test_sigterm_stops_at_the_next_flush_and_the_next_worker_goes_on(
 
     _, second_log = processes.worker()
     wait_until(cluster, job_id, "succeeded")
-    assert_same_series(
-        series(cluster.database_url, job_id), series(cluster.database_url, reference)
-    )
+    assert_same_series(series(cluster.database_url, job_id), reference)
     steps = resumed_from(second_log)
     assert steps and min(steps) > 0
     print(f"SIGTERM to exit: {stopped_in:.1f} s")
