@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-EVAL_CHUNK = 4096  # samples per forward pass when evaluating a whole split
+# Samples per forward pass when evaluating a whole split. Larger chunks stream activations
+# through memory instead of the caches: measured on the 2-core VM, one thread, medians of 7
+# (ms per split at 256 / 1024 / 4096): LeNet-5 on 1,800 images 167 / 159 / 260, the MNIST-1D
+# MLP on 4,000 samples 15.1 / 13.4 / 19.4, a 784-256-10 MLP on 12,000 samples 86 / 90 / 99.
+EVAL_CHUNK = 1024
 
 
 @dataclass(frozen=True)
