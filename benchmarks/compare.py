@@ -395,7 +395,15 @@ def run_service(running: Service, spec: dict[str, Any], timeout: float) -> dict[
         },
         # Process time, from the worker's /metrics, summed over its processes: parallel
         # parts add up, and metric writes run in a writer thread beside training.
-        "worker_seconds": {"training steps": steps, "metric writes": writes},
+        "worker_seconds": {
+            "training steps": steps,
+            "metric writes": writes,
+            "checkpoints": delta("optbench_checkpoint_seconds_total"),
+        },
+        "checkpoints": {
+            "stored": int(delta("optbench_checkpoints_total")),
+            "bytes": int(delta("optbench_checkpoint_bytes_total")),
+        },
     }
 
 
@@ -482,6 +490,8 @@ def report_workload(name: str, results: dict[str, Any]) -> None:
     print("  seconds the worker's processes spent in them, added up over processes (/metrics):")
     for part, seconds in c["worker_seconds"].items():
         print(f"    {part:<52} {seconds:7.2f} s")
+    stored = c["checkpoints"]
+    print(f"    ({stored['stored']:,} run checkpoints stored, {stored['bytes'] / 2**20:,.1f} MiB)")
 
     def gap(x: dict[str, Any], y: dict[str, Any]) -> str:
         labels = [k for k in x["final_val_accuracy"] if y["final_val_accuracy"].get(k) is not None]

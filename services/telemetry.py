@@ -111,6 +111,18 @@ METRIC_WRITE_RETRIES = Counter(
     "Metric write transactions tried again after a transient database error (connection "
     "refused or lost, the database starting up); the rows wait in the worker meanwhile.",
 )
+CHECKPOINTS = Counter(
+    "optbench_checkpoints_total",
+    "Run checkpoints stored (one per run; workers/sinks/checkpoints.py).",
+)
+CHECKPOINT_BYTES = Counter(
+    "optbench_checkpoint_bytes_total", "Bytes of the run checkpoints stored."
+)
+CHECKPOINT_SECONDS = Counter(
+    "optbench_checkpoint_seconds_total",
+    "Training-thread seconds spent checkpointing: serialising, waiting for the step rows "
+    "before it, writing.",
+)
 TASK_REDELIVERIES = Counter(
     "optbench_task_redeliveries_total",
     "Tasks the broker delivered again (a worker died or lost its connection before acking).",

@@ -121,7 +121,10 @@ def test_fused_group_resumes_to_the_same_series(crash_after: int) -> None:
     # and at epoch ends, a checkpoint every 10 steps (at the next flush) and at epoch ends.
     config = with_checkpoints(
         dataclasses.replace(
-            job([*LECTURE[1:], COSINE], seeds=(0, 1), epochs=4, flush_every=5), fuse="always"
+            job(
+                [LECTURE[1], LECTURE[6], LECTURE[7], COSINE], seeds=(0, 1), epochs=3, flush_every=5
+            ),
+            fuse="always",
         ),
         every=10,
     )
@@ -134,7 +137,7 @@ def test_fused_group_resumes_to_the_same_series(crash_after: int) -> None:
 def test_alone_runs_resume_with_dropout_plateau_and_full_batch_gd() -> None:
     model = ModelConfig("mlp", {"hidden": [32], "dropout": 0.3})
     config = with_checkpoints(
-        job([LECTURE[0], LECTURE[7], PLATEAU], epochs=5, flush_every=4, model=model), every=6
+        job([LECTURE[0], LECTURE[7], PLATEAU], epochs=3, flush_every=4, model=model), every=6
     )
     expected = uninterrupted(config)
     first, second, store = interrupted(config, crash_after=40)

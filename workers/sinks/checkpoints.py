@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from services.db import checkpoints
 from services.db.session import unit_of_work
 from services.db.transient import describe, is_transient
+from services.telemetry import CHECKPOINT_BYTES, CHECKPOINT_SECONDS, CHECKPOINTS
 from workers.engine import Hooks, RunConfig
 from workers.engine.checkpoint import RunState
 from workers.sinks.sql import SqlSink
@@ -48,6 +49,10 @@ class CheckpointSink(Hooks):
                 raise
             log.warning("checkpoint at step %d skipped: %s", states[0][1].step, describe(error))
             return
+        size, seconds = sum(len(data) for _, _, data in encoded), time.perf_counter() - started
         self.written += len(encoded)
-        self.bytes += sum(len(data) for _, _, data in encoded)
-        self.seconds += time.perf_counter() - started
+        self.bytes += size
+        self.seconds += seconds
+        CHECKPOINTS.inc(len(encoded))
+        CHECKPOINT_BYTES.inc(size)
+        CHECKPOINT_SECONDS.inc(seconds)
