@@ -33,7 +33,7 @@ from tests.support import free_port, require_port
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS_FAULTS", "redis://127.0.0.1:6379/11")
-EPOCHS = 12
+EPOCHS = 8
 SPEC = {
     "name": "kill -9",
     "dataset": {"name": "digits"},
