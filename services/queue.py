@@ -108,20 +108,8 @@ def jobs_in_broker() -> set[str] | None:
     settings = get_settings()
     if not settings.broker_url.startswith(("redis://", "rediss://")):
         return None
-    import redis
-
-    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
-    try:
-        queues = [QUEUE, *(f"{QUEUE}{_REDIS_PRIORITY_SEP}{step}" for step in _REDIS_PRIORITY_STEPS)]
-        pipe = client.pipeline(transaction=True)
-        for queue in queues:
-            pipe.lrange(queue, 0, -1)
-        pipe.hvals(_REDIS_UNACKED)
-        *waiting, unacked = pipe.execute()
-    finally:
-        client.close()
-    messages = [raw for items in waiting for raw in items]
-    messages += [_first(raw) for raw in unacked]
+    waiting, unacked = _redis_messages(settings.broker_url)
+    messages = waiting + [_first(raw) for raw in unacked]
     return set(_job_ids(messages))
 
 

@@ -22,6 +22,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -176,17 +177,23 @@ def wait_until(cluster: Cluster, job_id: str, status: str, timeout: float = 180)
     return dict(cluster.client.get(f"/v1/jobs/{job_id}").json())
 
 
-def series(database_url: str, job_id: str) -> dict[str, list[tuple[int, float, float]]]:
+def query(database_url: str, sql: str, job_id: str) -> list[Any]:
+    """Rows of ``sql`` (with ``:job``) on the cluster's PostgreSQL database."""
     engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text(
-                "SELECT run.label, s.step, s.loss, s.grad_norm FROM step_metric s "
-                "JOIN run ON run.id = s.run_id WHERE run.job_id = :job ORDER BY run.id, s.step"
-            ),
-            {"job": job_id},
-        ).all()
-    engine.dispose()
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text(sql), {"job": job_id}).all())
+    finally:
+        engine.dispose()
+
+
+def series(database_url: str, job_id: str) -> dict[str, list[tuple[int, float, float]]]:
+    rows = query(
+        database_url,
+        "SELECT run.label, s.step, s.loss, s.grad_norm FROM step_metric s "
+        "JOIN run ON run.id = s.run_id WHERE run.job_id = :job ORDER BY run.id, s.step",
+        job_id,
+    )
     found: dict[str, list[tuple[int, float, float]]] = {}
     for label, step, loss, norm in rows:
         found.setdefault(label, []).append((step, loss, norm))
@@ -194,18 +201,10 @@ def series(database_url: str, job_id: str) -> dict[str, list[tuple[int, float, f
 
 
 def checkpointed_steps(database_url: str, job_id: str) -> list[int]:
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        steps = connection.execute(
-            text(
-                "SELECT c.step FROM run_checkpoint c JOIN run ON run.id = c.run_id "
-                "WHERE run.job_id = :job"
-            ),
-            {"job": job_id},
-        ).scalars()
-        found = list(steps)
-    engine.dispose()
-    return found
+    sql = (
+        "SELECT c.step FROM run_checkpoint c JOIN run ON run.id = c.run_id WHERE run.job_id = :job"
+    )
+    return [step for (step,) in query(database_url, sql, job_id)]
 
 
 def assert_same_series(got: dict, want: dict) -> None:  # type: ignore[type-arg]
