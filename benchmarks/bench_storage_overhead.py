@@ -372,7 +372,7 @@ def run(args: argparse.Namespace) -> None:
                 flush=True,
             )
             overhead(args)
-        if args.flush_sizes:
+        if args.flush_sizes and args.rows:  # --rows 0: the training part alone
             how = "in the calling thread" if args.inline else "through the writer thread"
             print(
                 f"\nwrite throughput: {args.rows:,} step rows of {args.runs} runs, {how}",
