@@ -61,6 +61,7 @@ from workers.engine.hooks import CompositeHooks
 from workers.heartbeat import Heartbeat, worker_name
 from workers.parts import plan_parts
 from workers.shutdown import ShutdownCheck, WorkerStopping
+from workers.sinks import checkpoints as checkpoint_store
 from workers.sinks.checkpoints import CheckpointSink
 from workers.sinks.prometheus import PrometheusSink
 from workers.sinks.sql import SqlSink
@@ -364,7 +365,7 @@ def _resume(experiment: Experiment, run_ids: list[int]) -> dict[int, RunState]:
     """The checkpoints the runs go on from, after superseding what each stored after its own
     (all of it for a run that starts again): services/db/checkpoints.py."""
     with unit_of_work() as session:
-        usable = experiment.resumable(checkpoints.load(session, run_ids), run_ids)
+        usable = experiment.resumable(checkpoint_store.load(session, run_ids), run_ids)
         for run_id in run_ids:
             state = usable.get(run_id)
             deleted = checkpoints.supersede(

@@ -3,8 +3,9 @@ after its checkpoint.
 
 One row per run, its latest checkpoint: where every worker can reach it (a worker that takes
 over a run may run on another machine), written and read in the same short transactions as
-everything else. The state is ``torch.save`` bytes of plain containers of tensors and numbers,
-read back with ``weights_only=True`` (no pickled code runs from the database). Sizes: the
+everything else. The state is bytes to this module (``torch.save`` of plain containers of
+tensors and numbers, read back with ``weights_only=True`` by workers/sinks/checkpoints.py: no
+pickled code runs from the database, and the API's processes never import torch). Sizes: the
 model's parameters and buffers plus the optimizer's state (Adam: twice the parameters), e.g.
 about 10 KB per digits run of the lecture's MLP and 2.4 MB for a 200,000-parameter MLP.
 
@@ -18,10 +19,6 @@ and the series equals an uninterrupted run's.
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
-import torch
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
@@ -35,33 +32,20 @@ from services.db.models import (
     StepRollup,
     utcnow,
 )
-from workers.engine.checkpoint import RunState
 
 
-def encode(state: RunState) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state.state, buffer)
-    return buffer.getvalue()
-
-
-def decode(row: RunCheckpoint) -> RunState:
-    state: dict[str, Any] = torch.load(io.BytesIO(row.state), map_location="cpu", weights_only=True)
-    return RunState(row.step, row.epoch, row.layout, state)
-
-
-def save(session: Session, run_id: int, state: RunState, data: bytes) -> None:
-    """Replace the run's checkpoint with ``state`` (``data``: its ``encode``)."""
+def save(session: Session, run_id: int, step: int, epochs: int, layout: str, state: bytes) -> None:
+    """Replace the run's checkpoint (``state``: serialised by workers/sinks/checkpoints.py)."""
     row = session.get(RunCheckpoint, run_id)
     if row is None:
         row = RunCheckpoint(run_id=run_id)
         session.add(row)
-    row.step, row.epoch, row.layout = state.step, state.epochs, state.layout
-    row.state, row.saved_at = data, utcnow()
+    row.step, row.epoch, row.layout = step, epochs, layout
+    row.state, row.saved_at = state, utcnow()
 
 
-def load(session: Session, run_ids: list[int]) -> dict[int, RunState]:
-    rows = session.scalars(select(RunCheckpoint).where(RunCheckpoint.run_id.in_(run_ids)))
-    return {row.run_id: decode(row) for row in rows}
+def load(session: Session, run_ids: list[int]) -> list[RunCheckpoint]:
+    return list(session.scalars(select(RunCheckpoint).where(RunCheckpoint.run_id.in_(run_ids))))
 
 
 def supersede(session: Session, run_id: int, step: int, epochs: int) -> int:

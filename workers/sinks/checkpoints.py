@@ -14,11 +14,17 @@ train again after a crash.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session
 
 from services.db import checkpoints
+from services.db.models import RunCheckpoint
 from services.db.session import unit_of_work
 from services.db.transient import describe, is_transient
 from services.telemetry import CHECKPOINT_BYTES, CHECKPOINT_SECONDS, CHECKPOINTS
@@ -27,6 +33,22 @@ from workers.engine.checkpoint import RunState
 from workers.sinks.sql import SqlSink
 
 log = logging.getLogger(__name__)
+
+
+def encode(state: RunState) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state.state, buffer)
+    return buffer.getvalue()
+
+
+def decode(row: RunCheckpoint) -> RunState:
+    """A stored checkpoint, read with ``weights_only``: tensors and plain containers only."""
+    state: dict[str, Any] = torch.load(io.BytesIO(row.state), map_location="cpu", weights_only=True)
+    return RunState(row.step, row.epoch, row.layout, state)
+
+
+def load(session: Session, run_ids: list[int]) -> dict[int, RunState]:
+    return {row.run_id: decode(row) for row in checkpoints.load(session, run_ids)}
 
 
 class CheckpointSink(Hooks):
@@ -38,12 +60,12 @@ class CheckpointSink(Hooks):
 
     def on_checkpoint(self, states: Sequence[tuple[RunConfig, RunState]]) -> None:
         started = time.perf_counter()
-        encoded = [(run.key, state, checkpoints.encode(state)) for run, state in states]
+        encoded = [(run.key, state, encode(state)) for run, state in states]
         self.rows.flush()
         try:
             with unit_of_work() as session:
                 for key, state, data in encoded:
-                    checkpoints.save(session, key, state, data)
+                    checkpoints.save(session, key, state.step, state.epochs, state.layout, data)
         except Exception as error:
             if not is_transient(error):
                 raise
