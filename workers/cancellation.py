@@ -22,7 +22,7 @@ from services.db import store
 from services.db.models import CANCELLED
 from services.db.session import unit_of_work
 from services.db.transient import describe, is_transient
-from workers.engine import Hooks, RunConfig, StepRecord
+from workers.engine import Hooks, RunConfig, StepColumns
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class CancellationCheck(Hooks):
         self.job_id = job_id
         self.unreachable = False  # the last check found the database away
 
-    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
+    def on_flush(self, batch: Sequence[tuple[RunConfig, StepColumns]]) -> None:
         try:
             with unit_of_work() as session:
                 cancelled = store.job_status(session, self.job_id) == CANCELLED

@@ -3,7 +3,7 @@ everything through hooks (workers/engine/hooks.py); adapters live in workers/sin
 
 from workers.engine.config import DatasetConfig, JobConfig, ModelConfig, OptimizerConfig, RunConfig
 from workers.engine.fusion import RunGroup
-from workers.engine.hooks import EpochRecord, Hooks, RunResult, StepRecord
+from workers.engine.hooks import EpochRecord, Hooks, RunResult, StepColumns, StepRecord
 from workers.engine.loop import Experiment
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "RunConfig",
     "RunGroup",
     "RunResult",
+    "StepColumns",
     "StepRecord",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepRecord
+from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepColumns, StepRecord
 
 
 class MemorySink(Hooks):
@@ -23,9 +23,9 @@ class MemorySink(Hooks):
     def on_run_start(self, run: RunConfig, total_steps: int) -> None:
         self.planned[run.key] = total_steps
 
-    def on_steps(self, run: RunConfig, steps: Sequence[StepRecord]) -> None:
+    def on_steps(self, run: RunConfig, steps: StepColumns) -> None:
         self.flushes[run.key] += 1
-        self.steps[run.key].extend(steps)
+        self.steps[run.key].extend(steps.records())
 
     def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None:
         self.epochs[run.key].extend(epochs)

@@ -13,7 +13,9 @@ from services.telemetry import (
     TRAIN_SAMPLES,
     TRAIN_STEPS,
 )
-from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepRecord
+import numpy as np
+
+from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepColumns
 
 
 class PrometheusSink(Hooks):
@@ -37,17 +39,18 @@ class PrometheusSink(Hooks):
         RUNS_ACTIVE.inc()
         self._last_seconds[run.key] = 0.0
 
-    def on_steps(self, run: RunConfig, steps: Sequence[StepRecord]) -> None:
+    def on_steps(self, run: RunConfig, steps: StepColumns) -> None:
         name = run.optimizer.name
         TRAIN_STEPS.labels(name, self.dataset, self.model, self.device).inc(len(steps))
-        samples = sum(record.samples for record in steps)
+        samples = int(steps.samples.sum())
         TRAIN_SAMPLES.labels(name, self.dataset, self.model, self.device).inc(samples)
         timer = STEP_SECONDS.labels(name, self.device)
-        last = self._last_seconds.get(run.key, 0.0)
-        for record in steps:  # train_seconds is cumulative: a step's time is the difference
-            timer.observe(max(record.train_seconds - last, 0.0))
-            last = record.train_seconds
-        self._last_seconds[run.key] = last
+        # train_seconds is cumulative: a step's time is the difference to the one before.
+        seconds = steps.train_seconds
+        durations = np.diff(seconds, prepend=self._last_seconds.get(run.key, 0.0))
+        for duration in np.maximum(durations, 0.0).tolist():
+            timer.observe(duration)
+        self._last_seconds[run.key] = float(seconds[-1])
 
     def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None:
         if run.key in self._done:
