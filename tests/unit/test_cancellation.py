@@ -15,7 +15,7 @@ from services.db.session import unit_of_work
 from tests.support import local_client
 from tests.unit.test_execution import stored_job
 from workers.cancellation import JobCancelled
-from workers.engine import Hooks, RunConfig, StepRecord
+from workers.engine import Hooks, RunConfig, StepColumns
 from workers.execution import execute_job
 
 
@@ -42,7 +42,7 @@ class CancelAfterFirstFlush(Hooks):
     def __init__(self, job_id: str) -> None:
         self.job_id, self.flushes = job_id, 0
 
-    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
+    def on_flush(self, batch: Sequence[tuple[RunConfig, StepColumns]]) -> None:
         self.flushes += 1
         if self.flushes == 1:
             with unit_of_work() as session:

@@ -15,7 +15,7 @@ import torch
 from tests.unit.test_engine import LECTURE, job
 from workers.engine import Experiment, Hooks, JobConfig, ModelConfig, OptimizerConfig, RunConfig
 from workers.engine.checkpoint import RunState
-from workers.engine.hooks import CompositeHooks, StepRecord
+from workers.engine.hooks import CompositeHooks, StepColumns, StepRecord
 from workers.sinks.memory import MemorySink
 
 
@@ -39,8 +39,8 @@ class Checkpoints(Hooks):
             self.saved[run.key] = buffer.getvalue()
             self.steps[run.key] = state.step
 
-    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
-        last = max(steps[-1].step for _, steps in batch)
+    def on_flush(self, batch: Sequence[tuple[RunConfig, StepColumns]]) -> None:
+        last = max(int(steps.step[-1]) for _, steps in batch)
         if self.crash_after is not None and self.saved and last > self.crash_after:
             raise Crash
 

@@ -18,7 +18,7 @@ from services.db.session import unit_of_work
 from services.spec import JobSpec
 from tests.conftest import reset_process_state
 from workers import shutdown
-from workers.engine import Hooks, RunConfig, StepRecord
+from workers.engine import Hooks, RunConfig, StepColumns
 from workers.engine.checkpoint import RunState
 from workers.execution import execute_job, execute_part
 
@@ -43,8 +43,8 @@ class DieAfterCheckpoint(Hooks):
     def on_checkpoint(self, states: Sequence[tuple[RunConfig, RunState]]) -> None:
         self.checkpoints += 1
 
-    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
-        if self.checkpoints and max(steps[-1].step for _, steps in batch) > self.after_step:
+    def on_flush(self, batch: Sequence[tuple[RunConfig, StepColumns]]) -> None:
+        if self.checkpoints and max(int(steps.step[-1]) for _, steps in batch) > self.after_step:
             raise WorkerDied
 
 
@@ -196,8 +196,8 @@ class StopWorkerAfter(Hooks):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
-        if max(steps[-1].step for _, steps in batch) > self.step:
+    def on_flush(self, batch: Sequence[tuple[RunConfig, StepColumns]]) -> None:
+        if max(int(steps.step[-1]) for _, steps in batch) > self.step:
             shutdown.request()
 
 
@@ -205,7 +205,7 @@ class CountSteps(Hooks):
     def __init__(self) -> None:
         self.steps: dict[int, list[int]] = {}
 
-    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
+    def on_flush(self, batch: Sequence[tuple[RunConfig, StepColumns]]) -> None:
         for run, steps in batch:
             self.steps.setdefault(run.key, []).extend(step.step for step in steps)
 

@@ -18,6 +18,7 @@ from workers.engine import (
 )
 from workers.engine.landscapes import LANDSCAPES
 from workers.engine.models import build
+from workers.engine.problem import Problem
 from workers.sinks.memory import MemorySink
 
 
@@ -180,14 +181,14 @@ def test_mid_epoch_evaluation_is_attached_to_its_steps_and_not_timed(
         clock[0] += 0.001
         return clock[0]
 
-    evaluate = Experiment.evaluate
+    evaluate = Problem.evaluate
 
     def slow_evaluate(self, *args):  # type: ignore[no-untyped-def]
         clock[0] += 100.0
         return evaluate(self, *args)
 
     monkeypatch.setattr(time, "perf_counter", perf_counter)
-    monkeypatch.setattr(Experiment, "evaluate", slow_evaluate)
+    monkeypatch.setattr(Problem, "evaluate", slow_evaluate)
     sink = run_one(sgd(), eval_every_steps=7, flush_every=5)
     assert sink.steps[0][-1].train_seconds < 1.0  # 34 steps of 1 ms, no evaluation in it
     evaluated = [r.step for r in sink.steps[0] if r.val_loss is not None]

@@ -26,7 +26,7 @@ def run_python(code: str, env: dict[str, str] | None = None) -> str:
 def test_engine_imports_no_celery_sql_or_prometheus() -> None:
     loaded = run_python("""
         import sys
-        import workers.engine, workers.engine.loop, workers.engine.datasets, workers.engine.models
+        import workers.engine, workers.engine.datasets, workers.engine.models
         print(",".join(sorted(m for m in ("celery", "sqlalchemy", "prometheus_client", "services",
                                           "fastapi", "kombu") if m in sys.modules)))
     """)

@@ -2,9 +2,9 @@
 everything through hooks (workers/engine/hooks.py); adapters live in workers/sinks/."""
 
 from workers.engine.config import DatasetConfig, JobConfig, ModelConfig, OptimizerConfig, RunConfig
-from workers.engine.fusion import RunGroup
+from workers.engine.experiment import Experiment
 from workers.engine.hooks import EpochRecord, Hooks, RunResult, StepColumns, StepRecord
-from workers.engine.loop import Experiment
+from workers.engine.plan import RunGroup
 
 __all__ = [
     "DatasetConfig",

@@ -30,14 +30,14 @@ from typing import Any
 
 import torch
 
-ALONE, FUSED = "alone", "fused"
+ALONE, FUSED, POINT = "alone", "fused", "point"  # workers/engine/members.py
 
 
 @dataclass(frozen=True)
 class RunState:
     step: int  # steps trained (the last one stored before this checkpoint)
     epochs: int  # epochs whose end-of-epoch work is done
-    layout: str  # ALONE or FUSED
+    layout: str  # ALONE, FUSED or POINT
     state: dict[str, Any]  # model, optimizer, scheduler, buffer, seconds, rng
 
 

@@ -60,7 +60,7 @@ class JobConfig:
     # max(first loss, 1).
     divergence_ratio: float = 1e4
     mixed_precision: bool = False  # bfloat16 autocast for forward and loss
-    # Fused groups (workers/engine/fusion.py): "auto" where fusing pays on this device,
+    # Fused groups (workers/engine/plan.py): "auto" where fusing pays on this device,
     # "always" wherever the model can fuse, "never".
     fuse: str = "auto"
     dtype: str = "float32"  # parameters and data: float32, or float64 for exact comparisons

@@ -118,7 +118,7 @@ class RunResult:
     diverged_at_step: int | None = None
     test_loss: float | None = None
     test_accuracy: float | None = None
-    fused: bool = False  # trained in a fused group (workers/engine/fusion.py)
+    fused: bool = False  # trained in a fused group (workers/engine/plan.py)
     fusion: str | None = None  # with how many runs it was fused, or why it was not
 
 

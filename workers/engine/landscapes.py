@@ -1,23 +1,23 @@
 """2-D test functions: the lecture's picture of optimizers crossing a loss surface.
 
 Each landscape is f(p) for a point p = (x, y), with its known minima (the convergence metric
-is the distance to the nearest one; ``saddle`` has none).
+is the distance to the nearest one; ``saddle`` has none). p may also be a (2, K) tensor of K
+points, giving K values: a group of K points is one evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from workers.engine import optimizers, schedules
-from workers.engine.buffer import Divergence
-from workers.engine.config import JobConfig, RunConfig
-from workers.engine.hooks import EpochRecord, Hooks, RunResult, StepRecord
+from workers.engine.config import JobConfig
+from workers.engine.fused_layers import SHARED, Act
+from workers.engine.members import Members, PointMembers
 from workers.engine.registry import Registry
 
 
@@ -62,7 +62,9 @@ def _himmelblau() -> Landscape:
 
 @LANDSCAPES.register("rastrigin")
 def _rastrigin() -> Landscape:
-    return Landscape(lambda p: 20 + (p**2 - 10 * torch.cos(2 * math.pi * p)).sum(), ((0.0, 0.0),))
+    return Landscape(
+        lambda p: 20 + (p**2 - 10 * torch.cos(2 * math.pi * p)).sum(dim=0), ((0.0, 0.0),)
+    )
 
 
 @LANDSCAPES.register("saddle")
@@ -75,12 +77,19 @@ def _quadratic(condition: float = 25.0) -> Landscape:
     return Landscape(lambda p: 0.5 * (p[0] ** 2 + condition * p[1] ** 2), ((0.0, 0.0),))
 
 
-class LandscapeRun:
+class LandscapeProblem:
     """Optimizers on a 2-D function: the point (x, y) is the model, each epoch one step.
 
-    Runs on the CPU in float64 whatever the job's device: two parameters gain nothing from a
-    GPU, and double precision keeps long trajectories near a minimum exact.
+    A member is a point (workers/engine/members.py ``PointMembers``); its step's loss is the
+    function at the point before the step, its epoch's validation loss the function after it,
+    and its distance to the nearest minimum the convergence measure. There is no score and no
+    test split. Runs on the CPU in float64 whatever the job's device: two parameters gain
+    nothing from a GPU, and double precision keeps long trajectories near a minimum exact.
     """
+
+    has_score = False
+    classification = False
+    dtype = torch.float64
 
     def __init__(self, config: JobConfig) -> None:
         params = dict(config.dataset.params)
@@ -88,74 +97,35 @@ class LandscapeRun:
         self.function = LANDSCAPES.get(config.dataset.name)(**params)
         self.config = config
 
-    def train(self, run: RunConfig, hooks: Hooks) -> RunResult:
-        epochs = self.config.epochs
-        hooks.on_run_start(run, epochs)
-        point = torch.nn.Parameter(torch.tensor(self.start, dtype=torch.float64))
-        optimizer = optimizers.build(run.optimizer, [point])
-        scheduler = schedules.build(run.optimizer.schedule, optimizer, epochs)
-        divergence = Divergence(self.config.divergence_ratio)
-        steps: list[StepRecord] = []
-        epoch_records: list[EpochRecord] = []
-        train_seconds, last_step, diverged_at = 0.0, 0, None
+    def steps_per_epoch(self, full_batch: bool) -> int:
+        return 1
 
-        def loss_at_point() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            loss = self.function(point)
-            loss.backward()
-            return loss
+    def batches(self, seed: int, full_batch: bool) -> Iterator[tuple[int, list[None]]]:
+        for epoch in range(1, self.config.epochs + 1):
+            yield epoch, [None]
 
-        for step in range(1, epochs + 1):
-            started = time.perf_counter()
-            lr = float(optimizer.param_groups[0]["lr"])
-            x, y = point.detach().tolist()
-            loss = loss_at_point()
-            grad_norm = (
-                float(torch.linalg.vector_norm(point.grad)) if point.grad is not None else 0.0
-            )
-            if optimizers.needs_closure(optimizer):
-                optimizer.step(loss_at_point)  # type: ignore[arg-type]
-            else:
-                optimizer.step()
-            if scheduler is not None:
-                if schedules.steps_per_epoch_only(scheduler):
-                    scheduler.step(float(loss))  # type: ignore[arg-type]
-                else:
-                    scheduler.step()
-            train_seconds += time.perf_counter() - started
-            value = float(loss.detach())
-            if divergence.check(value, grad_norm):
-                diverged_at = step
-                break
-            with torch.no_grad():
-                after = float(self.function(point))
-            steps.append(StepRecord(step, step, value, None, lr, grad_norm, train_seconds, 1, x, y))
-            epoch_records.append(
-                EpochRecord(
-                    step,
-                    step,
-                    value,
-                    None,
-                    after,
-                    None,
-                    train_seconds,
-                    self.function.distance(point.detach()),
-                )
-            )
-            last_step = step
-            if len(steps) >= self.config.flush_every:
-                self._flush(run, hooks, steps, epoch_records)
-        self._flush(run, hooks, steps, epoch_records)
-        result = RunResult(last_step, diverged_at is not None, train_seconds, diverged_at)
-        hooks.on_run_end(run, result)
-        return result
+    def inputs(self, batch: object, seed_of: object) -> tuple[Act, None]:
+        return (_NO_INPUT, SHARED), None
 
-    @staticmethod
-    def _flush(
-        run: RunConfig, hooks: Hooks, steps: list[StepRecord], epochs: list[EpochRecord]
-    ) -> None:
-        if steps:
-            hooks.on_flush([(run, list(steps))])
-            hooks.on_epochs(run, list(epochs))
-        steps.clear()
-        epochs.clear()
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()
+
+    def losses(
+        self, outputs: torch.Tensor, y: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The values at the points (K,), and no score (NaN)."""
+        return outputs, torch.full_like(outputs, math.nan)
+
+    def evaluate(self, members: Members, name: str) -> tuple[list[float], list[float]] | None:
+        """``val``: the function at the points now (after the epoch's step); no test split."""
+        if name != "val" or not isinstance(members, PointMembers):
+            return None
+        return members.values_at().tolist(), [math.nan] * members.k
+
+    def distances(self, members: Members) -> list[float | None] | None:
+        if not isinstance(members, PointMembers):
+            return None
+        return [self.function.distance(point) for point in members.points.detach()]
+
+
+_NO_INPUT = torch.empty(0)
