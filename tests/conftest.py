@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from services.db.session import reset_engine
+from services.db.session import get_engine, reset_engine
 from services.queue import reset_client
 from services.settings import get_settings
+from tests.invariants import assert_stored_metrics_valid
 from tests.support import require_port
 
 
@@ -35,6 +36,7 @@ def embedded_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     reset_process_state()
     upgrade()
     yield tmp_path / "home"
+    assert_stored_metrics_valid(get_engine())
     reset_process_state()
 
 
@@ -64,8 +66,11 @@ def postgres_url() -> Iterator[str]:
     )
     assert migrate.returncode == 0, migrate.stderr
     yield url
-    with engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        assert_stored_metrics_valid(url)  # what the session's processes stored, too
+    finally:
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
 
 
@@ -79,6 +84,7 @@ def postgres_db(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("OPTBENCH_DATABASE_URL", postgres_url)
     reset_process_state()
     yield postgres_url
+    assert_stored_metrics_valid(get_engine())
     with get_engine().begin() as connection:
         connection.execute(text("TRUNCATE job, run, step_metric, epoch_metric CASCADE"))
     reset_process_state()

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.invariants import assert_stored_metrics_valid
 from tests.support import free_port, require_port
 
 REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -143,6 +144,7 @@ def running_cluster(
                 f"worker {number} of {workers}",
             )
         yield cluster
+        assert_stored_metrics_valid(postgres_url)
     finally:
         client.close()
         _stop(processes)

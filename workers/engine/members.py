@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from workers.engine import fused_layers
+from workers.engine.bank import ParameterBank
 from workers.engine.checkpoint import ALONE, FUSED, POINT
-from workers.engine.fused_layers import Act, ParameterBank
+from workers.engine.fused_layers import Act
 
 # Update rules that treat every element on its own, so a member's parameters can be one flat
 # tensor (one kernel per step). Others (Adafactor factors matrices) get one view per tensor.
