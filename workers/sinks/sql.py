@@ -8,8 +8,9 @@ everything queued in one transaction: the step rows of every run of every flush 
 Steps come as the engine's columns (``StepColumns``, one numpy array per field); a flush's
 runs are concatenated into one ``metric_columns.Columns`` (run ids by ``np.repeat``) on the
 training thread, a copy that the engine's arrays need not outlive, and go straight into the
-``COPY`` encoder (SQLite: ``executemany`` of their rows). No Python object is made per row:
-queued per-row objects would be scanned by every garbage collection until written.
+``COPY`` encoder (SQLite: ``executemany`` of their rows); NaN is stored as NULL. No Python
+object is made per row: queued per-row objects would be scanned by every garbage collection
+until written.
 
 Order and durability:
 
