@@ -4,17 +4,20 @@ COPY of the same rows measured in the same run.
     .venv/bin/python -m benchmarks.bench_metric_writes [--rows 1000000] [--runs 10] [--flush 100]
 
 Builds a fresh PostgreSQL database (dropped at the end), migrates it, creates one job of
-``--runs`` runs and generates ``--rows`` step records once, in memory (``--rows / --runs``
-steps per run, a mid-epoch evaluation every 1,000 steps). Then, with the table emptied and a
-CHECKPOINT before each, it times:
+``--runs`` runs and generates ``--rows`` steps once, in memory (``--rows / --runs`` steps per
+run, a mid-epoch evaluation every 1,000 steps): as the engine's columns (``StepColumns``, cut
+into flushes before any clock starts) for the sink, and as step records for the plain COPY.
+Then, with the table emptied and a CHECKPOINT before each, it times:
 
-1. ``COPY step_metric FROM STDIN`` (binary, one transaction) of the rows, in the sink's order;
+1. ``COPY step_metric FROM STDIN`` (binary, psycopg's ``write_row`` per record, one
+   transaction) of the rows, in the sink's order;
 2. a plain COPY per ``--flush`` rows, each its own transaction, with no duplicate check: the
    floor for any design that commits every flush (``--no-copy-per-flush`` skips it);
 3. the SQL sink's write path (``workers.sinks.sql.SqlSink(background=False).on_steps``: no
-   writer thread, so each call is written and committed before it returns) in flushes of
-   ``--flush`` rows of one run, runs interleaved, each flush its own transaction
-   (benchmarks/bench_storage_overhead.py measures the sink as training uses it);
+   writer thread, so each call is written and committed before it returns) fed
+   ``StepColumns`` of ``--flush`` rows of one run, as the engine feeds it, runs interleaved,
+   each flush its own transaction (benchmarks/bench_storage_overhead.py measures the sink as
+   training uses it);
 4. the sink again with flushes of ``--large-flush`` rows (0 skips it);
 5. optionally (``--async-commit``) the sink at ``--flush`` with the database's
    ``synchronous_commit = off``, which shows what the per-flush WAL flush costs;
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import operator
 import os
 import statistics
@@ -92,48 +96,54 @@ def create_job(runs: int) -> list[int]:
         return [run.id for run in job.runs]
 
 
-def generate(steps: int, seed: int) -> list[Any]:
-    """One run's step records, as the engine reports them."""
-    from workers.engine import StepRecord
+def generate(steps: int, seed: int) -> Any:
+    """One run's steps as the engine hands them to sinks (``StepColumns``)."""
+    from workers.engine import StepColumns
 
     rng = np.random.default_rng(seed)
-    step = np.arange(1, steps + 1)
+    step = np.arange(1, steps + 1, dtype=np.int64)
     loss = 2.3 * np.exp(-step / (steps / 5)) + 0.05 * rng.random(steps)
     accuracy = 1.0 - loss / 2.5
     grad_norm = rng.random(steps)
     evaluated = step % 1000 == 0  # a mid-epoch evaluation every 1,000 steps
-    return [
-        StepRecord(
-            step=s,
-            epoch=1 + (s - 1) // 1000,
-            loss=value,
-            accuracy=acc,
-            lr=0.05,
-            grad_norm=norm,
-            train_seconds=s * 1e-3,
-            samples=64,
-            val_loss=value if evaluation else None,
-            val_accuracy=acc if evaluation else None,
-        )
-        for s, value, acc, norm, evaluation in zip(
-            step.tolist(),
-            loss.tolist(),
-            accuracy.tolist(),
-            grad_norm.tolist(),
-            evaluated.tolist(),
-            strict=True,
-        )
-    ]
+    return StepColumns(
+        step=step,
+        epoch=1 + (step - 1) // 1000,
+        loss=loss,
+        accuracy=accuracy,
+        lr=np.full(steps, 0.05),
+        grad_norm=grad_norm,
+        train_seconds=step * 1e-3,
+        x=np.full(steps, np.nan),
+        y=np.full(steps, np.nan),
+        val_loss=np.where(evaluated, loss, np.nan),
+        val_accuracy=np.where(evaluated, accuracy, np.nan),
+        samples=np.full(steps, 64, dtype=np.int64),
+    )
 
 
-def flushes(records: dict[int, list[Any]], size: int) -> list[tuple[int, list[Any]]]:
-    """(run id, records) per flush, runs interleaved the way fused training flushes them."""
-    longest = max(len(r) for r in records.values())
+def sliced(columns: Any, start: int, stop: int) -> Any:
+    """Steps start..stop-1 (0-based) of a run's columns: views, no copy."""
+    return dataclasses.replace(
+        columns,
+        **{f.name: getattr(columns, f.name)[start:stop] for f in dataclasses.fields(columns)},
+    )
+
+
+def flushes(steps: dict[int, Any], size: int) -> list[tuple[int, Any]]:
+    """(run id, its steps: records or columns) per flush, runs interleaved the way fused
+    training flushes them."""
+    longest = max(len(r) for r in steps.values())
+    cut = (
+        (lambda rows, start: rows[start : start + size])
+        if isinstance(next(iter(steps.values())), list)
+        else (lambda rows, start: sliced(rows, start, start + size))
+    )
     return [
-        (run_id, rows[start : start + size])
+        (run_id, cut(rows, start))
         for start in range(0, longest, size)
-        for run_id, rows in records.items()
-        if rows[start : start + size]
+        for run_id, rows in steps.items()
+        if len(rows) > start
     ]
 
 
@@ -268,7 +278,8 @@ def run(args: argparse.Namespace) -> None:
         run_ids = create_job(args.runs)
         steps = args.rows // args.runs
         started = time.perf_counter()
-        records = {run_id: generate(steps, seed) for seed, run_id in enumerate(run_ids)}
+        columns = {run_id: generate(steps, seed) for seed, run_id in enumerate(run_ids)}
+        records = {run_id: c.records() for run_id, c in columns.items()}  # for the plain COPY
         rows = steps * len(run_ids)
         print(
             f"database {name}: {len(run_ids)} runs x {steps:,} steps = {rows:,} step rows "
@@ -284,12 +295,12 @@ def run(args: argparse.Namespace) -> None:
             return copy_per_flush_case(url, flushes(records, args.flush), label)
 
         def sink_at(size: int) -> Callable[[], Result]:
-            return lambda: sink_case(flushes(records, size), f"sink, flush={size}")
+            return lambda: sink_case(flushes(columns, size), f"sink, flush={size}")
 
         def sink_async_commit() -> Result:
             set_synchronous_commit(url, name, "off")
             try:
-                return sink_case(flushes(records, args.flush), "sink, synchronous_commit=off")
+                return sink_case(flushes(columns, args.flush), "sink, synchronous_commit=off")
             finally:
                 set_synchronous_commit(url, name, "DEFAULT")
 

@@ -18,7 +18,8 @@ Builds a fresh PostgreSQL database (dropped at the end) and migrates it, then:
    training thread and of the local PostgreSQL server (read from /proc), the share of the
    machine other processes used meanwhile, and the rows per second the sink stored, and
    checks that every row reached the database.
-2. Write throughput alone: ``--rows`` synthetic step records of ``--runs`` runs handed to a
+2. Write throughput alone: ``--rows`` synthetic steps of ``--runs`` runs, built once as the
+   engine's columns (``StepColumns``, cut into flushes before the clock starts), handed to a
    fresh sink as fast as it takes them, in ``on_flush`` calls of ``flush`` rows per run for
    all runs at once (as fused training flushes), for each size in ``--flush-sizes``;
    rows/s until the last row is stored, the share of that time the caller was blocked, and
@@ -69,7 +70,7 @@ from workers.engine import (
     OptimizerConfig,
     RunConfig,
     RunResult,
-    StepRecord,
+    StepColumns,
 )
 from workers.engine.hooks import CompositeHooks
 
@@ -80,9 +81,9 @@ class Counter(Hooks):
     def __init__(self) -> None:
         self.steps = self.epochs = self.flushes = 0
 
-    def on_flush(self, batch: Sequence[tuple[RunConfig, Sequence[StepRecord]]]) -> None:
+    def on_flush(self, batch: Sequence[tuple[RunConfig, StepColumns]]) -> None:
         self.flushes += 1
-        self.steps += sum(len(records) for _, records in batch)
+        self.steps += sum(len(steps) for _, steps in batch)
 
     def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None:
         self.epochs += len(epochs)
@@ -279,36 +280,40 @@ def overhead(args: argparse.Namespace) -> None:
     )
 
 
-def generate(steps: int, seed: int) -> list[StepRecord]:
-    """One run's step records, as the engine reports them (a mid-epoch evaluation every
+def generate(steps: int, seed: int) -> StepColumns:
+    """One run's steps, as the engine hands them to sinks (a mid-epoch evaluation every
     1,000 steps)."""
     rng = np.random.default_rng(seed)
-    step = np.arange(1, steps + 1)
+    step = np.arange(1, steps + 1, dtype=np.int64)
     loss = 2.3 * np.exp(-step / (steps / 5)) + 0.05 * rng.random(steps)
-    return [
-        StepRecord(
-            step=s,
-            epoch=1 + (s - 1) // 1000,
-            loss=value,
-            accuracy=1.0 - value / 2.5,
-            lr=0.05,
-            grad_norm=norm,
-            train_seconds=s * 1e-3,
-            samples=64,
-            val_loss=value if s % 1000 == 0 else None,
-            val_accuracy=0.5 if s % 1000 == 0 else None,
-        )
-        for s, value, norm in zip(
-            step.tolist(), loss.tolist(), rng.random(steps).tolist(), strict=True
-        )
-    ]
+    evaluated = step % 1000 == 0
+    return StepColumns(
+        step=step,
+        epoch=1 + (step - 1) // 1000,
+        loss=loss,
+        accuracy=1.0 - loss / 2.5,
+        lr=np.full(steps, 0.05),
+        grad_norm=rng.random(steps),
+        train_seconds=step * 1e-3,
+        x=np.full(steps, np.nan),
+        y=np.full(steps, np.nan),
+        val_loss=np.where(evaluated, loss, np.nan),
+        val_accuracy=np.where(evaluated, 0.5, np.nan),
+        samples=np.full(steps, 64, dtype=np.int64),
+    )
+
+
+def sliced(columns: StepColumns, start: int, stop: int) -> StepColumns:
+    """Steps start..stop-1 (0-based) of a run's columns: views, no copy."""
+    cut = {f.name: getattr(columns, f.name)[start:stop] for f in dataclasses.fields(columns)}
+    return dataclasses.replace(columns, **cut)
 
 
 def throughput(args: argparse.Namespace) -> None:
     from workers.sinks.sql import SqlSink
 
     steps = args.rows // args.runs
-    records = [generate(steps, seed) for seed in range(args.runs)]
+    columns = [generate(steps, seed) for seed in range(args.runs)]
     for size in args.flush_sizes:
         spec = copy.deepcopy(LECTURE_SPEC)
         spec.update(
@@ -319,17 +324,19 @@ def throughput(args: argparse.Namespace) -> None:
             RunConfig(key, OptimizerConfig(label, name, "SGD", {}), seed)
             for key, label, name, _, seed in runs
         ]
+        plan = [  # the flushes, cut before the clock starts
+            [(c, sliced(r, first, first + size)) for c, r in zip(configs, columns, strict=True)]
+            for first in range(0, steps, size)
+        ]
         sink = SqlSink(background=False) if args.inline else SqlSink()
         blocked = 0.0
         server = server_cpu()
         started = time.perf_counter()
         for config in configs:
             sink.on_run_start(config, steps)
-        for first in range(0, steps, size):
+        for flush in plan:
             call = time.perf_counter()
-            sink.on_flush(
-                [(c, r[first : first + size]) for c, r in zip(configs, records, strict=True)]
-            )
+            sink.on_flush(flush)
             blocked += time.perf_counter() - call
         result = RunResult(steps=steps, diverged=False, train_seconds=1.0)
         for config in configs:

@@ -1,11 +1,11 @@
 """Metric rows of several runs as columns (numpy arrays), and the PostgreSQL binary forms
 numpy encodes from them: the ``COPY`` stream, and array parameters.
 
-The write path (services/db/metric_writes.py) turns each flush into one ``Columns``: a
-``run_id`` column and one column per field, read once per field over the rows (one ``map``
-of an item or attribute getter, in C), so that everything after it works on whole columns
-instead of rows. The columns hold ``float64`` for floats (``None`` read as NaN, and NaN
-written as NULL: SQLite has no NaN either) and ``int64`` for integers.
+The write path (services/db/metric_writes.py) works on one ``Columns`` per flush: a ``run_id``
+column and one column per field, ``float64`` for floats (NaN is NULL: SQLite has no NaN
+either) and ``int64`` for integers, so that nothing after it loops over rows in Python. They
+come from the engine's arrays (``of_arrays``: concatenated, run ids by ``np.repeat``) or from
+rows (``from_rows``: one ``map`` of an item or attribute getter per field, in C).
 
 ``copy_payload`` encodes them in PostgreSQL's binary ``COPY`` format without a Python loop
 over the rows: one numpy record per row (a field count, then per column a length word and
@@ -15,10 +15,10 @@ bytes are dropped by one boolean mask over the whole buffer. ``BinaryArray`` is 
 encoding as a one-dimensional array parameter (the rollup's blocks, the epoch rows, run ids),
 which psycopg sends as it is (``send_binary_arrays``) instead of adapting every element.
 
-What numpy cannot represent exactly (an integer column with a NULL or a non-integer, or a
-value outside its PostgreSQL type) makes ``from_rows`` return None, and the caller writes
-those rows with psycopg's per-row ``write_row`` instead (which then raises the database's
-own error where there is one).
+What the binary encoding cannot represent exactly (an integer column with a NULL or a
+non-integer, or a value outside its PostgreSQL type) makes ``from_rows`` return None and
+``fits`` False, and the caller writes those rows with psycopg's per-row ``write_row``
+instead (which then raises the database's own error where there is one).
 """
 
 from __future__ import annotations
@@ -97,6 +97,56 @@ class Columns:
                 values = [None if v != v else v for v in values]
             columns.append(values)
         return list(zip(*columns, strict=True))
+
+    def fits(self) -> bool:
+        """Whether the binary encoding holds every value exactly: integer columns of integers
+        within their PostgreSQL type (numpy would wrap the others), float columns of floats."""
+        for kind, column in zip(self.kinds, self.values, strict=True):
+            if kind == "float8":
+                if column.dtype != np.float64:
+                    return False
+                continue
+            if column.dtype.kind not in "iu":
+                return False
+            low, high = _INT_RANGE[kind]
+            if len(column) and (column.min() < low or column.max() > high):
+                return False
+        return True
+
+    @classmethod
+    def of_arrays(
+        cls, fields: tuple[str, ...], kinds: tuple[str, ...], batch: Sequence[tuple[int, Any]]
+    ) -> Columns:
+        """Columns of ``(run_id, arrays)`` pairs, where ``arrays`` has each field as a
+        one-dimensional numpy array attribute (the engine's ``StepColumns``), in their order:
+        each field's arrays concatenated (a copy: the caller's arrays may be reused), no work
+        per row. A float array in an integer field raises TypeError."""
+        counts = [len(getattr(arrays, fields[0])) for _, arrays in batch]
+        run_id = np.repeat(np.array([run_id for run_id, _ in batch], dtype=np.int64), counts)
+        dtypes = [np.float64 if kind == "float8" else np.int64 for kind in kinds]
+        values = tuple(
+            np.concatenate(
+                [getattr(arrays, field) for _, arrays in batch] or [np.empty(0, dtype)],
+                dtype=dtype,
+                casting="same_kind",
+            )
+            for field, dtype in zip(fields, dtypes, strict=True)
+        )
+        if any(len(column) != len(run_id) for column in values):
+            raise ValueError("the arrays of one run differ in length")
+        return cls(fields, kinds, run_id, values)
+
+    @classmethod
+    def join(cls, parts: Sequence[Columns]) -> Columns:
+        """The rows of several ``Columns`` of the same fields, in their order."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        values = tuple(
+            np.concatenate([part.values[i] for part in parts]) for i in range(len(first.fields))
+        )
+        run_id = np.concatenate([part.run_id for part in parts])
+        return cls(first.fields, first.kinds, run_id, values)
 
     @classmethod
     def from_rows(

@@ -3,52 +3,37 @@
 A flush is a fixed handful of statements in the caller's transaction whatever its size and
 however many runs it holds, never a statement per row or per run (mlflow#4299 is the mistake
 not to repeat). Rewriting a stored (run_id, step) or (run_id, epoch) changes nothing, so a
-redelivered task cannot duplicate a row. ``write_step_batch`` / ``write_epoch_batch`` take
-``(run_id, rows)`` pairs (the runs of one fused training flush, or of several flushes the
-SQL sink's writer thread gathered); ``write_steps`` / ``write_epochs`` are the one-run forms.
-Rows are mappings (a missing key is NULL), tuples of the values in the fields' order (what
-the SQL sink queues), or objects with the fields as attributes (the engine's records): they
-are read once per field into numpy columns (metric_columns.py), and nothing after that loops
-over rows in Python.
+redelivered task cannot duplicate a row. Step rows come as one ``Columns`` of several runs
+(``write_step_columns``: the SQL sink's path, built from the engine's arrays with
+``step_columns``) or as ``(run_id, rows)`` pairs (``write_step_batch``, ``write_steps``:
+mappings, tuples in the fields' order, or objects with the fields as attributes, read into
+columns once per field). Epoch rows (a few per flush) come as pairs (``write_epoch_batch``,
+``write_epochs``). Nothing after the columns loops over rows in Python (metric_columns.py).
 
 PostgreSQL (psycopg 3), step rows, two paths:
 
 - New rows (the usual case: training appends steps): one binary ``COPY`` straight into
-  ``step_metric`` of every run's rows (``run_id`` a column of the stream, which numpy
-  encodes whole), inside a savepoint, then one statement that merges the flush's rollup
-  blocks (computed with numpy, metric_rollup.py) into ``step_rollup`` and, in a
-  data-modifying CTE, advances every run's ``steps_done`` (``UPDATE ... FROM unnest``).
-  Taken when the rows (sorted by run and step first) hold no key twice, their steps count
-  from 1, their required values are present, and the caller does not know some of them to
-  be stored already (``fresh=False``); if the ``COPY`` still hits a stored
-  key (a redelivered task) or any other integrity error, the savepoint is rolled back and
-  the rows take the second path, which decides (and raises SQLAlchemy's
-  ``IntegrityError`` where the rows are bad).
+  ``step_metric`` of every run's rows, inside a savepoint, then one statement that merges
+  the flush's rollup blocks (computed with numpy, metric_rollup.py) into ``step_rollup``
+  and, in a data-modifying CTE, advances every run's ``steps_done``. Taken when the rows
+  (sorted by run and step first) hold no key twice, their steps count from 1, their
+  required values are present, and the caller does not know some of them to be stored
+  already (``fresh=False``). If the ``COPY`` still hits a stored key (a redelivered task)
+  or any other integrity error, the savepoint is rolled back and the rows take the second
+  path, which decides (and raises SQLAlchemy's ``IntegrityError`` where the rows are bad).
 - Maybe-stored rows: the same ``COPY`` into a session-local staging table (``pg_temp``,
   ``ON COMMIT DELETE ROWS``; created if missing and emptied first, in one round trip: one
   created in a transaction that rolled back is gone, and a second flush in one transaction
   must not see the first one's rows), then one ``INSERT INTO step_metric ... SELECT ... FROM
   staging ON CONFLICT DO NOTHING RETURNING`` whose stored rows feed, in CTEs of the same
-  statement, the rollup (aggregated by the database, ``rollup_insert``) and ``steps_done``.
-  Only rows actually stored reach the rollup, so a repeated or rewritten step leaves it
-  unchanged and always equal to an aggregation of ``step_metric``.
+  statement, the rollup (aggregated by the database) and ``steps_done``. Only rows actually
+  stored reach the rollup, so it always equals an aggregation of ``step_metric``.
 
-Epoch rows (a few per flush) are one ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO
-NOTHING``: one round trip. Array parameters (epochs, rollup blocks, run ids) are encoded by
-numpy in PostgreSQL's binary array format (``BinaryArray``), not adapted element by element.
-
-Measured on this project's 2-core VM with PostgreSQL 15 (benchmarks/bench_storage_overhead.py
---inline: 8 runs per flush, each flush its own transaction, rows/s until committed): 64,000
-at 17 rows per run (one epoch of the lecture job), 136,000 at 100, 197,000 at 1,000, where
-the one run per transaction of before (staging, ON CONFLICT and the rollup aggregated by the
-database for every flush) stored 13,200, 39,300 and 90,700 in the same benchmark. Per row
-that is about 1 µs of client CPU (numpy) and 4 µs of server CPU, against 9-33 µs of server
-CPU before. Most of the 4 µs is the foreign key on ``run_id``, checked row by row: the same
-COPY into a copy of ``step_metric`` without it costs 0.9 µs per row and runs at about
-1,000,000 rows/s, against 210,000 with it.
-
-SQLite: one ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING`` for all runs' rows (one
-prepared statement that SQLite steps through the rows), one for ``steps_done``; no rollup.
+Epoch rows are one ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING``. Array
+parameters are encoded by numpy in PostgreSQL's binary array format (``BinaryArray``).
+SQLite: one ``executemany`` of ``INSERT ... ON CONFLICT DO NOTHING`` for all runs' rows, one
+for ``steps_done``; no rollup. Why the two PostgreSQL paths, and what they cost:
+docs/performance.md, "Storing every step".
 
 The write functions return the number of *new* rows; the number of rows given minus that
 were skipped as already stored (or repeated within the flush).
@@ -61,15 +46,15 @@ NaN, and PostgreSQL is made to agree), so a NaN in a required column (loss, lr, 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import psycopg
-from sqlalchemy import BigInteger, Connection, Float, Integer, bindparam, update
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
+from services.db import metric_statements as statements
 from services.db.metric_columns import (
     BinaryArray,
     Columns,
@@ -78,157 +63,61 @@ from services.db.metric_columns import (
     row_values,
     send_binary_arrays,
 )
-from services.db.metric_rollup import ROLLUP_UPSERT, block_arrays, rollup_insert
-from services.db.models import (
-    EPOCH_FIELDS,
-    ROLLUP_FIELDS,
-    STEP_FIELDS,
-    EpochMetric,
-    Run,
-    StepMetric,
-)
+from services.db.metric_rollup import block_arrays, rollup_insert
+from services.db.models import Run
 
 __all__ = [
     "rollup_insert",
+    "step_columns",
     "write_epoch_batch",
     "write_epochs",
     "write_step_batch",
+    "write_step_columns",
     "write_steps",
 ]
 
 RunRows = tuple[int, Rows]  # (run id, its rows)
 
 
-def _pg_type(column_type: Any) -> str:
-    if isinstance(column_type, BigInteger):
-        return "int8"
-    if isinstance(column_type, Integer):
-        return "int4"
-    if isinstance(column_type, Float):
-        return "float8"
-    raise TypeError(f"no staging type for {column_type!r}")  # pragma: no cover
-
-
-@dataclass(frozen=True)
-class _Table:
-    """How rows of one metric table are written: columns, their PostgreSQL types, SQL."""
-
-    name: str
-    fields: tuple[str, ...]
-    kinds: tuple[str, ...]  # PostgreSQL type per field
-    required: tuple[str, ...]  # NOT NULL fields
-    sqlite_insert: str
-    pg_copy: str  # straight into the table
-    pg_stage: str  # CREATE the staging table if this connection has none yet; empty it
-    pg_copy_staged: str
-    pg_from_staging: str  # INSERT ... SELECT FROM staging ON CONFLICT; selects the count
-
-
-def _selected(fields: tuple[str, ...], kinds: tuple[str, ...]) -> str:
-    """run_id and the fields as inserted: NULLIF(x, 'NaN') is NULL for NaN (PostgreSQL orders
-    NaN equal to itself)."""
-    return ", ".join(
-        ["run_id"]
-        + [
-            f"NULLIF({field}, 'NaN')" if kind == "float8" else field
-            for field, kind in zip(fields, kinds, strict=True)
-        ]
-    )
-
-
-# Every run's steps_done up to its last step in the flush (never back): two array parameters.
-_ADVANCE = (
-    "UPDATE run SET steps_done = advance.last "
-    "FROM unnest(%s, %s) AS advance(id, last) "
-    "WHERE run.id = advance.id AND run.steps_done < advance.last"
-)
-
-
-def _table(model: type[StepMetric] | type[EpochMetric], fields: tuple[str, ...]) -> _Table:
-    name = model.__tablename__
-    columns = model.__table__.columns
-    kinds = tuple(_pg_type(columns[field].type) for field in fields)
-    names = ", ".join(("run_id", *fields))
-    stage = f"pg_temp.optbench_staged_{name}"
-    definition = ", ".join(
-        f"{field} {kind}" for field, kind in zip(("run_id", *fields), ("int8", *kinds), strict=True)
-    )
-    insert = (
-        f"INSERT INTO {name} ({names}) SELECT {_selected(fields, kinds)} FROM {stage} "
-        "ON CONFLICT DO NOTHING"
-    )
-    if name == StepMetric.__tablename__:  # the stored rows also feed the rollup, steps_done
-        returned = ", ".join(("run_id", "step", *ROLLUP_FIELDS))
-        from_staging = (
-            f"WITH stored AS ({insert} RETURNING {returned}), "
-            f"rolled_up AS ({rollup_insert('stored')}), "
-            f"advanced AS ({_ADVANCE}) "
-            "SELECT count(*) FROM stored"
-        )
-    else:
-        from_staging = f"WITH stored AS ({insert} RETURNING 1) SELECT count(*) FROM stored"
-    return _Table(
-        name=name,
-        fields=fields,
-        kinds=kinds,
-        required=tuple(f for f in fields if not columns[f].nullable),
-        sqlite_insert=(
-            f"INSERT INTO {name} ({names}) VALUES ({', '.join('?' * (len(fields) + 1))}) "
-            "ON CONFLICT DO NOTHING"
-        ),
-        pg_copy=f"COPY {name} ({names}) FROM STDIN (FORMAT BINARY)",
-        pg_stage=(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definition}) ON COMMIT DELETE ROWS; "
-            f"DELETE FROM {stage}"
-        ),
-        pg_copy_staged=f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)",
-        pg_from_staging=from_staging,
-    )
-
-
-# SQLite: one executemany of this (built once, compiled once).
-_ADVANCE_STEPS_DONE = (
-    update(Run)
-    .where(Run.id == bindparam("run_id"), Run.steps_done < bindparam("last"))
-    .values(steps_done=bindparam("last"))
-)
-
-_STEPS = _table(StepMetric, STEP_FIELDS)
-_EPOCHS = _table(EpochMetric, EPOCH_FIELDS)
-# New step rows, after their COPY: the rollup blocks and steps_done, one statement.
-_ROLLUP_AND_ADVANCE = f"WITH advanced AS ({_ADVANCE}) {ROLLUP_UPSERT}"
-_EPOCH_COLUMNS = ", ".join(("run_id", *EPOCH_FIELDS))
-_EPOCHS_FROM_ARRAYS = (  # one array parameter per column, NaN sent as NULL
-    f"WITH stored AS (INSERT INTO {_EPOCHS.name} ({_EPOCH_COLUMNS}) "
-    f"SELECT * FROM unnest({', '.join(['%s'] * (len(EPOCH_FIELDS) + 1))}) "
-    "ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM stored"
-)
-
-
 class _Batch:
-    """One flush's rows of one table: as numpy columns where they fit, else as tuples."""
+    """One flush's rows of one table: numpy columns (``columns``) where the binary encoding
+    holds them exactly, else tuples of Python values that the database judges row by row."""
 
-    def __init__(self, table: _Table, batch: Sequence[RunRows]) -> None:
+    def __init__(
+        self, table: statements.Table, columns: Columns | None, runs: Sequence[RunRows]
+    ) -> None:
         self.table = table
-        self.runs = [(run_id, rows) for run_id, rows in batch if rows]
-        self.columns = (
-            Columns.from_rows(table.fields, table.kinds, self.runs) if self.runs else None
-        )
+        self.every = columns  # all rows as columns, encodable or not; None: only ``runs``
+        self.columns = columns if columns is not None and columns.fits() else None
+        self.runs = runs  # the rows as given, where numpy could not read them
+
+    @classmethod
+    def of_rows(cls, table: statements.Table, batch: Sequence[RunRows]) -> _Batch:
+        runs = [(run_id, rows) for run_id, rows in batch if rows]
+        columns = Columns.from_rows(table.fields, table.kinds, runs) if runs else None
+        return cls(table, columns, () if columns is not None else runs)
 
     def __len__(self) -> int:
+        if self.every is not None:
+            return len(self.every)
         return sum(len(rows) for _, rows in self.runs)
+
+    def run_ids(self) -> list[int]:
+        if self.every is not None:
+            return np.unique(self.every.run_id).tolist()
+        return list({run_id for run_id, _ in self.runs})
 
     def tuples(self) -> list[tuple[Any, ...]]:
         """(run_id, *values) per row (NaN for NULL is fine: both databases store NULL)."""
-        if self.columns is not None:
-            return self.columns.rows()
+        if self.every is not None:
+            return self.every.rows()
         fields = self.table.fields
         return [(run_id, *row_values(row, fields)) for run_id, rows in self.runs for row in rows]
 
     def last_steps(self) -> tuple[list[int], list[int]]:
         """Run ids and each one's largest step in the flush."""
-        if self.columns is not None:
-            ids, lasts = self.columns.last_steps()
+        if self.every is not None:
+            ids, lasts = self.every.last_steps()
             return ids.tolist(), lasts.tolist()
         found: dict[int, int] = {}
         fields, at = self.table.fields, self.table.fields.index("step")
@@ -240,7 +129,7 @@ class _Batch:
         return list(found), list(found.values())
 
     def advance(self) -> tuple[BinaryArray, BinaryArray]:
-        """``_ADVANCE``'s parameters: run ids and their last steps."""
+        """The parameters that advance ``steps_done``: run ids and their last steps."""
         ids, lasts = self.last_steps()
         return BinaryArray.of("int8", np.array(ids)), BinaryArray.of("int4", np.array(lasts))
 
@@ -278,19 +167,23 @@ def _copy(cursor: psycopg.Cursor[Any], statement: str, batch: _Batch, rows: Colu
 def _copy_new_steps(connection: Connection, batch: _Batch) -> bool:
     """COPY the rows straight into step_metric, then the rollup and steps_done; False (and
     nothing written) if they are not all new."""
-    rows = batch.columns.insertable(_STEPS.required) if batch.columns is not None else None
+    rows = (
+        batch.columns.insertable(statements.STEPS.required) if batch.columns is not None else None
+    )
     if rows is None:
         return False
     with _driver(connection).cursor() as cursor:
         cursor.execute("SAVEPOINT optbench_new_rows")
         try:
-            _copy(cursor, _STEPS.pg_copy, batch, rows)
+            _copy(cursor, statements.STEPS.pg_copy, batch, rows)
         except psycopg.errors.IntegrityError:  # a stored key, or a bad row: staging decides
             cursor.execute("ROLLBACK TO SAVEPOINT optbench_new_rows")
             return False
         cursor.execute("RELEASE SAVEPOINT optbench_new_rows")
     # Through SQLAlchemy, so that its events (tracing, tests) see the statement.
-    connection.exec_driver_sql(_ROLLUP_AND_ADVANCE, (*batch.advance(), *block_arrays(rows)))
+    connection.exec_driver_sql(
+        statements.ROLLUP_AND_ADVANCE, (*batch.advance(), *block_arrays(rows))
+    )
     return True
 
 
@@ -312,15 +205,33 @@ def _executemany_sqlite(connection: Connection, batch: _Batch) -> int:
     return max(result.rowcount, 0)  # executemany sums the rows each execution inserted
 
 
-def write_step_batch(session: Session, batch: Sequence[RunRows], *, fresh: bool = True) -> int:
-    """Store step rows (fields ``STEP_FIELDS``) of several runs and advance each run's
+def step_columns(batch: Sequence[tuple[int, Any]]) -> Columns:
+    """Step rows of several runs as ``write_step_columns`` takes them: ``(run_id, arrays)``
+    pairs, ``arrays`` with each of ``STEP_FIELDS`` as a numpy array attribute (the engine's
+    ``StepColumns``), concatenated (``Columns.of_arrays``)."""
+    return Columns.of_arrays(statements.STEPS.fields, statements.STEPS.kinds, batch)
+
+
+def write_step_columns(session: Session, columns: Columns, *, fresh: bool = True) -> int:
+    """Store step rows of several runs (``step_columns``) and advance each run's
     ``steps_done``, in the session's transaction. ``fresh=False``: the caller knows that
     some rows may be stored already, so the direct COPY is not tried.
 
     Returns the number of new rows; the rows given minus that were already stored.
     """
-    rows = _Batch(_STEPS, batch)
-    if not rows.runs:
+    if columns.fields != statements.STEPS.fields or columns.kinds != statements.STEPS.kinds:
+        raise ValueError(f"step columns are {statements.STEPS.fields} of {statements.STEPS.kinds}")
+    return _write_steps(session, _Batch(statements.STEPS, columns, ()), fresh)
+
+
+def write_step_batch(session: Session, batch: Sequence[RunRows], *, fresh: bool = True) -> int:
+    """``write_step_columns`` for ``(run_id, rows)`` pairs (rows with the fields
+    ``STEP_FIELDS``)."""
+    return _write_steps(session, _Batch.of_rows(statements.STEPS, batch), fresh)
+
+
+def _write_steps(session: Session, rows: _Batch, fresh: bool) -> int:
+    if not len(rows):
         return 0
     connection, database = _connection(session)
     if database == "postgresql":
@@ -332,10 +243,10 @@ def write_step_batch(session: Session, batch: Sequence[RunRows], *, fresh: bool 
         written = _executemany_sqlite(connection, rows)
         ids, lasts = rows.last_steps()
         connection.execute(
-            _ADVANCE_STEPS_DONE,
+            statements.ADVANCE_STEPS_DONE,
             [{"run_id": i, "last": last} for i, last in zip(ids, lasts, strict=True)],
         )
-    for run_id in {run_id for run_id, _ in rows.runs}:
+    for run_id in rows.run_ids():
         loaded = session.identity_map.get(identity_key(Run, run_id))
         if loaded is not None:  # a Run this session holds shows the new value on next access
             session.expire(loaded, ["steps_done"])
@@ -345,8 +256,8 @@ def write_step_batch(session: Session, batch: Sequence[RunRows], *, fresh: bool 
 def write_epoch_batch(session: Session, batch: Sequence[RunRows]) -> int:
     """Store epoch rows (fields ``EPOCH_FIELDS``) of several runs. Returns the number of new
     rows."""
-    rows = _Batch(_EPOCHS, batch)
-    if not rows.runs:
+    rows = _Batch.of_rows(statements.EPOCHS, batch)
+    if not len(rows):
         return 0
     connection, database = _connection(session)
     if database == "sqlite":
@@ -354,9 +265,11 @@ def write_epoch_batch(session: Session, batch: Sequence[RunRows]) -> int:
     if rows.columns is None:
         return _insert_via_staging(connection, rows, ())
     _driver(connection)
-    arrays = zip(("int8", *_EPOCHS.kinds), (rows.columns.run_id, *rows.columns.values), strict=True)
+    arrays = zip(
+        ("int8", *statements.EPOCHS.kinds), (rows.columns.run_id, *rows.columns.values), strict=True
+    )
     parameters = tuple(BinaryArray.of(kind, array) for kind, array in arrays)
-    return int(connection.exec_driver_sql(_EPOCHS_FROM_ARRAYS, parameters).scalar_one())
+    return int(connection.exec_driver_sql(statements.EPOCHS_FROM_ARRAYS, parameters).scalar_one())
 
 
 def write_steps(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]]) -> int:

@@ -117,3 +117,38 @@ def test_binary_arrays_read_back_as_given(
         driver = metric_writes._driver(connection)
         got = driver.execute(f"SELECT %s::{kind}[]", (parameter,)).fetchone()
     assert got == (expected,)
+
+
+def test_columns_of_arrays_concatenate_runs_and_check_types() -> None:
+    @dataclass
+    class Arrays:
+        step: Any
+        big: Any
+        a: Any
+        b: Any
+        c: Any
+
+    def of(steps: list[int]) -> Arrays:
+        n = len(steps)
+        ints = np.array(steps, dtype=np.int64)
+        return Arrays(ints, ints * 2**40, ints / 2, np.full(n, NAN), np.full(n, INF))
+
+    columns = Columns.of_arrays(FIELDS, KINDS, [(7, of([1, 2])), (8, of([1])), (9, of([]))])
+    assert columns.run_id.tolist() == [7, 7, 8]
+    assert columns.column("big").tolist() == [2**40, 2**41, 2**40]
+    assert columns.rows()[1] == (7, 2, 2**41, 1.0, None, INF)
+    assert columns.fits()
+    joined = Columns.join([columns, Columns.of_arrays(FIELDS, KINDS, [(9, of([5]))])])
+    assert joined.run_id.tolist() == [7, 7, 8, 9] and joined.column("step").tolist()[-1] == 5
+    assert len(Columns.of_arrays(FIELDS, KINDS, [])) == 0
+
+    beyond = of([1, 2**31])  # int4 would wrap it
+    assert not Columns.of_arrays(FIELDS, KINDS, [(1, beyond)]).fits()
+    floats = of([1])
+    floats.step = np.array([1.5])
+    with pytest.raises(TypeError):
+        Columns.of_arrays(FIELDS, KINDS, [(1, floats)])
+    ragged = of([1, 2])
+    ragged.a = np.array([0.5])
+    with pytest.raises(ValueError):
+        Columns.of_arrays(FIELDS, KINDS, [(1, ragged)])

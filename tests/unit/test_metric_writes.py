@@ -367,3 +367,67 @@ def epoch_row(epoch: int) -> dict[str, Any]:
         "train_seconds": 0.1 * epoch,
         "distance": None,
     }
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """A run's steps as one numpy array per field, as the engine hands them to sinks."""
+
+    step: Any
+    epoch: Any
+    loss: Any
+    accuracy: Any
+    lr: Any
+    grad_norm: Any
+    train_seconds: Any
+    x: Any
+    y: Any
+    val_loss: Any
+    val_accuracy: Any
+
+
+def arrays(rows: list[dict[str, Any]]) -> Arrays:
+    import numpy as np
+
+    def column(field: str) -> Any:
+        values = [row[field] for row in rows]
+        if field in ("step", "epoch"):
+            return np.array(values, dtype=np.int64)
+        return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+
+    return Arrays(**{field: column(field) for field in STEP_FIELDS})
+
+
+def write_columns(batch: list[tuple[int, Arrays]], **options: Any) -> int:
+    with unit_of_work() as session:
+        columns = metric_writes.step_columns(batch)
+        return metric_writes.write_step_columns(session, columns, **options)
+
+
+def test_step_columns_store_as_rows_do(database: str) -> None:
+    first, second = run_ids()
+    rows = step_rows(1, 30)
+    rows[3].update(val_loss=0.25, accuracy=None, x=math.inf)
+    assert write_columns([(first, arrays(rows[:10])), (first, arrays(rows[10:]))]) == 30
+    write(second, rows)
+    assert stored(first) == stored(second) == [tuple(r.values()) for r in rows]
+    assert steps_done(first) == 30
+    # Rewritten, on the direct path or through staging: nothing new.
+    assert write_columns([(first, arrays(step_rows(21, 40)))]) == 10
+    assert write_columns([(first, arrays(step_rows(1, 40)))], fresh=False) == 0
+    assert steps_done(first) == 40 and len(stored(first)) == 40
+    assert write_columns([]) == 0
+
+
+def test_step_columns_that_do_not_fit_fail_as_the_database_says(database: str) -> None:
+    (run_id,) = run_ids(1)
+    missing = step_rows(1, 3)
+    missing[1]["loss"] = None  # NaN in a required column: NULL, refused
+    with pytest.raises(IntegrityError):
+        write_columns([(run_id, arrays(missing))])
+    if database == "postgresql":  # SQLite's integers have 64 bits
+        big = arrays(step_rows(1, 2))
+        big.step[1] = 2**31  # beyond int4: not wrapped by the encoding, refused
+        with pytest.raises(DBAPIError):
+            write_columns([(run_id, big)])
+    assert stored(run_id) == [] and steps_done(run_id) == 0

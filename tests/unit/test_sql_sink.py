@@ -4,6 +4,7 @@ order, waits, backpressure, errors and closing."""
 from __future__ import annotations
 
 import gc
+import itertools
 import threading
 import time
 from typing import Any
@@ -16,7 +17,14 @@ from services.db import metric_queries, metric_writes, store
 from services.db.models import STEP_FIELDS, Run, StepMetric
 from services.db.session import unit_of_work
 from services.spec import LECTURE_SPEC, JobSpec
-from workers.engine import EpochRecord, OptimizerConfig, RunConfig, RunResult, StepRecord
+from workers.engine import (
+    EpochRecord,
+    OptimizerConfig,
+    RunConfig,
+    RunResult,
+    StepColumns,
+    StepRecord,
+)
 from workers.sinks.sql import SqlSink
 
 
@@ -26,7 +34,7 @@ def a_run_id() -> int:
         return job.runs[1].id
 
 
-def steps(first: int, last: int) -> list[StepRecord]:
+def records(first: int, last: int) -> list[StepRecord]:
     return [
         StepRecord(
             step=s,
@@ -40,6 +48,11 @@ def steps(first: int, last: int) -> list[StepRecord]:
         )
         for s in range(first, last + 1)
     ]
+
+
+def steps(first: int, last: int) -> StepColumns:
+    """Steps first..last of a run, as the engine hands them to sinks."""
+    return StepColumns.from_records(records(first, last))
 
 
 def stored_steps(run_id: int) -> list[int]:
@@ -91,7 +104,7 @@ def test_a_flush_is_one_statement_even_for_many_rows(database: str) -> None:
             written = metric_writes.write_steps(
                 session,
                 run_id,
-                [{k: getattr(r, k) for k in STEP_FIELDS} for r in steps(1, 500)],
+                [{k: getattr(r, k) for k in STEP_FIELDS} for r in records(1, 500)],
             )
     finally:
         event.remove(get_engine(), "before_cursor_execute", listener)
@@ -123,24 +136,24 @@ def epoch(n: int) -> EpochRecord:
 
 
 class Spy:
-    """Wraps metric_writes.write_step_batch: records each call's thread and runs, and can hold
-    the writer inside a write until released."""
+    """Wraps metric_writes.write_step_columns: records each call's thread and runs (rows per
+    run), and can hold the writer inside a write until released."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, list[tuple[int, int]]]] = []
         self.hold = threading.Event()
         self.hold.set()
         self.entered = threading.Event()
-        original = metric_writes.write_step_batch
+        original = metric_writes.write_step_columns
 
-        def write_step_batch(session: Any, batch: Any, **options: Any) -> int:
+        def write_step_columns(session: Any, columns: Any, **options: Any) -> int:
             self.entered.set()
             self.hold.wait(10)
-            runs = [(run, len(records)) for run, records in batch]
+            runs = [(run, len(list(rows))) for run, rows in itertools.groupby(columns.run_id)]
             self.calls.append((threading.current_thread().name, runs))
-            return original(session, batch, **options)
+            return original(session, columns, **options)
 
-        monkeypatch.setattr(metric_writes, "write_step_batch", write_step_batch)
+        monkeypatch.setattr(metric_writes, "write_step_columns", write_step_columns)
 
 
 def test_a_flush_of_several_runs_is_written_off_the_training_thread_in_one_write(
@@ -187,7 +200,7 @@ def test_flushes_that_queue_while_the_database_is_slow_share_one_transaction(
         spy.hold.set()
         sink.flush()
         assert stored_steps(run.key) == list(range(1, 61))
-    assert [runs for _, runs in spy.calls] == [[(run.key, 10)], [(run.key, 10)] * 5]
+    assert [runs for _, runs in spy.calls] == [[(run.key, 10)], [(run.key, 50)]]  # 5 flushes
     assert sink.stats.transactions == 2
 
 
@@ -285,7 +298,7 @@ def test_a_redelivered_run_writes_its_repeated_steps_through_staging_at_once(
 
     (run,) = lecture_runs(1)
     with unit_of_work() as session:  # the first delivery stored 30 steps
-        metric_writes.write_steps(session, run.key, [row(r) for r in steps(1, 30)])
+        metric_writes.write_steps(session, run.key, [row(r) for r in records(1, 30)])
     statements: list[str] = []
     original = psycopg.Cursor.execute
 
@@ -379,18 +392,21 @@ class Outage:
     """Makes the writer's transactions fail as if the database were away: in
     metric_writes.write_epoch_batch, which a transaction calls after its step rows (so the
     failure rolls back rows already sent), while ``failures`` are left or until
-    ``over`` is set. Also records write_step_batch's ``fresh`` hint per call."""
+    ``over`` is set. Also records write_step_columns's ``fresh`` hint per call."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, failures: int = 0) -> None:
         self.failures = failures
         self.over = threading.Event()
         self.failed = 0
         self.fresh: list[bool] = []
-        write_steps, write_epochs = metric_writes.write_step_batch, metric_writes.write_epoch_batch
+        write_steps, write_epochs = (
+            metric_writes.write_step_columns,
+            metric_writes.write_epoch_batch,
+        )
 
-        def write_step_batch(session: Any, batch: Any, **options: Any) -> int:
+        def write_step_columns(session: Any, columns: Any, **options: Any) -> int:
             self.fresh.append(options.get("fresh", True))
-            return write_steps(session, batch, **options)
+            return write_steps(session, columns, **options)
 
         def write_epoch_batch(session: Any, batch: Any) -> int:
             if self.failed < self.failures or (not self.failures and not self.over.is_set()):
@@ -398,7 +414,7 @@ class Outage:
                 lose_the_connection(session)
             return write_epochs(session, batch)
 
-        monkeypatch.setattr(metric_writes, "write_step_batch", write_step_batch)
+        monkeypatch.setattr(metric_writes, "write_step_columns", write_step_columns)
         monkeypatch.setattr(metric_writes, "write_epoch_batch", write_epoch_batch)
 
 
@@ -417,7 +433,7 @@ def test_a_write_failing_transiently_is_retried_and_stores_every_row_once_in_ord
     first, second = lecture_runs(2)
     counted = retries_counted()
     sink = SqlSink(linger=0.0, retry_delays=(0.01, 0.04))
-    with caplog.at_level(logging.WARNING, "workers.sinks.sql"):
+    with caplog.at_level(logging.WARNING, "workers.sinks.writer"):
         for run in (first, second):
             sink.on_run_start(run, 40)
         for start in range(1, 41, 10):
@@ -590,3 +606,36 @@ def test_only_a_connection_that_failed_or_broke_is_transient(postgres_db: str) -
     assert is_transient(psycopg.errors.CannotConnectNow("the database system is starting up"))
     assert not is_transient(ValueError("not a database error"))
     assert describe(refused) == "OperationalError"  # no host, no port
+
+
+def test_retry_pauses_double_from_the_first_delay_to_the_longest_each_jittered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import psycopg
+
+    from workers.sinks.writer import BatchWriter, WriterStats
+
+    pauses: list[float] = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    failures = iter(range(7))
+
+    def write(items: Any) -> None:
+        if next(failures, None) is not None:
+            raise psycopg.OperationalError("connection refused")  # transient
+
+    stats = WriterStats()
+    writer: BatchWriter[int] = BatchWriter(
+        write,
+        lambda item: 1,
+        max_pending_rows=10,
+        max_batch_rows=10,
+        linger=0.0,
+        retry_seconds=1000.0,
+        retry_delays=(0.5, 10.0),
+        stats=stats,
+        name="test-writer",
+    )
+    writer.write_retrying([1])
+    assert stats.retries == 7
+    for pause, delay in zip(pauses, [0.5, 1, 2, 4, 8, 10, 10], strict=True):
+        assert delay / 2 <= pause <= delay

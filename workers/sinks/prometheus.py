@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from services.telemetry import (
     RUNS_ACTIVE,
     RUNS_DIVERGED,
@@ -13,8 +15,6 @@ from services.telemetry import (
     TRAIN_SAMPLES,
     TRAIN_STEPS,
 )
-import numpy as np
-
 from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepColumns
 
 
