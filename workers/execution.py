@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import torch
 from sqlalchemy.orm import Session
 
-from services.db import checkpoints, store
+from services.db import checkpoints, leases, store
 from services.db.models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, Job
 from services.db.session import unit_of_work
 from services.settings import Settings, get_settings
@@ -51,7 +50,7 @@ from workers.cancellation import CancellationCheck, JobCancelled
 from workers.engine import Experiment, Hooks
 from workers.engine.checkpoint import RunState
 from workers.engine.hooks import CompositeHooks
-from workers.heartbeat import Heartbeat, worker_name
+from workers.heartbeat import Heartbeat
 from workers.parts import plan_parts
 from workers.shutdown import ShutdownCheck, WorkerStopping
 from workers.sinks import checkpoints as checkpoint_store
@@ -221,22 +220,15 @@ def _claim(
     live worker holds (its heartbeat is fresh: a duplicate delivery must not train them
     twice at once), and which gave up (started ``max_attempts`` times already, with why).
     Each run this part takes counts an attempt and is stamped as held by this worker."""
-    now, me = store.database_now(session), worker_name()
-    fresh = timedelta(seconds=settings.heartbeat_timeout)
+    now, me = store.database_now(session), leases.worker_name()
+    cutoff = leases.heartbeat_cutoff(now, settings.heartbeat_timeout)
     todo: list[int] = []
     held: list[int] = []
     given_up: list[tuple[int, str]] = []
     for run in job.runs:
         if run.id not in wanted or run.status in FINISHED:
             continue
-        beat = run.heartbeat_at
-        if (
-            run.status == RUNNING
-            and beat is not None
-            and now - beat < fresh
-            and run.worker not in (None, me, store.REQUEUED_WORKER)
-            and _may_be_alive(run.worker)
-        ):
+        if leases.held_by_live_worker(run, cutoff, me):
             held.append(run.id)
             continue
         run.attempts += 1
@@ -264,23 +256,7 @@ def _release(job_key: uuid.UUID, run_ids: list[int]) -> None:
         for run in job.runs:
             if run.id in run_ids and run.status not in FINISHED:
                 run.attempts = max(run.attempts - 1, 0)
-                run.heartbeat_at, run.worker = now, store.REQUEUED_WORKER
-
-
-def _may_be_alive(worker: str | None) -> bool:
-    """Whether the ``host:pid`` process may still be alive: on another host, trust its
-    heartbeat; on this one, ask the kernel (a pool process killed a moment ago has a fresh
-    heartbeat, and its redelivered task need not wait for the reconciler)."""
-    host, _, pid = (worker or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+                run.heartbeat_at, run.worker = now, leases.REQUEUED_WORKER
 
 
 def _resume(experiment: Experiment, run_ids: list[int]) -> dict[int, RunState]:

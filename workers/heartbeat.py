@@ -6,8 +6,8 @@ and ``run.worker`` (``host:pid`` of this process) at once, then again every ``in
 seconds from a daemon thread, each time in a short transaction of its own; on exit the
 thread stops, and no stamp is written after ``__exit__`` has returned. A run that finished
 is no longer stamped. The reconciler (services/reconcile.py) sends again the runs of a
-running job whose stamp is older than ``OPTBENCH_HEARTBEAT_TIMEOUT_SECONDS``: their worker
-is gone (killed, its machine lost) and the broker did not redeliver their part.
+running job whose stamp is no longer fresh (services/db/leases.py): their worker is gone
+(killed, its machine lost) and the broker did not redeliver their part.
 
 A stamp that fails (the database away for a moment) is logged and tried again at the next
 tick; it is never raised into the training. The training's own writes say soon enough if
@@ -17,22 +17,16 @@ the database stays away.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from collections.abc import Collection
 from types import TracebackType
 
-from services.db import store
+from services.db import leases
+from services.db.leases import worker_name
 from services.db.session import unit_of_work
 from services.db.transient import describe
 
 log = logging.getLogger(__name__)
-
-
-def worker_name() -> str:
-    """``host:pid`` of this process, as stored in ``run.worker``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Heartbeat:
@@ -89,7 +83,7 @@ class Heartbeat:
                 return
             try:
                 with unit_of_work() as session:
-                    store.heartbeat_runs(session, self.run_ids, self.worker)
+                    leases.heartbeat_runs(session, self.run_ids, self.worker)
             except Exception as error:  # never into the training: the next tick tries again
                 self.failures += 1
                 self._failing = True
