@@ -15,7 +15,7 @@ worker between the two looks below), ``execute_job`` skips a finished job and a 
 planning task trains only runs that have not finished.
 
 Runs of running jobs (``_requeue_runs``), once the queued jobs are sent. A worker stamps the
-runs of the part it trains every ``OPTBENCH_HEARTBEAT_SECONDS`` (workers/heartbeat.py:
+runs of the part it trains every ``OPTBENCH_HEARTBEAT_SECONDS`` (workers/leases.py:
 ``run.heartbeat_at``, ``run.worker``). Sent again, as one ``run_job_part`` per job and worker
 (one torch thread), are (the lease rules: services/db/leases.py):
 

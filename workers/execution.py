@@ -24,8 +24,10 @@ one after another. ``optbench run`` (no ``send_part``) trains the whole job as o
   finds the job ``running``: it trains part 1 again (finished runs skipped) and sends again
   only the parts none of whose runs has started (a duplicate part finds its runs done).
 
-The stored job becomes the engine's ``JobConfig`` in workers/adapter.py (its spec validated
-once per part).
+Around the training: workers/adapter.py turns the stored job into the engine's
+``JobConfig`` (its spec validated once per part); workers/leases.py decides which of a
+part's runs it trains (not those a live worker holds; a run started too often gives up),
+stamps them while it trains and hands them back when the worker stops.
 """
 
 from __future__ import annotations
@@ -37,12 +39,11 @@ from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
 import torch
-from sqlalchemy.orm import Session
 
-from services.db import checkpoints, leases, store
+from services.db import checkpoints, store
 from services.db.models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, Job
 from services.db.session import unit_of_work
-from services.settings import Settings, get_settings
+from services.settings import get_settings
 from services.summary import job_summary
 from services.telemetry import JOB_DURATION_SECONDS, JOBS_FINISHED, QUEUE_WAIT_SECONDS
 from workers.adapter import LoadedJob, load_job, pick_device
@@ -50,7 +51,7 @@ from workers.cancellation import CancellationCheck, JobCancelled
 from workers.engine import Experiment, Hooks
 from workers.engine.checkpoint import RunState
 from workers.engine.hooks import CompositeHooks
-from workers.heartbeat import Heartbeat
+from workers.leases import GaveUp, Heartbeat, claim, release
 from workers.parts import plan_parts
 from workers.shutdown import ShutdownCheck, WorkerStopping
 from workers.sinks import checkpoints as checkpoint_store
@@ -158,11 +159,13 @@ def execute_part(
                 store.fail_runs(session, job, wanted, job.error or "the job failed")
             log.info("job %s is already %s; part %d/%d skipped", job_key, job.status, part, parts)
             return job.status
-        todo, held, given_up = _claim(session, job, wanted, settings)
-    if held:
-        log.info("job %s: runs %s are trained by a live worker; not here", job_key, held)
-    if given_up:
-        return _fail(job_key, [run_id for run_id, _ in given_up], GaveUp(given_up[0][1]))
+        leases = claim(session, job, wanted, settings)
+    todo = leases.todo
+    if leases.held:
+        log.info("job %s: runs %s are trained by a live worker; not here", job_key, leases.held)
+    if leases.given_up:
+        given_up = [run_id for run_id, _ in leases.given_up]
+        return _fail(job_key, given_up, GaveUp(leases.given_up[0][1]))
     if todo:
         log.info(
             "job %s part %d/%d: runs %s, %d thread%s, pid %d",
@@ -186,7 +189,7 @@ def execute_part(
             log.info("job %s part %d/%d stopped: the job was cancelled", job_key, part, parts)
             return CANCELLED
         except WorkerStopping:
-            _release(job_key, todo)
+            release(job_key, todo)
             log.info(
                 "job %s part %d/%d: this worker stops; runs %s sent back",
                 job_key,
@@ -204,59 +207,6 @@ def execute_part(
             torch.set_num_threads(previous)
         log.info("job %s part %d/%d done, pid %d", job_key, part, parts, os.getpid())
     return finalise_job(job_key)
-
-
-class GaveUp(Exception):
-    """A run was started ``max_attempts`` times and never finished."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
-
-def _claim(
-    session: Session, job: Job, wanted: set[int], settings: Settings
-) -> tuple[list[int], list[int], list[tuple[int, str]]]:
-    """Under the job's lock: which of the wanted unfinished runs this part trains, which a
-    live worker holds (its heartbeat is fresh: a duplicate delivery must not train them
-    twice at once), and which gave up (started ``max_attempts`` times already, with why).
-    Each run this part takes counts an attempt and is stamped as held by this worker."""
-    now, me = store.database_now(session), leases.worker_name()
-    cutoff = leases.heartbeat_cutoff(now, settings.heartbeat_timeout)
-    todo: list[int] = []
-    held: list[int] = []
-    given_up: list[tuple[int, str]] = []
-    for run in job.runs:
-        if run.id not in wanted or run.status in FINISHED:
-            continue
-        if leases.held_by_live_worker(run, cutoff, me):
-            held.append(run.id)
-            continue
-        run.attempts += 1
-        if run.attempts > settings.max_attempts:
-            given_up.append(
-                (
-                    run.id,
-                    f"gave up after {settings.max_attempts} attempts: each time, the worker "
-                    f"training run {run.id} ({run.label}) stopped before it finished "
-                    f"(last: {run.worker or 'unknown'})",
-                )
-            )
-            continue
-        run.heartbeat_at, run.worker = now, me
-        todo.append(run.id)
-    return todo, held, given_up
-
-
-def _release(job_key: uuid.UUID, run_ids: list[int]) -> None:
-    """A stopping worker hands its runs back: the attempt does not count, and the runs are
-    marked as sent to the queue again (the reconciler resends them should that send fail)."""
-    with unit_of_work() as session:
-        job = store.lock_job(session, job_key)
-        now = store.database_now(session)
-        for run in job.runs:
-            if run.id in run_ids and run.status not in FINISHED:
-                run.attempts = max(run.attempts - 1, 0)
-                run.heartbeat_at, run.worker = now, leases.REQUEUED_WORKER
 
 
 def _resume(experiment: Experiment, run_ids: list[int]) -> dict[int, RunState]:

@@ -1,4 +1,4 @@
-"""A training part stamps its runs as alive (workers/heartbeat.py), on the real databases."""
+"""A training part stamps its runs as alive (workers/leases.py), on the real databases."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from services.db.models import SUCCEEDED, Run
 from services.db.session import get_engine, unit_of_work
 from services.settings import Settings
 from services.spec import JobSpec
-from workers.heartbeat import Heartbeat
+from workers.leases import Heartbeat
 
 SPEC = JobSpec.model_validate(
     {
@@ -103,7 +103,7 @@ def test_a_failed_stamp_is_logged_and_tried_again_never_raised(
 
     monkeypatch.setattr(leases, "heartbeat_runs", blip)
     with (
-        caplog.at_level(logging.WARNING, "workers.heartbeat"),
+        caplog.at_level(logging.WARNING, "workers.leases"),
         Heartbeat(run_ids, INTERVAL, worker="host-b:7") as heartbeat,
     ):
         assert stamps(run_ids)[run_ids[0]] == (None, None)  # the first stamp failed
