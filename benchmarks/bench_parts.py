@@ -304,8 +304,8 @@ def _step_gflop(name: str, fuse: str) -> float:
 def _count_flops(name: str, fuse: str) -> float:
     from services.settings import get_settings
     from services.spec import JobSpec
+    from workers.adapter import dataset_config
     from workers.engine import Experiment, JobConfig, ModelConfig
-    from workers.execution import dataset_config
     from workers.parts import step_flops
 
     job = JobSpec(**spec(name, fuse))

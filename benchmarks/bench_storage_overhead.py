@@ -109,12 +109,12 @@ def stored_job(spec: JobSpec) -> list[tuple[int, str, str, dict[str, Any], int]]
 def stored_config(spec: JobSpec, flush: int) -> JobConfig:
     """A new stored job's engine configuration, built as the workers build it."""
     from services.settings import get_settings
-    from workers.execution import job_config
+    from workers.adapter import job_config
 
     with unit_of_work() as session:
         job = store.create_job(session, spec)
         session.flush()
-        config = job_config(session, job, "cpu", get_settings())
+        config = job_config(session, job, spec, "cpu", get_settings())
     return dataclasses.replace(config, flush_every=flush)
 
 

@@ -46,7 +46,7 @@ class LoopResult:
 
 def load_data(spec: JobSpec, data_dir: Path | None) -> Splits:
     """The train/validation/test splits the engine makes for the spec's data set (the same
-    translation as workers/execution.py's ``dataset_config``)."""
+    translation as workers/adapter.py's ``dataset_config``)."""
     data: Any = spec.dataset
     params = data.model_dump(exclude={"name", "val_fraction", "test_fraction", "seed"})
     if data.name in FILE_DATASETS:

@@ -15,25 +15,25 @@ worker between the two looks below), ``execute_job`` skips a finished job and a 
 planning task trains only runs that have not finished.
 
 Runs of running jobs (``_requeue_runs``), once the queued jobs are sent. A worker stamps the
-runs of the part it trains every ``OPTBENCH_HEARTBEAT_SECONDS`` (workers/heartbeat.py:
+runs of the part it trains every ``OPTBENCH_HEARTBEAT_SECONDS`` (workers/leases.py:
 ``run.heartbeat_at``, ``run.worker``). Sent again, as one ``run_job_part`` per job and worker
-(one torch thread), are:
+(one torch thread), are (the lease rules: services/db/leases.py):
 
 - *vanished* runs: unfinished, with a heartbeat older than ``OPTBENCH_HEARTBEAT_TIMEOUT_SECONDS``
-  (default 6 heartbeats, 60 s). Their worker died without the broker redelivering the part
-  (the filesystem broker forgets a message once read; Redis keeps a dead worker's message
-  unacknowledged for its visibility timeout, a week). Any broker. Under Redis a run whose
-  part message waits in the queue again, or whose job's planning message waits, is left to
-  that message. Running runs without any heartbeat (a worker that does not beat) are never
-  taken for vanished.
+  (default 6 heartbeats, 60 s; not ``leases.is_fresh``). Their worker died without the
+  broker redelivering the part (the filesystem broker forgets a message once read; Redis
+  keeps a dead worker's message unacknowledged for its visibility timeout, a week). Any
+  broker. Under Redis a run whose part message waits in the queue again, or whose job's
+  planning message waits, is left to that message. Running runs without any heartbeat (a
+  worker that does not beat) are never taken for vanished.
 - *lost* runs (Redis only: other brokers cannot say): queued runs that no worker has taken
   (no heartbeat), of a job started more than ``OPTBENCH_RECONCILE_GRACE_SECONDS`` ago, and
   runs this reconciler sent again that long ago and no worker took since, whose part message
   the broker holds in neither of two looks, waiting or unacknowledged (e.g. Redis restarted
   without its data), and whose job's planning message is not waiting either.
 
-Each run is claimed first (``store.claim_requeue``: a compare-and-set on its status,
-``heartbeat_at`` and ``worker``, which become now and ``store.REQUEUED_WORKER``), so that two
+Each run is claimed first (``leases.claim_requeue``: a compare-and-set on its status,
+``heartbeat_at`` and ``worker``, which become now and ``leases.REQUEUED_WORKER``), so that two
 reconcilers send it once and a run whose worker beats meanwhile is left alone. A run sent
 again is not sent again while it waits for a worker, until its new message is lost (Redis)
 or a worker took it and vanished in turn: a busy queue does not fill with copies. Should a
@@ -56,10 +56,10 @@ from datetime import datetime, timedelta
 
 from anyio import to_thread
 
-from services.db import store
+from services.db import leases, store
+from services.db.leases import REQUEUED_WORKER, OpenRun
 from services.db.models import utcnow
 from services.db.session import unit_of_work
-from services.db.store import REQUEUED_WORKER, OpenRun
 from services.queue import RunsInBroker, enqueue_job, enqueue_part, jobs_in_broker, runs_in_broker
 from services.settings import Settings, get_settings
 
@@ -202,14 +202,14 @@ def _requeue_runs(
     with unit_of_work() as session:
         now = now or store.database_now(session)
         waited_before = now - timedelta(seconds=settings.reconcile_grace_seconds)
-        stale_before = now - timedelta(seconds=settings.heartbeat_timeout)
-        candidates = store.runs_to_check(session, stale_before, waited_before)
+        cutoff = leases.heartbeat_cutoff(now, settings.heartbeat_timeout)
+        candidates = leases.runs_to_check(session, cutoff, waited_before)
     vanished, lost = [], []
     for run in candidates:
         if run.worker == REQUEUED_WORKER or run.heartbeat_at is None:
             if run.heartbeat_at is None or run.heartbeat_at < waited_before:
                 lost.append(run)
-        elif run.heartbeat_at < stale_before:
+        elif not leases.is_fresh(run.heartbeat_at, cutoff):
             vanished.append(run)
     if not vanished and not lost:
         return
@@ -227,7 +227,7 @@ def _requeue_runs(
         claimed = []
         for run in runs:  # one row per transaction: a claim never waits holding a lock
             with unit_of_work() as session:
-                if store.claim_requeue(session, run, now):
+                if leases.claim_requeue(session, run, now):
                     claimed.append(run)
         if not claimed:
             continue  # a worker beat, or another process sent them, meanwhile
@@ -238,7 +238,7 @@ def _requeue_runs(
             log.warning("job %s: the broker is down (%s)", job_id, type(error).__name__)
             for run in claimed:
                 with unit_of_work() as session:
-                    store.release_requeue(session, run, now)
+                    leases.release_requeue(session, run, now)
             result.broker_down = True
             return  # the others wait for the next pass
         if reason == VANISHED:

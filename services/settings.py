@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="how often a worker stamps the runs of the part it trains as alive "
-        "(run.heartbeat_at, run.worker; workers/heartbeat.py)",
+        "(run.heartbeat_at, run.worker; workers/leases.py)",
     )
     heartbeat_timeout_seconds: float = Field(
         default=0.0,

@@ -23,42 +23,35 @@ one after another. ``optbench run`` (no ``send_part``) trains the whole job as o
   writes ignore rows already stored) and then tries to finalise. A redelivered planning task
   finds the job ``running``: it trains part 1 again (finished runs skipped) and sends again
   only the parts none of whose runs has started (a duplicate part finds its runs done).
+
+Around the training: workers/adapter.py turns the stored job into the engine's
+``JobConfig`` (its spec validated once per part); workers/leases.py decides which of a
+part's runs it trains (not those a live worker holds; a run started too often gives up),
+stamps them while it trains and hands them back when the worker stops.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 import torch
-from sqlalchemy.orm import Session
 
-from services import uploads
 from services.db import checkpoints, store
 from services.db.models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, Job
 from services.db.session import unit_of_work
-from services.settings import Settings, get_settings
-from services.spec import CATALOG, JobSpec, OptimizerEntry
+from services.settings import get_settings
 from services.summary import job_summary
 from services.telemetry import JOB_DURATION_SECONDS, JOBS_FINISHED, QUEUE_WAIT_SECONDS
+from workers.adapter import LoadedJob, load_job, pick_device
 from workers.cancellation import CancellationCheck, JobCancelled
-from workers.engine import (
-    DatasetConfig,
-    Experiment,
-    Hooks,
-    JobConfig,
-    ModelConfig,
-    OptimizerConfig,
-    RunConfig,
-)
+from workers.engine import Experiment, Hooks
 from workers.engine.checkpoint import RunState
 from workers.engine.hooks import CompositeHooks
-from workers.heartbeat import Heartbeat, worker_name
+from workers.leases import GaveUp, Heartbeat, claim, release
 from workers.parts import plan_parts
 from workers.shutdown import ShutdownCheck, WorkerStopping
 from workers.sinks import checkpoints as checkpoint_store
@@ -70,79 +63,6 @@ log = logging.getLogger(__name__)
 
 # Sends one part to the queue: (job id, run ids, threads, part number, number of parts).
 SendPart = Callable[[str, list[int], int, int, int], None]
-
-
-def pick_device(setting: str) -> str:
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("OPTBENCH_DEVICE=cuda but this worker sees no CUDA device")
-    return setting
-
-
-_SPLIT_KEYS = {"name", "val_fraction", "test_fraction", "seed"}
-FILE_DATASETS = frozenset({"mnist", "fashion_mnist", "cifar10"})
-CACHED_DATASETS = frozenset({"mnist1d"})  # generated slowly: kept under <home>/cache
-
-
-def dataset_config(session: Session, spec: JobSpec, settings: Settings) -> DatasetConfig:
-    """The engine's view of the data set: parameters only, files and uploads resolved here."""
-    data = spec.dataset
-    params = data.model_dump(exclude=_SPLIT_KEYS, mode="json")
-    if data.name in FILE_DATASETS:  # type: ignore[attr-defined]
-        params["folder"] = str(settings.resolved_data_dir)
-    if data.name in CACHED_DATASETS:  # type: ignore[attr-defined]
-        params["cache"] = str(settings.home / "cache")
-    if data.name == "upload":  # type: ignore[attr-defined]
-        params = {"npz": uploads.load_dataset_bytes(session, params.pop("id"))}
-    return DatasetConfig(
-        name=data.name,  # type: ignore[attr-defined]
-        params=params,
-        val_fraction=getattr(data, "val_fraction", 0.0),
-        test_fraction=getattr(data, "test_fraction", 0.0),
-        seed=getattr(data, "seed", 0),
-    )
-
-
-def job_config(session: Session, job: Job, device: str, settings: Settings) -> JobConfig:
-    """Translate the stored spec and runs into the engine's frozen configuration."""
-    spec = JobSpec.model_validate(job.spec)
-    entries = {entry.display_label: entry for entry in spec.optimizers}
-    runs = tuple(
-        RunConfig(
-            key=run.id,
-            seed=run.seed,
-            optimizer=OptimizerConfig(
-                label=run.label,
-                name=run.optimizer,
-                torch_class=CATALOG[run.optimizer].torch_class,
-                hyperparameters=dict(run.hyperparameters),
-                full_batch=CATALOG[run.optimizer].full_batch,
-                schedule=_schedule(entries[run.label]),
-            ),
-        )
-        for run in job.runs
-    )
-    return JobConfig(
-        dataset=dataset_config(session, spec, settings),
-        model=ModelConfig(spec.model.name, spec.model.model_dump(exclude={"name"})),
-        runs=runs,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        flush_every=settings.flush_every_steps,
-        device=device,
-        eval_every_steps=spec.eval_every_steps,
-        divergence_ratio=spec.divergence_ratio,
-        mixed_precision=spec.mixed_precision,
-        fuse="auto" if spec.execution.fuse else "never",
-        dtype=spec.execution.dtype,
-        checkpoint_every_steps=settings.checkpoint_every_steps,
-        checkpoint_min_seconds=settings.checkpoint_min_seconds,
-    )
-
-
-def _schedule(entry: OptimizerEntry) -> dict[str, Any] | None:
-    return entry.schedule.model_dump() if entry.schedule else None
 
 
 def execute_job(
@@ -163,7 +83,8 @@ def execute_job(
         job_key, created_at = job.id, job.created_at
     try:
         device = pick_device(settings.device)
-        experiment = _load(job_key, device, settings)
+        loaded = load_job(job_key, device, settings)
+        experiment = loaded.experiment
         plan = plan_parts(
             experiment,
             settings.job_parts,
@@ -206,7 +127,7 @@ def execute_job(
         plan.threads,
         part=1,
         parts=count,
-        experiment=experiment,
+        loaded=loaded,
         extra_hooks=extra_hooks,
         send_part=send_part,
     )
@@ -219,14 +140,15 @@ def execute_part(
     *,
     part: int = 1,
     parts: int = 1,
-    experiment: Experiment | None = None,
+    loaded: LoadedJob | None = None,
     extra_hooks: tuple[Hooks, ...] = (),
     send_part: SendPart | None = None,
 ) -> str:
     """Train the part's runs that have not finished with ``threads`` torch threads, then
     finalise the job if no run of it is left open; returns the job's status afterwards.
     A worker shutting down stops the part after a checkpoint and sends its runs back to the
-    queue through ``send_part`` (workers/shutdown.py)."""
+    queue through ``send_part`` (workers/shutdown.py). ``loaded``: the job as the planning
+    task already loaded it (part 1), else loaded here once the runs are claimed."""
     settings = get_settings()
     wanted = {int(run_id) for run_id in run_ids}
     with unit_of_work() as session:
@@ -237,11 +159,13 @@ def execute_part(
                 store.fail_runs(session, job, wanted, job.error or "the job failed")
             log.info("job %s is already %s; part %d/%d skipped", job_key, job.status, part, parts)
             return job.status
-        todo, held, given_up = _claim(session, job, wanted, settings)
-    if held:
-        log.info("job %s: runs %s are trained by a live worker; not here", job_key, held)
-    if given_up:
-        return _fail(job_key, [run_id for run_id, _ in given_up], GaveUp(given_up[0][1]))
+        leases = claim(session, job, wanted, settings)
+    todo = leases.todo
+    if leases.held:
+        log.info("job %s: runs %s are trained by a live worker; not here", job_key, leases.held)
+    if leases.given_up:
+        given_up = [run_id for run_id, _ in leases.given_up]
+        return _fail(job_key, given_up, GaveUp(leases.given_up[0][1]))
     if todo:
         log.info(
             "job %s part %d/%d: runs %s, %d thread%s, pid %d",
@@ -257,15 +181,15 @@ def execute_part(
         torch.set_num_threads(threads)
         try:
             with Heartbeat(todo, settings.heartbeat_seconds):
-                if experiment is None:
-                    experiment = _load(job_key, pick_device(device or settings.device), settings)
-                resume = _resume(experiment, todo)
-                _train(job_key, experiment, todo, extra_hooks, resume)
+                if loaded is None:
+                    loaded = load_job(job_key, pick_device(device or settings.device), settings)
+                resume = _resume(loaded.experiment, todo)
+                _train(job_key, loaded, todo, extra_hooks, resume)
         except JobCancelled:
             log.info("job %s part %d/%d stopped: the job was cancelled", job_key, part, parts)
             return CANCELLED
         except WorkerStopping:
-            _release(job_key, todo)
+            release(job_key, todo)
             log.info(
                 "job %s part %d/%d: this worker stops; runs %s sent back",
                 job_key,
@@ -283,82 +207,6 @@ def execute_part(
             torch.set_num_threads(previous)
         log.info("job %s part %d/%d done, pid %d", job_key, part, parts, os.getpid())
     return finalise_job(job_key)
-
-
-class GaveUp(Exception):
-    """A run was started ``max_attempts`` times and never finished."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
-
-def _claim(
-    session: Session, job: Job, wanted: set[int], settings: Settings
-) -> tuple[list[int], list[int], list[tuple[int, str]]]:
-    """Under the job's lock: which of the wanted unfinished runs this part trains, which a
-    live worker holds (its heartbeat is fresh: a duplicate delivery must not train them
-    twice at once), and which gave up (started ``max_attempts`` times already, with why).
-    Each run this part takes counts an attempt and is stamped as held by this worker."""
-    now, me = store.database_now(session), worker_name()
-    fresh = timedelta(seconds=settings.heartbeat_timeout)
-    todo: list[int] = []
-    held: list[int] = []
-    given_up: list[tuple[int, str]] = []
-    for run in job.runs:
-        if run.id not in wanted or run.status in FINISHED:
-            continue
-        beat = run.heartbeat_at
-        if (
-            run.status == RUNNING
-            and beat is not None
-            and now - beat < fresh
-            and run.worker not in (None, me, store.REQUEUED_WORKER)
-            and _may_be_alive(run.worker)
-        ):
-            held.append(run.id)
-            continue
-        run.attempts += 1
-        if run.attempts > settings.max_attempts:
-            given_up.append(
-                (
-                    run.id,
-                    f"gave up after {settings.max_attempts} attempts: each time, the worker "
-                    f"training run {run.id} ({run.label}) stopped before it finished "
-                    f"(last: {run.worker or 'unknown'})",
-                )
-            )
-            continue
-        run.heartbeat_at, run.worker = now, me
-        todo.append(run.id)
-    return todo, held, given_up
-
-
-def _release(job_key: uuid.UUID, run_ids: list[int]) -> None:
-    """A stopping worker hands its runs back: the attempt does not count, and the runs are
-    marked as sent to the queue again (the reconciler resends them should that send fail)."""
-    with unit_of_work() as session:
-        job = store.lock_job(session, job_key)
-        now = store.database_now(session)
-        for run in job.runs:
-            if run.id in run_ids and run.status not in FINISHED:
-                run.attempts = max(run.attempts - 1, 0)
-                run.heartbeat_at, run.worker = now, store.REQUEUED_WORKER
-
-
-def _may_be_alive(worker: str | None) -> bool:
-    """Whether the ``host:pid`` process may still be alive: on another host, trust its
-    heartbeat; on this one, ask the kernel (a pool process killed a moment ago has a fresh
-    heartbeat, and its redelivered task need not wait for the reconciler)."""
-    host, _, pid = (worker or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _resume(experiment: Experiment, run_ids: list[int]) -> dict[int, RunState]:
@@ -395,23 +243,14 @@ def finalise_job(job_id: uuid.UUID) -> str:
         return job.status
 
 
-def _load(job_key: uuid.UUID, device: str, settings: Settings) -> Experiment:
-    with unit_of_work() as session:
-        config = job_config(session, store.get_job(session, job_key), device, settings)
-    return Experiment(config)
-
-
 def _train(
     job_key: uuid.UUID,
-    experiment: Experiment,
+    loaded: LoadedJob,
     keys: list[int],
     extra: tuple[Hooks, ...],
     resume: dict[int, RunState],
 ) -> None:
-    config = experiment.config
-    with unit_of_work() as session:
-        spec = JobSpec.model_validate(store.get_job(session, job_key, with_runs=False).spec)
-    target = spec.effective_target
+    config, target = loaded.experiment.config, loaded.target
     metrics = PrometheusSink(
         config.dataset.name, config.model.name, config.device, target.column, target.reached
     )
@@ -422,7 +261,7 @@ def _train(
         # After the checkpoint sink: a stopping worker stops once the checkpoint is stored.
         stopping = ShutdownCheck()
         hooks = CompositeHooks(sink, CheckpointSink(sink), stopping, metrics, check, *extra)
-        experiment.run_all(hooks, keys=keys, resume=resume)
+        loaded.experiment.run_all(hooks, keys=keys, resume=resume)
     finally:
         close = getattr(sink, "close", None)  # a sink with a writer thread stores the rest
         if close is not None:

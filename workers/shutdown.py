@@ -11,7 +11,7 @@ celery_app.py imports it), set by the main process and read by the children at e
 ``ShutdownCheck`` is the engine's side (a hook): at a flush point it asks for a checkpoint
 when the flag is set (``wants_checkpoint``), and once that checkpoint is stored
 (``on_checkpoint``, after the checkpoint sink) it raises ``WorkerStopping``. The task then
-releases the runs and sends them to the queue again (workers/execution.py, workers/tasks.py);
+releases the runs and sends them to the queue again (workers/leases.py, workers/tasks.py);
 the next worker resumes them from that checkpoint, with nothing to train again.
 """
 

@@ -119,9 +119,9 @@ class Run(Base):
     fusion: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
-    # Crash safety (workers/execution.py): how many deliveries started training this run
+    # Crash safety (workers/leases.py): how many deliveries started training this run
     # (capped: a run that keeps killing its workers fails), and the liveness of the worker
-    # process training it now (workers/heartbeat.py; the reconciler requeues stale ones).
+    # process training it now (services/db/leases.py; the reconciler requeues stale ones).
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     worker: Mapped[str | None] = mapped_column(String(200))  # host:pid

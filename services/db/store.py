@@ -348,11 +348,7 @@ def claim_enqueue(
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
-# --- Heartbeats and requeues (workers/heartbeat.py, services/reconcile.py) -----------------
-
-# ``run.worker`` of a run the reconciler sent to the queue again: no worker holds it until
-# one takes the new message (and its heartbeat writes its own ``host:pid``).
-REQUEUED_WORKER = "(requeued)"
+# --- The database's clock (run leases: services/db/leases.py) ----------------------------
 
 
 def _is_postgresql(session: Session) -> bool:
@@ -368,100 +364,6 @@ def database_now(session: Session) -> datetime:
         if isinstance(moment, datetime):
             return moment
     return utcnow()
-
-
-def heartbeat_runs(session: Session, run_ids: Collection[int], worker: str) -> int:
-    """Stamp the unfinished runs among ``run_ids`` as alive now (the database's clock) and
-    held by ``worker``; returns how many were stamped.
-
-    PostgreSQL: rows another transaction has locked at this moment (the SQL sink advancing
-    ``steps_done``) are skipped, not waited for: this statement then never waits and never
-    takes part in a deadlock, and the next beat stamps them."""
-    ids = sorted({int(run_id) for run_id in run_ids})
-    if not ids:
-        return 0
-    alive = select(Run.id).where(Run.id.in_(ids), Run.status.in_((QUEUED, RUNNING)))
-    now: Any = utcnow()
-    if _is_postgresql(session):
-        alive, now = alive.with_for_update(skip_locked=True), func.now()
-    result = session.execute(
-        update(Run)
-        .where(Run.id.in_(alive))
-        .values(heartbeat_at=now, worker=worker)
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-@dataclass(frozen=True)
-class OpenRun:
-    """An unfinished run of a running job, as the reconciler saw it."""
-
-    id: int
-    job_id: uuid.UUID
-    status: str
-    heartbeat_at: datetime | None
-    worker: str | None
-
-
-def runs_to_check(
-    session: Session, stale_before: datetime, waited_before: datetime
-) -> list[OpenRun]:
-    """Unfinished runs of running jobs that may have lost their worker or their message:
-    a heartbeat older than ``stale_before``; or none at all, queued since the job started
-    before ``waited_before``; or sent again by the reconciler before ``waited_before``.
-    Running runs without any heartbeat (a worker that does not beat) are not listed."""
-    never_taken = (Run.heartbeat_at.is_(None)) & (Run.status == QUEUED)
-    query = (
-        select(Run.id, Run.job_id, Run.status, Run.heartbeat_at, Run.worker)
-        .join(Job, Run.job_id == Job.id)
-        .where(Job.status == RUNNING, Run.status.in_((QUEUED, RUNNING)))
-        .where(
-            (Run.heartbeat_at < stale_before)
-            | (never_taken & (Job.started_at < waited_before))
-            | ((Run.worker == REQUEUED_WORKER) & (Run.heartbeat_at < waited_before))
-        )
-        .order_by(Run.id)
-    )
-    return [OpenRun(*row) for row in session.execute(query)]
-
-
-def _as_seen(run: OpenRun) -> Any:
-    """The run's row exactly as the reconciler saw it: open, of a running job."""
-    heartbeat = (
-        Run.heartbeat_at.is_(None)
-        if run.heartbeat_at is None
-        else Run.heartbeat_at == run.heartbeat_at
-    )
-    worker = Run.worker.is_(None) if run.worker is None else Run.worker == run.worker
-    job_running = select(Job.id).where(Job.id == Run.job_id, Job.status == RUNNING).exists()
-    return (Run.id == run.id) & (Run.status == run.status) & heartbeat & worker & job_running
-
-
-def claim_requeue(session: Session, run: OpenRun, now: datetime) -> bool:
-    """Record that this caller sends ``run`` to the queue again now, if its row is still as
-    it was seen (same status, heartbeat and worker; job still running): a compare-and-set,
-    so that of two reconcilers at once one sends it, and a run whose worker beat meanwhile
-    is left alone. Marks it ``REQUEUED_WORKER``, its heartbeat ``now``."""
-    result = session.execute(
-        update(Run)
-        .where(_as_seen(run))
-        .values(heartbeat_at=now, worker=REQUEUED_WORKER)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
-
-
-def release_requeue(session: Session, run: OpenRun, claimed_at: datetime) -> None:
-    """Undo ``claim_requeue`` (the broker did not take the message) unless a worker has
-    stamped the run since: the next pass finds it as it was."""
-    claimed = OpenRun(run.id, run.job_id, run.status, claimed_at, REQUEUED_WORKER)
-    session.execute(
-        update(Run)
-        .where(_as_seen(claimed))
-        .values(heartbeat_at=run.heartbeat_at, worker=run.worker)
-        .execution_options(synchronize_session=False)
-    )
 
 
 def stranded_jobs(session: Session, finished_before: datetime) -> list[uuid.UUID]:

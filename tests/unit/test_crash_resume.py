@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from services.db import store
+from services.db import leases, store
 from services.db.models import EpochMetric, Run, RunCheckpoint, StepMetric, StepRollup
 from services.db.session import unit_of_work
 from services.spec import JobSpec
@@ -233,7 +233,7 @@ def test_a_stopping_worker_checkpoints_and_sends_its_runs_back(
     with unit_of_work() as session:
         runs = store.get_job(session, job_id).runs
         assert {(run.status, run.attempts, run.worker) for run in runs} == {
-            ("running", 0, store.REQUEUED_WORKER)
+            ("running", 0, leases.REQUEUED_WORKER)
         }
         stopped_at = {
             row.run_id: row.step

@@ -1,4 +1,4 @@
-"""A training part stamps its runs as alive (workers/heartbeat.py), on the real databases."""
+"""A training part stamps its runs as alive (workers/leases.py), on the real databases."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from services.db import store
+from services.db import leases, store
+from services.db.leases import worker_name
 from services.db.models import SUCCEEDED, Run
 from services.db.session import get_engine, unit_of_work
 from services.settings import Settings
 from services.spec import JobSpec
-from workers.heartbeat import Heartbeat, worker_name
+from workers.leases import Heartbeat
 
 SPEC = JobSpec.model_validate(
     {
@@ -90,7 +91,7 @@ def test_a_failed_stamp_is_logged_and_tried_again_never_raised(
 ) -> None:
     """The database away for two ticks (the one on enter included): training goes on."""
     run_ids = running_job()
-    real = store.heartbeat_runs
+    real = leases.heartbeat_runs
     calls: list[int] = []
 
     def blip(session: Session, ids: Any, worker: str) -> int:
@@ -100,9 +101,9 @@ def test_a_failed_stamp_is_logged_and_tried_again_never_raised(
             raise OperationalError("UPDATE run", {}, refused)
         return real(session, ids, worker)
 
-    monkeypatch.setattr(store, "heartbeat_runs", blip)
+    monkeypatch.setattr(leases, "heartbeat_runs", blip)
     with (
-        caplog.at_level(logging.WARNING, "workers.heartbeat"),
+        caplog.at_level(logging.WARNING, "workers.leases"),
         Heartbeat(run_ids, INTERVAL, worker="host-b:7") as heartbeat,
     ):
         assert stamps(run_ids)[run_ids[0]] == (None, None)  # the first stamp failed
@@ -117,7 +118,7 @@ def test_exit_waits_for_a_stamp_being_written(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_ids = running_job()
-    real = store.heartbeat_runs
+    real = leases.heartbeat_runs
     entered, slow_started, finished = threading.Event(), threading.Event(), threading.Event()
 
     def slow(session: Session, ids: Any, worker: str) -> int:
@@ -130,7 +131,7 @@ def test_exit_waits_for_a_stamp_being_written(
         entered.set()
         return real(session, ids, worker)
 
-    monkeypatch.setattr(store, "heartbeat_runs", slow)
+    monkeypatch.setattr(leases, "heartbeat_runs", slow)
     heartbeat = Heartbeat(run_ids, INTERVAL, worker="host-c:9")
     with heartbeat:
         assert slow_started.wait(5)  # the thread is in its slow stamp now
@@ -149,19 +150,19 @@ def test_on_postgresql_a_stamp_skips_a_locked_run_instead_of_waiting(postgres_db
         holder.execute(select(Run).where(Run.id == run_ids[0]).with_for_update())
         started = time.monotonic()
         with unit_of_work() as session:
-            assert store.heartbeat_runs(session, run_ids, "host-d:1") == 2
+            assert leases.heartbeat_runs(session, run_ids, "host-d:1") == 2
         assert time.monotonic() - started < 2
         holder.rollback()
     assert stamps(run_ids)[run_ids[0]] == (None, None)
     assert stamps(run_ids)[run_ids[1]][1] == "host-d:1"
     with unit_of_work() as session:
-        assert store.heartbeat_runs(session, run_ids, "host-d:1") == 3
+        assert leases.heartbeat_runs(session, run_ids, "host-d:1") == 3
 
 
 def test_on_postgresql_stamps_use_the_database_clock(postgres_db: str) -> None:
     run_ids = running_job()
     with unit_of_work() as session:
-        store.heartbeat_runs(session, run_ids[:1], "host-e:1")
+        leases.heartbeat_runs(session, run_ids[:1], "host-e:1")
         database_now = store.database_now(session)
     stamped = stamps(run_ids)[run_ids[0]][0]
     assert stamped is not None and stamped == database_now  # one transaction, one now()

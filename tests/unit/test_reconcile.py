@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import select, update
 
 from services import jobs
-from services.db import store
+from services.db import leases, store
+from services.db.leases import REQUEUED_WORKER
 from services.db.models import Job, Run, utcnow
 from services.db.session import unit_of_work
-from services.db.store import REQUEUED_WORKER
 from services.queue import (
     QUEUE,
     RUN_JOB_PART_TASK,
@@ -271,7 +271,7 @@ def test_runs_whose_worker_stopped_beating_are_sent_again_once(database: str) ->
 
     # A worker takes them and beats: fresh, left alone.
     with unit_of_work() as session:
-        store.heartbeat_runs(session, [a0, a1, b0, c0, c1], "host-c:33")
+        leases.heartbeat_runs(session, [a0, a1, b0, c0, c1], "host-c:33")
     fresh = store_now() + timedelta(seconds=TIMEOUT / 2)
     assert reconcile(fresh, send_part=send_part, runs_held=EMPTY_BROKER).requeued == []
 
@@ -311,7 +311,7 @@ def test_a_worker_that_beats_after_the_look_keeps_its_runs(database: str) -> Non
 
     def worker_beats() -> RunsInBroker | None:  # called between the read and the claim
         with unit_of_work() as session:
-            store.heartbeat_runs(session, run_ids[:1], "host-a:1")
+            leases.heartbeat_runs(session, run_ids[:1], "host-a:1")
         return None
 
     sent: list[Part] = []
@@ -323,18 +323,18 @@ def test_a_worker_that_beats_after_the_look_keeps_its_runs(database: str) -> Non
 def test_two_reconcilers_at_once_send_a_vanished_part_once(database: str) -> None:
     job_id, run_ids = running_job(started=(0, 1))
     stamp(run_ids, utcnow() - timedelta(seconds=TIMEOUT + 5), "host-a:1")
-    seen = store.OpenRun(
+    seen = leases.OpenRun(
         run_ids[0], job_id, "running", runs_of(run_ids)[run_ids[0]].heartbeat_at, "host-a:1"
     )
     now = utcnow()
     with unit_of_work() as session:
-        assert store.claim_requeue(session, seen, now)
+        assert leases.claim_requeue(session, seen, now)
     with unit_of_work() as session:
-        assert not store.claim_requeue(session, seen, now)  # already claimed
-        store.release_requeue(session, seen, now)  # the broker refused: as it was
+        assert not leases.claim_requeue(session, seen, now)  # already claimed
+        leases.release_requeue(session, seen, now)  # the broker refused: as it was
     with unit_of_work() as session:
-        assert store.claim_requeue(session, seen, now)
-        store.release_requeue(session, seen, now)
+        assert leases.claim_requeue(session, seen, now)
+        leases.release_requeue(session, seen, now)
 
     sent: list[Part] = []
     barrier = threading.Barrier(4)

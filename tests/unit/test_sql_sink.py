@@ -340,9 +340,9 @@ def test_the_engine_trains_a_job_through_the_sink_and_every_row_is_stored_when_i
     database: str,
 ) -> None:
     from services.settings import get_settings
+    from workers.adapter import job_config
     from workers.engine import Experiment
     from workers.engine.hooks import CompositeHooks
-    from workers.execution import job_config
     from workers.sinks.memory import MemorySink
 
     spec = JobSpec.model_validate(
@@ -357,7 +357,7 @@ def test_the_engine_trains_a_job_through_the_sink_and_every_row_is_stored_when_i
     )
     with unit_of_work() as session:
         job = store.create_job(session, spec)
-        config = job_config(session, job, "cpu", get_settings())
+        config = job_config(session, job, spec, "cpu", get_settings())
     memory = MemorySink()
     Experiment(config).run_all(CompositeHooks(SqlSink(), memory))  # no close(): not needed
     with unit_of_work() as session:
