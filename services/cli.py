@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         def on_start(self, total_steps: int) -> None:
             self.total = total_steps
 
-        def on_steps(self, run: Any, steps: Sequence[Any]) -> None:
+        def on_steps(self, run: Any, steps: Any) -> None:  # StepColumns
             self.done += len(steps)
             progress.update(
                 self.done, self.total, run.optimizer.label, force=self.done >= self.total

@@ -22,6 +22,7 @@ from torch import nn
 from workers.engine import checkpoint, fused_layers, models
 from workers.engine.checkpoint import CheckpointClock, RunState
 from workers.engine.config import JobConfig, RunConfig
+from workers.engine.datasets import Splits
 from workers.engine.handlers import Checkpointer, Evaluator, PlateauSchedules
 from workers.engine.hooks import Hooks, RunResult
 from workers.engine.landscapes import LANDSCAPES, LandscapeProblem
@@ -48,12 +49,14 @@ class Experiment:
             self.problem, self.landscape = Problem(config), None
 
     @property
-    def data(self):  # type: ignore[no-untyped-def]  # datasets.Splits; not for landscapes
-        return self.problem.data  # type: ignore[union-attr]
+    def data(self) -> Splits:
+        """The splits on the device (not for a landscape, which has none)."""
+        assert isinstance(self.problem, Problem), "a landscape has no data set"
+        return self.problem.data
 
     @property
     def n_train(self) -> int:
-        return self.problem.n_train  # type: ignore[union-attr]
+        return self.data.y_train.shape[0]
 
     @property
     def classification(self) -> bool:
@@ -235,7 +238,7 @@ def _load(trainer: Trainer, k: int, state: dict[str, object]) -> None:
 
 
 def _zip_epochs(
-    streams: list[Iterator[tuple[int, list[torch.Tensor | None]]]],
+    streams: Sequence[Iterator[tuple[int, Sequence[torch.Tensor | None]]]],
 ) -> Iterator[tuple[int, Iterator[Batch]]]:
     """Per epoch, an iterator over its steps: each distinct seed's batch indices."""
     for epochs in zip(*streams, strict=True):

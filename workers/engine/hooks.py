@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -78,7 +79,7 @@ class StepColumns:
     def from_records(cls, records: Iterable[StepRecord]) -> StepColumns:
         """Columns of records (None read as NaN): for tests and benchmarks that write rows."""
         rows = list(records)
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             column = [getattr(row, f.name) for row in rows]
             if f.name in _INTEGER:

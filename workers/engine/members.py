@@ -77,7 +77,7 @@ class ModuleMember(Members):
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
-        self._parameters = list(module.parameters())
+        self._parameters: list[torch.Tensor] = list(module.parameters())
 
     def forward(self, act: Act) -> torch.Tensor:
         return self.module(act[0]).unsqueeze(0)

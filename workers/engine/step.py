@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,9 +65,10 @@ class Update:
         """A schedule that steps once per epoch, on the validation loss (plateau)."""
         return schedules.steps_per_epoch_only(self.scheduler)
 
-    def step(self, closure: object = None) -> None:
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> None:
+        """One update (through ``closure`` for LBFGS), then the per-step schedule's step."""
         if closure is not None and optimizers.needs_closure(self.optimizer):
-            self.optimizer.step(closure)  # type: ignore[arg-type]
+            self.optimizer.step(closure)  # type: ignore[arg-type]  # torch types it as -> float
         else:
             self.optimizer.step()
         if self.scheduler is not None and not self.per_epoch:
