@@ -1,7 +1,7 @@
 """How big a job is, estimated from its spec without torch (the API process has none):
 samples, input shape and outputs of its data set, steps per run, parameters of its model.
 
-The figures follow the engine (workers/engine/datasets.py, loop.py, models.py), and
+The figures follow the engine (workers/engine/datasets.py, problem.py, models.py), and
 tests/unit/test_limits.py checks them against it: the parameter counts are exact; the
 training split is estimated as the unstratified share, which is at least the engine's
 stratified one and at most two samples per class more, so steps per run are not

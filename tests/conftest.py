@@ -35,8 +35,9 @@ def embedded_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.setenv("OPTBENCH_HOME", str(tmp_path / "home"))
     reset_process_state()
     upgrade()
+    url = str(get_engine().url)  # what the test stores into, whatever it points at later
     yield tmp_path / "home"
-    assert_stored_metrics_valid(get_engine())
+    assert_stored_metrics_valid(url)
     reset_process_state()
 
 
@@ -84,7 +85,7 @@ def postgres_db(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("OPTBENCH_DATABASE_URL", postgres_url)
     reset_process_state()
     yield postgres_url
-    assert_stored_metrics_valid(get_engine())
+    assert_stored_metrics_valid(postgres_url)
     with get_engine().begin() as connection:
         connection.execute(text("TRUNCATE job, run, step_metric, epoch_metric CASCADE"))
     reset_process_state()

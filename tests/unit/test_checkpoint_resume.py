@@ -13,7 +13,15 @@ import pytest
 import torch
 
 from tests.unit.test_engine import LECTURE, job
-from workers.engine import Experiment, Hooks, JobConfig, ModelConfig, OptimizerConfig, RunConfig
+from workers.engine import (
+    DatasetConfig,
+    Experiment,
+    Hooks,
+    JobConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RunConfig,
+)
 from workers.engine.checkpoint import RunState
 from workers.engine.hooks import CompositeHooks, StepColumns, StepRecord
 from workers.sinks.memory import MemorySink
@@ -185,3 +193,25 @@ def test_no_checkpoint_is_taken_unless_asked_for_nor_after_the_last_epoch() -> N
     Experiment(config).run_all(store)
     # epoch 1's end only: none mid-epoch (1000 steps), none after the last epoch
     assert set(store.steps.values()) == {17}
+
+
+def test_landscape_points_resume_to_the_same_trajectory() -> None:
+    # One step per epoch, so a flush and a checkpoint at every epoch's end (the clock takes
+    # one at each epoch end); the crash comes at the flush after step 25.
+    rosenbrock = DatasetConfig("rosenbrock", {"start": [-1.5, 2.0]})
+    slow = [
+        OptimizerConfig("sgd", "sgd", "SGD", {"lr": 0.0005}),
+        OptimizerConfig("adam", "adam", "Adam", {"lr": 0.05}),
+        dataclasses.replace(PLATEAU, hyperparameters={"lr": 0.001}),
+    ]
+    config = with_checkpoints(
+        dataclasses.replace(job(slow, epochs=40), dataset=rosenbrock), every=10
+    )
+    expected = uninterrupted(config)
+    assert not any(result.diverged for result in expected.results.values())
+    first, second, store = interrupted(config, crash_after=25)
+    assert set(store.steps.values()) == {25}
+    assert_same(expected, first, second, store)
+    for key in expected.steps:
+        series = joined(first, second, key, store.steps[key])
+        assert [(r.x, r.y) for r in series] == [(r.x, r.y) for r in expected.steps[key]]
