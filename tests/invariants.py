@@ -31,13 +31,13 @@ def _regression_jobs(connection: Any) -> set[str]:
     """Ids of the jobs whose scores are R² (a regression data set, generated or uploaded)."""
     regression: set[str] = set()
     uploads = {
-        str(row.id): row.task
+        str(row.id).replace("-", ""): row.task
         for row in connection.execute(text("SELECT id, task FROM dataset")).mappings()
     }
     for row in connection.execute(text("SELECT id, spec FROM job")).mappings():
         spec = row.spec if isinstance(row.spec, dict) else json.loads(row.spec)
         data = spec.get("dataset", {})
-        uploaded = uploads.get(str(data.get("id"))) if data.get("name") == "upload" else None
+        uploaded = uploads.get(str(data.get("id")).replace("-", "")) if data.get("name") == "upload" else None
         if data.get("name") == "regression" or uploaded == "regression":
             regression.add(str(row.id))
     return regression

@@ -207,7 +207,7 @@ class CountSteps(Hooks):
 
     def on_flush(self, batch: Sequence[tuple[RunConfig, StepColumns]]) -> None:
         for run, steps in batch:
-            self.steps.setdefault(run.key, []).extend(step.step for step in steps)
+            self.steps.setdefault(run.key, []).extend(steps.step.tolist())
 
 
 def test_a_stopping_worker_checkpoints_and_sends_its_runs_back(

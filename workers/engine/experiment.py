@@ -175,9 +175,11 @@ class Experiment:
     ) -> Trainer:
         """The group's trainer with its handlers, at its checkpoint if it resumes."""
         runs, config = group.runs, self.config
+        total = self.total_steps(runs[0])  # one batch schedule for the group
+        for run in runs:  # started before anything can fail: a failure is the run's own
+            hooks.on_run_start(run, total)
         states = [resume.get(run.key) for run in runs]  # all members, or none (resumable)
         members = self._members(group, initial, states)
-        total = self.total_steps(runs[0])  # one batch schedule for the group
         seeds = list(dict.fromkeys(run.seed for run in runs))
         full_batch = runs[0].optimizer.full_batch
         recorder = Recorder(members.k, self.problem.has_score, config.divergence_ratio)
@@ -190,7 +192,6 @@ class Experiment:
             hooks,
             epochs=_zip_epochs([self.problem.batches(seed, full_batch) for seed in seeds]),
             steps_per_epoch=self.steps_per_epoch(runs[0]),
-            total_steps=total,
             seed_of=[seeds.index(run.seed) for run in runs],
             flush_every=config.flush_every,
             note=_note(group),

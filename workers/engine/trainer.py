@@ -64,7 +64,6 @@ class Trainer:
         *,
         epochs: Epochs,
         steps_per_epoch: int,
-        total_steps: int,
         seed_of: Sequence[int],
         flush_every: int,
         note: str | None,
@@ -72,7 +71,7 @@ class Trainer:
         self.problem, self.members, self.runs = problem, members, list(runs)
         self.updates, self.recorder, self.hooks = list(updates), recorder, hooks
         self._epochs, self.seed_of, self.flush_every = epochs, list(seed_of), flush_every
-        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+        self.steps_per_epoch = steps_per_epoch
         self.note = note  # with how many runs it was fused, or why it trained alone
         self.active = list(range(members.k))  # members still training
         self.leaving: dict[int, int] = {}  # members that left, not yet flushed: their last step
@@ -103,9 +102,8 @@ class Trainer:
             self.leaving[k] = self.step
 
     def run(self) -> dict[int, RunResult]:
-        """Train until the last epoch ends or no member is left; the runs' results by key."""
-        for run in self.runs:
-            self.hooks.on_run_start(run, self.total_steps)
+        """Train until the last epoch ends or no member is left; the runs' results by key.
+        (The runs started when the group was built: ``Hooks.on_run_start``.)"""
         skip = self.step - self.epochs_done * self.steps_per_epoch
         self.members.train(True)
         for epoch, batches in self._epochs:
