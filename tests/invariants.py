@@ -37,7 +37,8 @@ def _regression_jobs(connection: Any) -> set[str]:
     for row in connection.execute(text("SELECT id, spec FROM job")).mappings():
         spec = row.spec if isinstance(row.spec, dict) else json.loads(row.spec)
         data = spec.get("dataset", {})
-        uploaded = uploads.get(str(data.get("id")).replace("-", "")) if data.get("name") == "upload" else None
+        upload_id = str(data.get("id")).replace("-", "")
+        uploaded = uploads.get(upload_id) if data.get("name") == "upload" else None
         if data.get("name") == "regression" or uploaded == "regression":
             regression.add(str(row.id))
     return regression
