@@ -24,7 +24,8 @@ from services.spec import JobSpec, field_errors
 from services.spec.data import SAMPLE_MODELS, dataset_task
 from workers.engine import datasets
 from workers.engine.config import DatasetConfig
-from workers.engine.datasets import DATASETS, Splits, load, standardise, stratified_subset
+from workers.engine.datasets import DATASETS, Splits, load
+from workers.engine.splits import standardise, stratified_subset
 
 SPLIT_FIELDS = {"name", "val_fraction", "test_fraction", "seed"}
 ADAPTER_SUPPLIED = {"folder", "npz", "cache"}  # the adapter adds these; the spec never has them

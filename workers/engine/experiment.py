@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from workers.engine import checkpoint, fused_layers, models
+from workers.engine import checkpoint, fused_layers, fused_net, models
 from workers.engine.checkpoint import CheckpointClock, RunState
 from workers.engine.config import JobConfig, RunConfig
 from workers.engine.datasets import Splits
@@ -86,7 +86,7 @@ class Experiment:
             return None
         model = self.initial_model(0)
         try:
-            fused_layers.fuse([model, copy.deepcopy(model)], self._probe)
+            fused_net.fuse([model, copy.deepcopy(model)], self._probe)
         except fused_layers.NotFusable as error:
             return f"the model cannot fuse: {error}"
         return None
@@ -94,7 +94,7 @@ class Experiment:
     @functools.cached_property
     def activations_per_sample(self) -> int:
         """Activation values one sample produces in the model (for fusion's memory estimate)."""
-        return fused_layers.activation_elements(self.initial_model(0), self._probe)
+        return fused_net.activation_elements(self.initial_model(0), self._probe)
 
     @property
     def _probe(self) -> torch.Tensor:

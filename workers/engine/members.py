@@ -6,7 +6,7 @@ One interface for three implementations:
   this way: dropout (its masks drawn from the torch RNG, seeded with the run's seed), LBFGS
   (whose closure re-evaluates the loss), layers without a fused form.
 - ``FusedMembers``: K modules of one architecture as one network over a parameter bank
-  (workers/engine/fused_layers.py): one forward/backward for all, each member's optimizer
+  (workers/engine/fused_net.py): one forward/backward for all, each member's optimizer
   updating its row of the bank in place.
 - ``PointMembers``: K points of a 2-D landscape, rows of a (K, 2) bank.
 
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.engine import fused_layers
+from workers.engine import fused_net
 from workers.engine.bank import ParameterBank
 from workers.engine.checkpoint import ALONE, FUSED, POINT
 from workers.engine.fused_layers import Act
@@ -121,7 +121,7 @@ class FusedMembers(_BankMembers):
     layout = FUSED
 
     def __init__(self, modules: Sequence[nn.Module], probe: torch.Tensor) -> None:
-        self.net = fused_layers.fuse(modules, probe)
+        self.net = fused_net.fuse(modules, probe)
         self.bank, self.k = self.net.bank, len(modules)
 
     def forward(self, act: Act) -> torch.Tensor:
