@@ -2,7 +2,8 @@
 
 For each group size K it trains K SGD members (a log-spaced learning-rate sweep, one seed)
 of one workload as one fused group (``fuse="always"``), in a fresh process each, and prints
-the peak resident memory that training added (``ru_maxrss`` after minus before), that per
+the peak resident memory that training added (``ru_maxrss`` after minus before, after a
+warm-up job in the same process), that per
 member, the CPU seconds per step, and per member and step; the ratios are against the
 smallest K measured in the same run.
 
@@ -37,18 +38,21 @@ def measure(size: int, epochs: int, hidden: int, threads: int) -> tuple[float, f
     )
 
     torch.set_num_threads(threads)
-    runs = tuple(
-        RunConfig(k, OptimizerConfig(f"sgd-{k}", "sgd", "SGD", {"lr": 0.001 * 1.02**k}), 0)
-        for k in range(size)
-    )
-    config = JobConfig(
-        DatasetConfig("digits"),
-        ModelConfig("mlp", {"hidden": [hidden]}),
-        runs,
-        epochs=epochs,
-        batch_size=64,
-        fuse="always",
-    )
+
+    def job(members: int, epochs: int) -> JobConfig:
+        runs = tuple(
+            RunConfig(k, OptimizerConfig(f"sgd-{k}", "sgd", "SGD", {"lr": 0.001 * 1.02**k}), 0)
+            for k in range(members)
+        )
+        model = ModelConfig("mlp", {"hidden": [hidden]})
+        return JobConfig(DatasetConfig("digits"), model, runs, epochs, 64, fuse="always")
+
+    # A warm-up of two members for one epoch first: the data set, torch's lazy imports (an
+    # optimizer's first step imports torch._dynamo, about 70 MiB) and the allocator's pools
+    # are not what a member costs.
+    Experiment(job(2, 1)).run_all(Hooks())
+    config = job(size, epochs)
+    runs = config.runs
     experiment = Experiment(config)
     experiment.groups()  # the probe and the plan: not part of what training adds
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -66,7 +70,7 @@ def _child(size: int, epochs: int, hidden: int, threads: int, queue: multiproces
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,8,64,256")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
