@@ -216,12 +216,12 @@ class Experiment:
         initial: Mapping[int, nn.Module],
         states: Sequence[RunState | None],
     ) -> Members:
-        models_ = [state.state["model"] if state else None for state in states]
+        saved = [state.state["model"] if state else None for state in states]  # model states
         if isinstance(self.problem, LandscapeProblem):
-            starts = [point_start(model, self.problem.start) for model in models_]
+            starts = [point_start(model, self.problem.start) for model in saved]
             return PointMembers(self.problem.function, starts)
         modules = [copy.deepcopy(initial[run.seed]) for run in group.runs]
-        for module, model in zip(modules, models_, strict=True):
+        for module, model in zip(modules, saved, strict=True):
             if model is not None:
                 module.load_state_dict(model)
         if group.fused:
