@@ -16,6 +16,12 @@
     optbench reconcile       send queued jobs the broker does not hold, and runs whose worker
                              vanished or whose message was lost (the API does it too)
 
+Exit status: 0 done; 1 the job failed, no such job (or key), or the API refused the
+operation (a conflict, a missing or wrong key); 2 a usage mistake (arguments, an unreadable
+file, a file that exists where ``report`` would write); 3 the API cannot be reached or is
+unavailable; 4 invalid input (a spec that is not JSON/YAML or fails validation, here or in
+the API; a value the service refuses).
+
 ``--url`` (or OPTBENCH_API_URL) points submit/status/watch/summary (and report) at a remote
 API, ``--key`` (or OPTBENCH_API_KEY) is the API key they send; ``--json`` prints JSON.
 ``keys``, ``run``, ``export`` and ``report`` without ``--url`` work on the configured
@@ -43,9 +49,31 @@ from services.errors import OptbenchError
 from services.settings import get_settings
 from services.spec import JobSpec, field_errors
 
+# Exit statuses (documented in the module docstring and README).
+OK, JOB_FAILED, USAGE, UNREACHABLE, INVALID_SPEC = 0, 1, 2, 3, 4
+
 
 class CliError(Exception):
-    """Printed as one line, exit status 2."""
+    """A usage mistake: printed as one line, exit status 2."""
+
+
+class SpecError(CliError):
+    """A spec that is not JSON/YAML or does not validate: exit status 4."""
+
+
+def exit_status(error: Exception) -> int:
+    """The exit status a failed command returns for ``error``."""
+    from services.errors import InvalidSpec, Unavailable
+
+    if isinstance(error, SpecError | InvalidSpec):
+        return INVALID_SPEC
+    if isinstance(error, CliError):
+        return USAGE
+    if isinstance(error, ApiError):
+        if error.status is None or error.status >= 500:
+            return UNREACHABLE
+        return INVALID_SPEC if error.status == 422 else JOB_FAILED
+    return UNREACHABLE if isinstance(error, Unavailable) else JOB_FAILED  # NotFound, Conflict
 
 
 def _redacted(url: str) -> str:
@@ -139,12 +167,12 @@ def load_spec(path: Path) -> JobSpec:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise CliError(f"{path} is not valid JSON/YAML: {error}") from None
+        raise SpecError(f"{path} is not valid JSON/YAML: {error}") from None
     try:
         return JobSpec.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(map(str, field_errors(error.errors())))
-        raise CliError(f"{path}: {problems}") from None
+        raise SpecError(f"{path}: {problems}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -261,6 +289,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    output: Path = args.output or Path(f"optbench-report-{args.job}.html")
+    if output.exists() and not args.force:
+        raise CliError(f"{output} exists: pass --force to overwrite it, or -o another file")
     if args.url:
         with _client(args) as client:
             html = client.report(args.job)
@@ -268,8 +299,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         from services.report import render_report
 
         html = render_report(args.job)
-    args.output.write_text(html, encoding="utf-8")
-    print(f"wrote {args.output} ({len(html) // 1024} KiB): open it in a browser, no network needed")
+    output.write_text(html, encoding="utf-8")
+    print(f"wrote {output} ({len(html) // 1024} KiB): open it in a browser, no network needed")
     return 0
 
 
@@ -454,7 +485,10 @@ def parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write a job's self-contained HTML report")
     report.add_argument("job", help="job id")
-    report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+    report.add_argument(
+        "-o", "--output", type=Path, help="default: optbench-report-<job>.html here"
+    )
+    report.add_argument("--force", action="store_true", help="overwrite an existing file")
     report.add_argument(
         "--url", help="fetch it from this API (default: read the configured database)"
     )
@@ -499,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (CliError, ApiError, OptbenchError) as error:
         print(f"optbench: error: {error}", file=sys.stderr)
-        return 2
+        return exit_status(error)
     except KeyboardInterrupt:
         return 130
 

@@ -16,7 +16,12 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class ApiError(Exception):
-    """The API answered with an error (its problem+json detail), or could not be reached."""
+    """The API answered with an error (its problem+json detail; ``status`` the HTTP status),
+    or could not be reached (``status`` None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ApiClient:
@@ -49,7 +54,9 @@ class ApiClient:
                 detail = response.text
             if response.status_code == 401:
                 detail = f"{detail} (the CLI sends --key or OPTBENCH_API_KEY)"
-            raise ApiError(f"{method} {path}: {response.status_code} {detail}")
+            raise ApiError(
+                f"{method} {path}: {response.status_code} {detail}", response.status_code
+            )
         return response
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:

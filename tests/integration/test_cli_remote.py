@@ -85,7 +85,7 @@ def test_submit_watch_status_and_summary(
 
 
 def test_an_unreachable_api_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "x", "--url", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert main(["status", "x", "--url", f"http://127.0.0.1:{free_port()}"]) == 3
     err = capsys.readouterr().err
     assert err.startswith("optbench: error: cannot reach the optbench API") and err.count("\n") == 1
 
@@ -93,7 +93,7 @@ def test_an_unreachable_api_is_one_clear_line(capsys: pytest.CaptureFixture[str]
 def test_an_unknown_job_is_the_apis_message(
     api_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["summary", "00000000-0000-0000-0000-000000000000", "--url", api_url]) == 2
+    assert main(["summary", "00000000-0000-0000-0000-000000000000", "--url", api_url]) == 1
     assert "404 no job with id" in capsys.readouterr().err
 
 
@@ -104,6 +104,6 @@ def test_cancel_stops_a_long_job_and_says_so(
         job = client.submit({**SPEC, "epochs": 10_000})  # hours, unless cancelled
     assert main(["cancel", job["id"], "--url", api_url]) == 0
     assert capsys.readouterr().out.startswith(f"job {job['id']}: cancelled")
-    assert main(["cancel", job["id"], "--url", api_url]) == 2
+    assert main(["cancel", job["id"], "--url", api_url]) == 1  # refused: a conflict
     err = capsys.readouterr().err
     assert "409" in err and "already cancelled" in err

@@ -168,10 +168,10 @@ def test_the_cli_sends_its_key(secured: tuple[Cluster, dict[str, Any]]) -> None:
     assert json.loads(ok.stdout)["optimizers"][0]["label"] == "adam"
     bob = world["keys"]["bob"]["key"]
     other = optbench(cluster.database_url, "status", job_id, "--url", url, "--key", bob)
-    assert other.returncode == 2 and "404" in other.stderr
+    assert other.returncode == 1 and "404" in other.stderr
     missing = optbench(cluster.database_url, "status", job_id, "--url", url)
     assert (
-        missing.returncode == 2 and "401" in missing.stderr and "OPTBENCH_API_KEY" in missing.stderr
+        missing.returncode == 1 and "401" in missing.stderr and "OPTBENCH_API_KEY" in missing.stderr
     )
     for key in (alice, bob):
         assert key not in ok.stderr + other.stderr + missing.stderr

@@ -66,15 +66,24 @@ def test_a_bad_spec_file_is_one_line_naming_the_field(
 ) -> None:
     spec_file = tmp_path / "bad.yaml"
     spec_file.write_text(yaml.safe_dump({**SMALL_SPEC, "epochs": -1}))
-    assert main(["run", str(spec_file)]) == 2
+    assert main(["run", str(spec_file)]) == 4  # an invalid spec
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "epochs: Input should be greater than or equal to 1" in err
 
 
 def test_a_missing_spec_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", str(tmp_path / "nope.json")]) == 2
+    assert main(["run", str(tmp_path / "nope.json")]) == 2  # a usage mistake
     assert "cannot read spec file" in capsys.readouterr().err
+
+
+def test_a_spec_that_is_not_json_is_an_invalid_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec_file = tmp_path / "broken.json"
+    spec_file.write_text('{"epochs": ')
+    assert main(["run", str(spec_file)]) == 4
+    assert "is not valid JSON/YAML" in capsys.readouterr().err
 
 
 def test_report_and_export_write_files(
@@ -96,5 +105,26 @@ def test_report_and_export_write_files(
     step_rows = [line for line in lines[1:] if ",step," in f",{line},"]
     assert len(step_rows) == 2 + 8  # gd: 2 steps, adam: 2 epochs x 4
 
-    assert main(["report", "00000000-0000-0000-0000-000000000000"]) == 2
+    assert main(["report", "00000000-0000-0000-0000-000000000000"]) == 1  # no such job
     assert "no job with id" in capsys.readouterr().err
+
+
+def test_report_names_its_file_after_the_job_and_never_overwrites_silently(
+    embedded_home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({**SMALL_SPEC, "seeds": [0], "epochs": 1}))
+    assert main(["run", str(spec_file), "--json"]) == 0
+    job_id = json.loads(capsys.readouterr().out)["job_id"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", job_id]) == 0
+    written = tmp_path / f"optbench-report-{job_id}.html"
+    assert "<html" in written.read_text().lower()
+    written.write_text("mine")
+    assert main(["report", job_id]) == 2  # exists: a usage mistake, the file kept
+    assert "--force" in capsys.readouterr().err and written.read_text() == "mine"
+    assert main(["report", job_id, "--force"]) == 0
+    assert written.read_text() != "mine"
