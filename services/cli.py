@@ -6,6 +6,7 @@
     optbench worker          start a Celery worker
     optbench migrate         apply database migrations
     optbench submit SPEC     submit a spec to the API (--watch to follow it)
+    optbench list            your jobs, newest first (--status, --name, --limit, --json)
     optbench status JOB      a job's status and per-run progress
     optbench cancel JOB      cancel a queued or running job
     optbench watch JOB       live progress bars per run, then the summary
@@ -44,7 +45,7 @@ import yaml
 from pydantic import ValidationError
 
 from services.client import ApiClient, ApiError
-from services.console import ProgressLine, RunBoard, job_status, summary_table
+from services.console import ProgressLine, RunBoard, job_status, job_table, summary_table
 from services.errors import OptbenchError
 from services.settings import get_settings
 from services.spec import JobSpec, field_errors
@@ -236,6 +237,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
         _print_json(job)
     else:
         print(f"submitted job {job['id']} ({len(job['runs'])} runs): optbench watch {job['id']}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 200:
+        raise CliError(f"--limit must be 1 to 200, got {args.limit}")
+    with _client(args) as client:
+        page = client.jobs(status=args.status, limit=args.limit)
+    items = page["items"]
+    if args.name:
+        items = [job for job in items if args.name.lower() in job["name"].lower()]
+    if args.json:
+        _print_json({**page, "items": items})
+    else:
+        print(job_table(items, page["total"]))
     return 0
 
 
@@ -515,6 +531,13 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("spec", type=Path, help="job spec, JSON or YAML")
     submit.add_argument("--watch", action="store_true", help="then watch it to the end")
     submit.set_defaults(func=cmd_submit)
+    listing = sub.add_parser("list", parents=[remote], help="your jobs, newest first")
+    listing.add_argument(
+        "--status", choices=["queued", "running", "succeeded", "failed", "cancelled"]
+    )
+    listing.add_argument("--name", help="only jobs whose name contains this (any case)")
+    listing.add_argument("--limit", type=int, default=20, help="at most this many (1-200)")
+    listing.set_defaults(func=cmd_list)
     for name, func, text in (
         ("status", cmd_status, "a job's status and per-run progress"),
         ("watch", cmd_watch, "live progress bars per run, then the summary"),

@@ -62,6 +62,11 @@ class ApiClient:
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(self._request("POST", "/v1/jobs", json=spec))
 
+    def jobs(self, status: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """A page of the caller's jobs, newest first (``GET /v1/jobs``)."""
+        params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
+        return dict(self._request("GET", "/v1/jobs", params=params))
+
     def job(self, job_id: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/v1/jobs/{job_id}"))
 

@@ -110,6 +110,35 @@ def run_lines(job: dict[str, Any]) -> list[str]:
     return lines
 
 
+def job_table(jobs: list[dict[str, Any]], total: int) -> str:
+    """``optbench list``: one line per job (id, status, progress, data set, model, runs, when,
+    name), and how many of how many are shown."""
+    rows = [("id", "status", "progress", "dataset", "model", "runs", "created", "name")]
+    for job in jobs:
+        fraction = job["progress"].get("fraction")
+        spec = job.get("spec", {})
+        rows.append(
+            (
+                str(job["id"]),
+                job["status"],
+                f"{fraction:.0%}" if fraction is not None else "-",
+                str(spec.get("dataset", {}).get("name", "-")),
+                str(spec.get("model", {}).get("name", "-")),
+                str(len(job.get("runs", []))),
+                str(job["created_at"])[:19].replace("T", " "),
+                job["name"],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"({len(jobs)} shown of {total})")
+    return "\n".join(lines)
+
+
 def job_status(job: dict[str, Any]) -> str:
     progress = job["progress"]
     fraction = progress.get("fraction")

@@ -107,3 +107,24 @@ def test_cancel_stops_a_long_job_and_says_so(
     assert main(["cancel", job["id"], "--url", api_url]) == 1  # refused: a conflict
     err = capsys.readouterr().err
     assert "409" in err and "already cancelled" in err
+
+
+def test_list_shows_the_jobs_newest_first_and_filters_them(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ApiClient(api_url) as client:
+        first = client.submit({**SPEC, "name": "list-alpha"})
+        second = client.submit({**SPEC, "name": "list-beta"})
+    assert main(["list", "--json", "--url", api_url]) == 0
+    page = json.loads(capsys.readouterr().out)
+    ids = [job["id"] for job in page["items"]]
+    assert ids.index(second["id"]) < ids.index(first["id"])  # newest first
+    assert main(["list", "--name", "ALPHA", "--json", "--url", api_url]) == 0
+    assert [job["id"] for job in json.loads(capsys.readouterr().out)["items"]] == [first["id"]]
+    assert main(["list", "--url", api_url]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:5] == ["id", "status", "progress", "dataset", "model"]
+    beta = next(line for line in table if second["id"] in line)
+    assert beta.endswith("list-beta") and SPEC["dataset"]["name"] in beta.split()
+    assert table[-1].startswith(f"({len(table) - 3} shown of ")
+    assert main(["list", "--limit", "0", "--url", api_url]) == 2
