@@ -26,10 +26,11 @@ Formats (decided here):
   null if it has none), ``dataset`` and ``model`` the spec's data set and model names
   (``dataset.name``, ``model.name``; their other settings are in the spec), ``label``,
   ``optimizer`` and ``seed`` the run's, and ``hyperparameters`` the run's optimizer
-  keyword arguments as compact JSON with sorted keys (``{"betas":[0.9,0.999],"lr":0.001}``;
-  ``json.loads`` gives them back), one column whatever the optimizer so that the schema is
-  the same for every job. The ``lr`` value column stays the learning rate actually used
-  at that step (after any schedule); the configured one is ``hyperparameters["lr"]``.
+  keyword arguments as compact JSON with sorted keys
+  (``{"betas":[0.9,0.999],"eps":1e-08,"lr":0.001,...}``; ``json.loads`` gives them back),
+  one column whatever the optimizer so that the schema is the same for every job. The
+  ``lr`` value column stays the learning rate actually used at that step (after any
+  schedule); the configured one is ``hyperparameters["lr"]``.
 
   ``granularity`` is ``step`` or ``epoch``; a step row's ``epoch`` is the epoch the step
   belongs to, an epoch row's ``step`` the global step at the end of that epoch. The value
