@@ -17,22 +17,37 @@ Formats (decided here):
 - **csv** and **parquet**: one long table, one row per run and step or epoch, step rows
   first then epoch rows of each run::
 
-      run_id, label, optimizer, seed, granularity, step, epoch, <value columns>
+      job_id, job_name, dataset, model, run_id, label, optimizer, seed, hyperparameters,
+      granularity, step, epoch, <value columns>
+
+  The first nine (``RUN_COLUMNS``, shared with the API's ``/metrics?format=csv``) say whose
+  row it is, so that exports of several jobs can be concatenated and joined on ``job_id``
+  and ``label`` (or ``run_id``): ``job_id`` the job's UUID, ``job_name`` its name (empty or
+  null if it has none), ``dataset`` and ``model`` the spec's data set and model names
+  (``dataset.name``, ``model.name``; their other settings are in the spec), ``label``,
+  ``optimizer`` and ``seed`` the run's, and ``hyperparameters`` the run's optimizer
+  keyword arguments as compact JSON with sorted keys
+  (``{"betas":[0.9,0.999],"eps":1e-08,"lr":0.001,...}``; ``json.loads`` gives them back),
+  one column whatever the optimizer so that the schema is the same for every job. The
+  ``lr`` value column stays the learning rate actually used at that step (after any
+  schedule); the configured one is ``hyperparameters["lr"]``.
 
   ``granularity`` is ``step`` or ``epoch``; a step row's ``epoch`` is the epoch the step
   belongs to, an epoch row's ``step`` the global step at the end of that epoch. The value
   columns are the union of both tables' (``VALUE_COLUMNS``): ``loss, accuracy, lr,
   grad_norm, train_seconds, x, y, val_loss, val_accuracy`` (step; ``val_*`` and
   ``train_seconds`` mean the same per epoch), then ``train_loss, train_accuracy, distance``
-  (epoch); a column that does not apply is empty (CSV) or null (parquet). One file, one
-  schema: filter on ``granularity``. Parquet stores the job id, the spec and the summary
-  as JSON in the schema metadata (``optbench.job_id``, ``optbench.spec``,
-  ``optbench.summary``).
+  (epoch); a column that does not apply, and a NaN (stored as NULL), is empty (CSV) or
+  null (parquet). One file, one schema: filter on ``granularity``. Parquet stores the job
+  id, the spec and the summary as JSON in the schema metadata (``optbench.job_id``,
+  ``optbench.spec``, ``optbench.summary``).
 - **json**: ``{"job_id", "name", "status", "device", "spec", "summary", "metrics":
   {"step": <GET /v1/jobs/{id}/metrics?granularity=step>, "epoch": <...=epoch>}}``, each
   metrics entry in the endpoint's columnar shape ``{"job_id", "granularity", "runs":
-  [{"run_id", "label", "optimizer", "seed", "series": {column: [...]}}]}``. Non-finite
-  numbers are written as null (JSON has no NaN).
+  [{"run_id", "label", "optimizer", "seed", "series": {column: [...]}}]}``, each run entry
+  carrying the ``RUN_COLUMNS`` too (``job_id``, ``job_name``, ``dataset``, ``model``, and
+  ``hyperparameters`` as an object), so that a run entry taken out of its document still
+  says whose it is. Non-finite numbers are written as null (JSON has no NaN).
 """
 
 from __future__ import annotations
@@ -43,13 +58,13 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 from services.db import metric_queries, store
-from services.db.models import EPOCH_FIELDS, STEP_FIELDS
+from services.db.models import EPOCH_FIELDS, STEP_FIELDS, Job, Run
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec
 from services.summary import current_summary
@@ -57,11 +72,52 @@ from services.summary import current_summary
 Format = Literal["csv", "json", "parquet"]
 FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
 GRANULARITIES: tuple[str, ...] = ("step", "epoch")
-KEY_COLUMNS = ("run_id", "label", "optimizer", "seed", "granularity", "step", "epoch")
+RUN_COLUMNS: tuple[str, ...] = (
+    "job_id",
+    "job_name",
+    "dataset",
+    "model",
+    "run_id",
+    "label",
+    "optimizer",
+    "seed",
+    "hyperparameters",
+)
+KEY_COLUMNS = (*RUN_COLUMNS, "granularity", "step", "epoch")
 VALUE_COLUMNS: tuple[str, ...] = tuple(
     dict.fromkeys(f for f in (*STEP_FIELDS, *EPOCH_FIELDS) if f not in ("step", "epoch"))
 )
 COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
+
+
+def hyperparameters_json(values: Mapping[str, Any] | None) -> str:
+    """The ``hyperparameters`` column: compact JSON, sorted keys (non-finite numbers null)."""
+    return json.dumps(
+        _clean(dict(values or {})), sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
+
+
+def _spec_name(spec: Mapping[str, Any], part: str) -> str | None:
+    value = spec.get(part)
+    name = value.get("name") if isinstance(value, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
+def run_columns(job: Job, runs: Iterable[Run]) -> dict[int, tuple[Any, ...]]:
+    """Per run id, its ``RUN_COLUMNS`` values (the export's and the metrics CSV's)."""
+    spec = job.spec or {}
+    head = (str(job.id), job.name or None, _spec_name(spec, "dataset"), _spec_name(spec, "model"))
+    return {
+        run.id: (
+            *head,
+            run.id,
+            run.label,
+            run.optimizer,
+            run.seed,
+            hyperparameters_json(run.hyperparameters),
+        )
+        for run in runs
+    }
 
 
 @dataclass(frozen=True)
@@ -70,6 +126,8 @@ class _Run:
     label: str
     optimizer: str
     seed: int
+    hyperparameters: dict[str, Any]
+    columns: tuple[Any, ...]  # its RUN_COLUMNS values
 
 
 @dataclass(frozen=True)
@@ -89,6 +147,7 @@ def _load(job_id: uuid.UUID | str, granularities: tuple[str, ...]) -> _Job:
         job = store.get_job(session, job_id)
         ids = [run.id for run in job.runs]
         summary = current_summary(session, job)
+        about = run_columns(job, job.runs)
         return _Job(
             id=str(job.id),
             name=job.name,
@@ -96,7 +155,17 @@ def _load(job_id: uuid.UUID | str, granularities: tuple[str, ...]) -> _Job:
             device=job.device,
             spec=dict(job.spec),
             summary=dict(summary),
-            runs=[_Run(run.id, run.label, run.optimizer, run.seed) for run in job.runs],
+            runs=[
+                _Run(
+                    run.id,
+                    run.label,
+                    run.optimizer,
+                    run.seed,
+                    dict(run.hyperparameters or {}),
+                    about[run.id],
+                )
+                for run in job.runs
+            ],
             series={g: metric_queries.series(session, ids, g) for g in granularities},
         )
 
@@ -111,7 +180,7 @@ def _rows(job: _Job) -> Iterator[tuple[Any, ...]]:
             length = len(columns[next(iter(columns))])
             missing = [None] * length
             values = [columns.get(name, missing) for name in ("step", "epoch", *VALUE_COLUMNS)]
-            head = (run.id, run.label, run.optimizer, run.seed, granularity)
+            head = (*run.columns, granularity)
             for index in range(length):
                 yield head + tuple(column[index] for column in values)
 
@@ -160,10 +229,8 @@ def _metrics_shape(job: _Job, granularity: str) -> dict[str, Any]:
         "granularity": granularity,
         "runs": [
             {
-                "run_id": run.id,
-                "label": run.label,
-                "optimizer": run.optimizer,
-                "seed": run.seed,
+                **dict(zip(RUN_COLUMNS, run.columns, strict=True)),
+                "hyperparameters": run.hyperparameters,
                 "series": by_run[run.id],
             }
             for run in job.runs
@@ -196,10 +263,15 @@ def parquet_table(job: _Job) -> Any:
 
     schema = pa.schema(
         [
+            ("job_id", pa.string()),
+            ("job_name", pa.string()),
+            ("dataset", pa.string()),
+            ("model", pa.string()),
             ("run_id", pa.int64()),
             ("label", pa.string()),
             ("optimizer", pa.string()),
             ("seed", pa.int64()),
+            ("hyperparameters", pa.string()),
             ("granularity", pa.dictionary(pa.int8(), pa.string())),
             ("step", pa.int64()),
             ("epoch", pa.int64()),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import math
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from services.db.metric_queries import SeriesQuery
 from services.db.models import STEP_FIELDS
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec
+from services.export import RUN_COLUMNS
 from services.spec import LECTURE_SPEC, JobSpec
 from tests.support import local_client
 
@@ -218,10 +220,19 @@ def test_csv_has_one_row_per_point(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     table = list(csv.reader(io.StringIO(response.text)))
-    assert table[0] == ["run_id", "label", "seed", "step", "loss", "accuracy"]
+    # whose row it is, as in `optbench export` (one definition: services.export.RUN_COLUMNS)
+    assert table[0] == [*RUN_COLUMNS, "step", "loss", "accuracy"]
     assert len(table) == 1 + 25 + 20
-    assert table[1] == [str(a), "a", "7", "1", repr(smooth_loss(1)), repr(1 / 30)]
-    assert table[-1][:4] == [str(b), "b", "7", "20"]
+    with unit_of_work() as session:
+        hyper = {run.id: run.hyperparameters for run in store.get_job(session, job_id).runs}
+    name, dataset, model = LECTURE_SPEC["name"], "digits", "mlp"
+    head = [job_id, name, dataset, model]
+    assert table[1][:8] == [*head, str(a), "a", "sgd", "7"]
+    assert json.loads(table[1][8]) == hyper[a] and hyper[a]["lr"] == 0.05
+    assert table[1][8] == json.dumps(hyper[a], sort_keys=True, separators=(",", ":"))
+    assert table[1][9:] == ["1", repr(smooth_loss(1)), repr(1 / 30)]
+    assert table[-1][:8] == [*head, str(b), "b", "sgd", "7"] and table[-1][9] == "20"
+    assert json.loads(table[-1][8]) == hyper[b]
 
 
 def test_csv_pages_and_downsampled_csv(client: TestClient) -> None:
@@ -235,24 +246,16 @@ def test_csv_pages_and_downsampled_csv(client: TestClient) -> None:
         f"/v1/jobs/{job_id}/metrics",
         params={"format": "csv", "fields": "loss", "limit": 10, "cursor": cursor},
     )
-    assert after.text.splitlines()[1].split(",")[3] == "11"
+    assert next(csv.DictReader(io.StringIO(after.text)))["step"] == "11"
     # 20 points: more than the run's 16 rollup blocks, so PostgreSQL scans the rows too
     small = client.get(
         f"/v1/jobs/{job_id}/metrics",
         params={"format": "csv", "fields": "loss", "max_points": 20},
     )
     table = list(csv.reader(io.StringIO(small.text)))
-    assert table[0] == [
-        "run_id",
-        "label",
-        "seed",
-        "step",
-        "step_min",
-        "loss",
-        "loss_min",
-        "loss_max",
-    ]
-    assert len(table) == 21 and table[1][3:5] == ["50", "1"]
+    assert table[0] == [*RUN_COLUMNS, "step", "step_min", "loss", "loss_min", "loss_max"]
+    assert len(table) == 21 and table[1][9:11] == ["50", "1"]
+    assert table[1][:2] == [job_id, LECTURE_SPEC["name"]]
 
 
 # --- downsampling --------------------------------------------------------------------------

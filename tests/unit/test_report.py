@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -25,7 +26,7 @@ from services.api.app import create_app
 from services.db import metric_queries
 from services.db.models import EpochMetric, Run, StepMetric
 from services.db.session import unit_of_work
-from services.export import COLUMNS, export_series
+from services.export import COLUMNS, RUN_COLUMNS, export_series
 from services.report import LANDSCAPES, ema, render_report
 from tests.conftest import reset_process_state
 from tests.support import local_client
@@ -150,6 +151,16 @@ def count_rows(job_id: str) -> tuple[int, int, int]:
             select(func.count()).select_from(EpochMetric).where(EpochMetric.run_id.in_(run_ids))
         )
     return len(run_ids), int(steps or 0), int(epochs or 0)
+
+
+def stored_runs(job_id: str) -> dict[str, tuple[int, str, int, dict[str, Any]]]:
+    """Per run ``"label/seed"``: its id, optimizer, seed and stored hyperparameters."""
+    with unit_of_work() as session:
+        runs = session.scalars(select(Run).where(Run.job_id == uuid.UUID(job_id))).all()
+        return {
+            f"{r.label}/{r.seed}": (r.id, r.optimizer, r.seed, dict(r.hyperparameters))
+            for r in runs
+        }
 
 
 # ---------------------------------------------------------------- the report
@@ -280,9 +291,21 @@ def test_export_round_trips_csv_json_and_parquet(jobs: Jobs, tmp_path: Path) -> 
                 f"/v1/jobs/{job_id}/metrics", params={"granularity": granularity}
             ).json()
             assert set(metrics) <= set(served)  # the endpoint's shape (its paging keys aside)
-            assert [{k: r[k] for k in r if k != "series"} for r in metrics["runs"]] == [
-                {k: r[k] for k in r if k != "series"} for r in served["runs"]
-            ]
+            assert [
+                {k: r[k] for k in s if k != "series"}
+                for r, s in zip(metrics["runs"], served["runs"], strict=True)
+            ] == [{k: r[k] for k in r if k != "series"} for r in served["runs"]]
+            # ... and each run entry says whose it is
+            spec = document["spec"]
+            for run in metrics["runs"]:
+                assert set(RUN_COLUMNS) <= set(run)
+                assert run["job_id"] == job_id and run["job_name"] == spec["name"]
+                assert (run["dataset"], run["model"]) == (
+                    spec["dataset"]["name"],
+                    spec["model"]["name"],
+                )
+                stored = stored_runs(job_id)[f"{run['label']}/{run['seed']}"]
+                assert (run["run_id"], run["hyperparameters"]) == (stored[0], stored[3])
             with unit_of_work() as session:
                 stored = metric_queries.series(
                     session, [r["run_id"] for r in metrics["runs"]], granularity
@@ -307,6 +330,94 @@ def test_export_round_trips_csv_json_and_parquet(jobs: Jobs, tmp_path: Path) -> 
     assert export_series(jobs.lecture, "csv", epochs_only, granularity="epoch") == epochs
     lines = epochs_only.getvalue().decode().splitlines()
     assert len(lines) == epochs + 1 and all(",epoch," in line for line in lines[1:])
+
+
+def test_exports_of_two_jobs_concatenated_are_told_apart_and_join(
+    jobs: Jobs, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    ids = (jobs.lecture, jobs.rosenbrock)
+    specs = {jobs.lecture: LECTURE, jobs.rosenbrock: ROSENBROCK}
+    rows: list[dict[str, str]] = []
+    tables = []
+    runs: list[dict[str, Any]] = []  # the JSON exports' run entries, both jobs
+    for job_id in ids:
+        export_series(job_id, "csv", tmp_path / f"{job_id}.csv")
+        with open(tmp_path / f"{job_id}.csv", newline="") as handle:
+            rows += csv.DictReader(handle)
+        binary = io.BytesIO()
+        export_series(job_id, "parquet", binary)
+        tables.append(pq.read_table(io.BytesIO(binary.getvalue())))
+        text = io.StringIO()
+        export_series(job_id, "json", text, granularity="epoch")
+        runs += json.loads(text.getvalue())["metrics"]["epoch"]["runs"]
+    assert tables[0].schema.equals(tables[1].schema)  # one schema whatever the optimizers
+
+    # both jobs have a "momentum" run (and seed 0): only job_id tells them apart
+    momentum = {r["job_id"] for r in rows if r["label"] == "momentum" and r["seed"] == "0"}
+    assert momentum == set(ids)
+
+    # every row, CSV and parquet, says whose it is, as stored
+    table = pa.concat_tables(tables)
+    assert table.num_rows == len(rows) == sum(sum(count_rows(j)[1:]) for j in ids)
+    columns = list(RUN_COLUMNS)
+    from_parquet = {tuple(r[c] for c in columns) for r in table.select(columns).to_pylist()}
+    from_csv = {tuple(r[c] for c in columns) for r in rows}
+    expected = set()
+    for job_id in ids:
+        spec = specs[job_id]
+        for key, (run_id, optimizer, seed, hyper) in stored_runs(job_id).items():
+            label = key.rsplit("/", 1)[0]
+            hyper_json = json.dumps(hyper, sort_keys=True, separators=(",", ":"))
+            assert json.loads(hyper_json) == hyper and " " not in hyper_json
+            assert hyper["lr"] == next(
+                o["lr"] for o in spec["optimizers"] if o.get("label", o["name"]) == label
+            )
+            expected.add(
+                (
+                    job_id,
+                    spec["name"],
+                    spec["dataset"]["name"],
+                    spec["model"]["name"],
+                    run_id,
+                    label,
+                    optimizer,
+                    seed,
+                    hyper_json,
+                )
+            )
+    assert from_parquet == expected
+    assert from_csv == {tuple(map(str, key)) for key in expected}
+    for row in rows:  # the hyperparameters round-trip from the column
+        assert (
+            json.loads(row["hyperparameters"])
+            == stored_runs(row["job_id"])[f"{row['label']}/{row['seed']}"][3]
+        )
+
+    # a join on job_id + label (+ seed): each epoch row meets exactly its own run's entry
+    by_key = {(r["job_id"], r["label"], r["seed"]): r for r in runs}
+    assert len(by_key) == len(runs) == sum(count_rows(j)[0] for j in ids)
+    epochs = [r for r in rows if r["granularity"] == "epoch"]
+    for row in epochs:
+        entry = by_key[(row["job_id"], row["label"], int(row["seed"]))]
+        assert str(entry["run_id"]) == row["run_id"]
+        assert entry["hyperparameters"] == json.loads(row["hyperparameters"])
+        index = entry["series"]["epoch"].index(int(row["epoch"]))
+        assert float(row["val_loss"]) == entry["series"]["val_loss"][index]
+    runs_table = pa.table(
+        {
+            "job_id": [r["job_id"] for r in runs],
+            "label": [r["label"] for r in runs],
+            "seed": pa.array([r["seed"] for r in runs], pa.int64()),
+            "entry_run_id": pa.array([r["run_id"] for r in runs], pa.int64()),
+        }
+    )
+    joined = table.filter(pa.compute.equal(table["granularity"], "epoch")).join(
+        runs_table, keys=["job_id", "label", "seed"]
+    )
+    assert joined.num_rows == len(epochs)
+    assert joined["run_id"].to_pylist() == joined["entry_run_id"].to_pylist()
 
 
 def test_export_refuses_unknown_formats_and_jobs(jobs: Jobs) -> None:

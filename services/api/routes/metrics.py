@@ -17,6 +17,7 @@ from services.api.schemas import MAX_QUERY_INT, MetricsOut, RunSeries
 from services.api.security import Owner
 from services.db.metric_queries import MAX_LIMIT, MAX_POINTS, SeriesQuery
 from services.db.models import EPOCH_FIELDS, STEP_FIELDS
+from services.export import RUN_COLUMNS, run_columns
 
 router = APIRouter(prefix="/v1/jobs", tags=["metrics"])
 
@@ -85,7 +86,9 @@ def get_metrics(
         Literal["json", "csv"],
         Query(
             alias="format",
-            description="csv: one row per point (run_id, label, seed, then the columns).",
+            description="csv: one row per point: whose it is (job_id, job_name, dataset, "
+            "model, run_id, label, optimizer, seed, hyperparameters as compact JSON; as in "
+            "`optbench export`), then the columns.",
         ),
     ] = "json",
 ) -> Response:
@@ -136,8 +139,8 @@ def _csv(
     job_id: uuid.UUID, query: SeriesQuery, runs: list[str] | None, owner: str
 ) -> StreamingResponse:
     result, rows = jobs.metrics_rows(job_id, query, runs, owner=owner)
-    header = ["run_id", "label", "seed", *result.page.query.columns]
-    about = {run.id: (run.label, run.seed) for run in result.runs}
+    header = [*RUN_COLUMNS, *result.page.query.columns]
+    about = run_columns(result.job, result.runs)
     headers = {"Content-Disposition": f'attachment; filename="{job_id}-{query.granularity}.csv"'}
     if result.page.next_cursor:
         headers["X-Next-Cursor"] = result.page.next_cursor
@@ -147,7 +150,7 @@ def _csv(
 
 
 def _csv_chunks(
-    header: list[str], about: dict[int, tuple[str, int]], rows: Iterable[Sequence[Any]]
+    header: list[str], about: dict[int, tuple[Any, ...]], rows: Iterable[Sequence[Any]]
 ) -> Iterator[str]:
     """CSV text in chunks of rows (floats as Python writes them: inf and nan included)."""
     buffer = io.StringIO()
@@ -157,10 +160,10 @@ def _csv_chunks(
     for row in rows:
         chunk.append(row)
         if len(chunk) == _CSV_ROWS_PER_CHUNK:
-            writer.writerows((r[0], *about[r[0]], *r[1:]) for r in chunk)
+            writer.writerows((*about[r[0]], *r[1:]) for r in chunk)
             chunk.clear()
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()
-    writer.writerows((r[0], *about[r[0]], *r[1:]) for r in chunk)
+    writer.writerows((*about[r[0]], *r[1:]) for r in chunk)
     yield buffer.getvalue()
