@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import string
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ from pydantic import ValidationError
 
 from services.client import ApiClient, ApiError
 from services.console import ProgressLine, RunBoard, job_status, job_table, summary_table
-from services.errors import OptbenchError
+from services.errors import NotFound, OptbenchError
 from services.settings import get_settings
 from services.spec import JobSpec, field_errors
 
@@ -218,6 +220,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if status == "succeeded" else 1
 
 
+def full_id(prefix: str, ids: Callable[[], Iterable[str]]) -> str:
+    """The job id that ``prefix`` starts (dashes and case ignored), among ``ids()``: a whole id
+    is taken as it is; a prefix needs 4 hex digits at least and must name one job."""
+    try:
+        return str(uuid.UUID(prefix))
+    except ValueError:
+        pass
+    wanted = prefix.replace("-", "").lower()
+    if len(wanted) < 4 or any(c not in string.hexdigits for c in wanted):
+        raise CliError(
+            f"{prefix!r} is not a job id: give the id, or its first 4 hex digits or more"
+        )
+    matches = sorted({str(i) for i in ids() if str(i).replace("-", "").startswith(wanted)})
+    if not matches:
+        raise NotFound(f"no job whose id starts with {prefix}")
+    if len(matches) > 1:
+        shown = ", ".join(matches[:3]) + (", ..." if len(matches) > 3 else "")
+        raise CliError(f"{prefix} names {len(matches)} jobs ({shown}): type more of the id")
+    return matches[0]
+
+
+def _remote_ids(client: ApiClient) -> Iterator[str]:
+    """Every id of the caller's jobs, through the API's pages."""
+    offset = 0
+    while True:
+        page = client.jobs(limit=200, offset=offset)
+        yield from (item["id"] for item in page["items"])
+        offset += len(page["items"])
+        if not page["items"] or offset >= page["total"]:
+            return
+
+
+def _local_ids() -> Iterator[str]:
+    """Every job id in the configured database (operator commands)."""
+    from services import jobs
+
+    offset = 0
+    while True:
+        items, total = jobs.listing(None, 200, offset)
+        yield from (str(job.id) for job in items)
+        offset += len(items)
+        if not items or offset >= total:
+            return
+
+
 def _client(args: argparse.Namespace) -> ApiClient:
     key = args.key or get_settings().api_key.get_secret_value() or None
     return ApiClient(args.url or get_settings().api_url, api_key=key)
@@ -257,7 +304,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.job(args.job)
+        job = client.job(full_id(args.job, lambda: _remote_ids(client)))
     if args.json:
         _print_json(job)
     else:
@@ -281,12 +328,12 @@ def _watch(client: ApiClient, job_id: str, as_json: bool) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        return _watch(client, args.job, args.json)
+        return _watch(client, full_id(args.job, lambda: _remote_ids(client)), args.json)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        summary = client.summary(args.job)
+        summary = client.summary(full_id(args.job, lambda: _remote_ids(client)))
     if args.json:
         _print_json(summary)
     else:
@@ -296,7 +343,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.cancel(args.job)
+        job = client.cancel(full_id(args.job, lambda: _remote_ids(client)))
     if args.json:
         _print_json(job)
     else:
@@ -305,19 +352,29 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    output: Path = args.output or Path(f"optbench-report-{args.job}.html")
-    if output.exists() and not args.force:
-        raise CliError(f"{output} exists: pass --force to overwrite it, or -o another file")
     if args.url:
         with _client(args) as client:
-            html = client.report(args.job)
+            job_id = full_id(args.job, lambda: _remote_ids(client))
+            output = _report_file(args, job_id)
+            html = client.report(job_id)
     else:
         from services.report import render_report
 
-        html = render_report(args.job)
+        job_id = full_id(args.job, _local_ids)
+        output = _report_file(args, job_id)
+        html = render_report(job_id)
     output.write_text(html, encoding="utf-8")
     print(f"wrote {output} ({len(html) // 1024} KiB): open it in a browser, no network needed")
     return 0
+
+
+def _report_file(args: argparse.Namespace, job_id: str) -> Path:
+    """Where ``report`` writes: ``-o``, or a file named after the job; never over a file that
+    exists unless ``--force``."""
+    output: Path = args.output or Path(f"optbench-report-{job_id}.html")
+    if output.exists() and not args.force:
+        raise CliError(f"{output} exists: pass --force to overwrite it, or -o another file")
+    return output
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -326,7 +383,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = args.output or (sys.stdout.buffer if args.format == "parquet" else sys.stdout)
     if args.format == "parquet" and out is sys.stdout.buffer and sys.stdout.isatty():
         raise CliError("parquet is binary: pass -o FILE")
-    rows = export_series(args.job, args.format, out)
+    rows = export_series(full_id(args.job, _local_ids), args.format, out)
     if args.output:
         print(f"wrote {rows} rows to {args.output}", file=sys.stderr)
     return 0
@@ -500,7 +557,7 @@ def parser() -> argparse.ArgumentParser:
     keys.set_defaults(func=cmd_keys)
 
     report = sub.add_parser("report", help="write a job's self-contained HTML report")
-    report.add_argument("job", help="job id")
+    report.add_argument("job", help="job id, or its first few characters")
     report.add_argument(
         "-o", "--output", type=Path, help="default: optbench-report-<job>.html here"
     )
@@ -512,7 +569,7 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     export = sub.add_parser("export", help="dump a job's step and epoch series")
-    export.add_argument("job", help="job id")
+    export.add_argument("job", help="job id, or its first few characters")
     export.add_argument("--format", choices=["csv", "json", "parquet"], default="csv")
     export.add_argument("-o", "--output", type=Path, help="file (default: standard output)")
     export.set_defaults(func=cmd_export)
@@ -545,7 +602,7 @@ def parser() -> argparse.ArgumentParser:
         ("cancel", cmd_cancel, "cancel a queued or running job (stored steps stay)"),
     ):
         command = sub.add_parser(name, parents=[remote], help=text)
-        command.add_argument("job", help="job id")
+        command.add_argument("job", help="job id, or its first few characters")
         command.set_defaults(func=func)
     return top
 

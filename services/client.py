@@ -62,9 +62,11 @@ class ApiClient:
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(self._request("POST", "/v1/jobs", json=spec))
 
-    def jobs(self, status: str | None = None, limit: int = 50) -> dict[str, Any]:
+    def jobs(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
         """A page of the caller's jobs, newest first (``GET /v1/jobs``)."""
-        params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if status:
+            params["status"] = status
         return dict(self._request("GET", "/v1/jobs", params=params))
 
     def job(self, job_id: str) -> dict[str, Any]:

@@ -85,7 +85,8 @@ def test_submit_watch_status_and_summary(
 
 
 def test_an_unreachable_api_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["status", "x", "--url", f"http://127.0.0.1:{free_port()}"]) == 3
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    assert main(["status", "00000000-0000-0000-0000-000000000000", "--url", unreachable]) == 3
     err = capsys.readouterr().err
     assert err.startswith("optbench: error: cannot reach the optbench API") and err.count("\n") == 1
 
@@ -128,3 +129,27 @@ def test_list_shows_the_jobs_newest_first_and_filters_them(
     assert beta.endswith("list-beta") and SPEC["dataset"]["name"] in beta.split()
     assert table[-1].startswith(f"({len(table) - 3} shown of ")
     assert main(["list", "--limit", "0", "--url", api_url]) == 2
+
+
+def test_a_job_is_named_by_any_unique_prefix_of_its_id(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ApiClient(api_url) as client:
+        job = client.submit({**SPEC, "name": "prefix"})
+        others = [item["id"] for item in client.jobs(limit=200)["items"]]
+    plain = job["id"].replace("-", "")
+    # The shortest prefix that names only this job (4 hex digits at least).
+    length = next(
+        n
+        for n in range(4, 33)
+        if sum(other.replace("-", "").startswith(plain[:n]) for other in others) == 1
+    )
+    assert main(["status", plain[:length].upper(), "--url", api_url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == job["id"]
+    assert main(["status", "abc", "--url", api_url]) == 2  # too short to be a prefix
+    assert "first 4 hex digits" in capsys.readouterr().err
+    unused = next(
+        f"{n:04x}" for n in range(16**4) if not any(o.startswith(f"{n:04x}") for o in others)
+    )
+    assert main(["summary", unused, "--url", api_url]) == 1  # no such job
+    assert f"no job whose id starts with {unused}" in capsys.readouterr().err

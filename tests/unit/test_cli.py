@@ -120,7 +120,7 @@ def test_report_names_its_file_after_the_job_and_never_overwrites_silently(
     assert main(["run", str(spec_file), "--json"]) == 0
     job_id = json.loads(capsys.readouterr().out)["job_id"]
     monkeypatch.chdir(tmp_path)
-    assert main(["report", job_id]) == 0
+    assert main(["report", job_id[:8]]) == 0  # a prefix names the job
     written = tmp_path / f"optbench-report-{job_id}.html"
     assert "<html" in written.read_text().lower()
     written.write_text("mine")
@@ -128,3 +128,20 @@ def test_report_names_its_file_after_the_job_and_never_overwrites_silently(
     assert "--force" in capsys.readouterr().err and written.read_text() == "mine"
     assert main(["report", job_id, "--force"]) == 0
     assert written.read_text() != "mine"
+
+
+def test_a_job_id_prefix_must_name_one_job() -> None:
+    from services.cli import CliError, full_id
+    from services.errors import NotFound
+
+    ids = ["abcd1234-0000-4000-8000-000000000001", "abcd5678-0000-4000-8000-000000000002"]
+    assert full_id("ABCD12", lambda: ids) == ids[0]  # any case
+    assert full_id("abcd5678-00", lambda: ids) == ids[1]  # dashes allowed
+    whole = "00000000-0000-4000-8000-000000000003"
+    assert full_id(whole.replace("-", ""), lambda: []) == whole  # a whole id is not looked up
+    with pytest.raises(CliError, match="names 2 jobs"):
+        full_id("abcd", lambda: ids)
+    with pytest.raises(NotFound, match="no job whose id starts with ffff"):
+        full_id("ffff", lambda: ids)
+    with pytest.raises(CliError, match="first 4 hex digits"):
+        full_id("xyz1", lambda: ids)
