@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,41 @@ def test_catalog_lists_every_optimizer_with_parameters(client: TestClient) -> No
     assert tasks["digits"] == "classification" and tasks["rosenbrock"] == "landscape"
     assert {s["name"] for s in catalog["schedules"]} >= {"cosine", "onecycle", "plateau"}
     assert "sparseadam" in catalog["refused_optimizers"]
+
+
+# What a generated client names its functions (openapi-python-client, openapi-generator).
+OPERATION_IDS = {
+    ("POST", "/v1/jobs"): "submitJob",
+    ("GET", "/v1/jobs"): "listJobs",
+    ("GET", "/v1/jobs/{job_id}"): "getJob",
+    ("POST", "/v1/jobs/{job_id}/cancel"): "cancelJob",
+    ("GET", "/v1/jobs/{job_id}/summary"): "getSummary",
+    ("GET", "/v1/jobs/{job_id}/metrics"): "getMetrics",
+    ("GET", "/v1/jobs/{job_id}/report"): "getReport",
+    ("POST", "/v1/datasets"): "uploadDataset",
+    ("GET", "/v1/datasets"): "listDatasets",
+    ("GET", "/v1/datasets/{dataset_id}"): "getDataset",
+    ("GET", "/v1/catalog"): "getCatalog",
+    ("GET", "/metrics"): "getPrometheusMetrics",
+    ("GET", "/healthz"): "getHealth",
+    ("GET", "/readyz"): "getReadiness",
+}
+
+
+def test_every_operation_has_a_camel_case_operation_id_named_for_what_it_does(
+    client: TestClient,
+) -> None:
+    schema = client.get("/openapi.json").json()
+    found = {
+        (method.upper(), path): operation.get("operationId")
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+    }
+    assert found == OPERATION_IDS
+    assert len(set(found.values())) == len(found)
+    for operation_id in found.values():
+        assert re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)*", operation_id), operation_id
+        assert "_v1_" not in operation_id
 
 
 def test_health_readiness_metrics_and_openapi(client: TestClient) -> None:
