@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Header, Query, Response
 
 from services import jobs
 from services.api.errors import problems
-from services.api.schemas import MAX_QUERY_INT, JobOut, JobPage
+from services.api.schemas import MAX_QUERY_INT, JobOut, JobPage, SummaryOut
 from services.api.security import Owner
 from services.spec import LECTURE_SPEC, JobSpec
 
@@ -117,6 +117,7 @@ def cancel_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
 @router.get(
     "/{job_id}/summary",
     operation_id="getSummary",
+    response_model=SummaryOut,
     responses=problems(404),
 )
 def get_summary(job_id: uuid.UUID, owner: Owner) -> dict[str, Any]:

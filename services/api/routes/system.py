@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from services.api.errors import problems
+from services.api.schemas import CatalogOut
 from services.api.security import AUTHENTICATED
 from services.catalog import catalog
 from services.db.session import unit_of_work
@@ -20,6 +21,7 @@ router = APIRouter()
 @router.get(
     "/v1/catalog",
     operation_id="getCatalog",
+    response_model=CatalogOut,
     tags=["catalog"],
     dependencies=AUTHENTICATED,
 )
