@@ -10,6 +10,8 @@ from pydantic import BaseModel
 
 from services.db import store
 from services.db.models import Job, Run
+from services.spec.data import Task
+from services.spec.job import TargetMetric
 
 # The largest offset or step a query may name: PostgreSQL's INTEGER (steps are stored as
 # one); a larger number would make the database refuse the query (a 500), not find nothing.
@@ -95,3 +97,92 @@ class MetricsOut(BaseModel):
     job_id: uuid.UUID
     granularity: str
     runs: list[RunSeries]
+
+
+# --- GET /v1/jobs/{id}/summary (services/summary.py: its docstring defines each value) ---
+
+
+class TargetOut(BaseModel):
+    metric: TargetMetric
+    value: float
+
+
+class StatOut(BaseModel):
+    """One metric over the seeds of a label (diverged runs excluded; the to-target metrics
+    over the reached runs only)."""
+
+    mean: float | None
+    std: float | None  # the sample standard deviation: None below two values
+    median: float | None
+    n: int
+
+
+class PairedOut(BaseModel):
+    """This label minus ``reference`` on the final target metric, seed by seed."""
+
+    reference: str
+    metric: TargetMetric
+    n: int
+    seeds: list[int]
+    differences: list[float]
+    mean: float
+    ci95: list[float]  # [low, high]: the 95 % t-interval of the mean
+
+
+class OptimizerSummary(BaseModel):
+    """One optimizer label (a row of the spec's ``optimizers``) over its seeds: the means of
+    the value metrics, the medians of the to-target ones (None: no run has a value)."""
+
+    label: str
+    optimizer: str
+    runs: int
+    final_train_loss: float | None
+    best_train_loss: float | None
+    final_val_accuracy: float | None  # R² for regression; None for landscapes
+    best_val_accuracy: float | None
+    final_distance: float | None  # landscapes
+    final_target: float | None
+    auc_train_loss: float | None
+    steps_to_target: float | None
+    epochs_to_target: float | None
+    seconds_to_target: float | None
+    target_reached: str  # "k/n"
+    success_rate: float | None
+    diverged: int
+    stats: dict[str, StatOut]
+    rank: int
+    paired: PairedOut | None
+
+
+class SummaryOut(BaseModel):
+    task: Task
+    target: TargetOut
+    best: str | None  # the first label of rank 1
+    optimizers: list[OptimizerSummary]
+
+
+# --- GET /v1/catalog (services/catalog.py) ---
+
+
+class CatalogEntry(BaseModel):
+    name: str
+    description: str
+    parameters: dict[str, Any]  # parameter name -> its JSON schema (type, default, bounds)
+
+
+class CatalogDataset(CatalogEntry):
+    task: Task
+
+
+class CatalogOptimizer(CatalogEntry):
+    torch_class: str
+    full_batch: bool
+    fixed: dict[str, Any]
+
+
+class CatalogOut(BaseModel):
+    datasets: list[CatalogDataset]
+    models: list[CatalogEntry]
+    optimizers: list[CatalogOptimizer]
+    schedules: list[CatalogEntry]
+    refused_optimizers: dict[str, str]  # torch.optim class -> why a job cannot name it

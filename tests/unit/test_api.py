@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.api.errors import Problem
-from services.api.schemas import MAX_QUERY_INT
+from services.api.schemas import MAX_QUERY_INT, CatalogOut
+from services.catalog import catalog
 from services.db.metric_queries import encode_cursor
 from services.spec import CATALOG, LECTURE_SPEC
 from tests.support import local_client
@@ -100,6 +102,65 @@ def test_catalog_lists_every_optimizer_with_parameters(client: TestClient) -> No
     assert tasks["digits"] == "classification" and tasks["rosenbrock"] == "landscape"
     assert {s["name"] for s in catalog["schedules"]} >= {"cosine", "onecycle", "plateau"}
     assert "sparseadam" in catalog["refused_optimizers"]
+
+
+def test_the_catalog_model_keeps_every_key() -> None:
+    # GET /v1/catalog answers through CatalogOut, which drops the keys it does not name.
+    assert CatalogOut.model_validate(catalog()).model_dump() == catalog()
+
+
+# What a generated client names its functions (openapi-python-client, openapi-generator).
+OPERATION_IDS = {
+    ("POST", "/v1/jobs"): "submitJob",
+    ("GET", "/v1/jobs"): "listJobs",
+    ("GET", "/v1/jobs/{job_id}"): "getJob",
+    ("POST", "/v1/jobs/{job_id}/cancel"): "cancelJob",
+    ("GET", "/v1/jobs/{job_id}/summary"): "getSummary",
+    ("GET", "/v1/jobs/{job_id}/metrics"): "getMetrics",
+    ("GET", "/v1/jobs/{job_id}/report"): "getReport",
+    ("POST", "/v1/datasets"): "uploadDataset",
+    ("GET", "/v1/datasets"): "listDatasets",
+    ("GET", "/v1/datasets/{dataset_id}"): "getDataset",
+    ("GET", "/v1/catalog"): "getCatalog",
+    ("GET", "/metrics"): "getPrometheusMetrics",
+    ("GET", "/healthz"): "getHealth",
+    ("GET", "/readyz"): "getReadiness",
+}
+
+
+def test_every_operation_has_a_camel_case_operation_id_named_for_what_it_does(
+    client: TestClient,
+) -> None:
+    schema = client.get("/openapi.json").json()
+    found = {
+        (method.upper(), path): operation.get("operationId")
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+    }
+    assert found == OPERATION_IDS
+    assert len(set(found.values())) == len(found)
+    for operation_id in found.values():
+        assert re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)*", operation_id), operation_id
+        assert "_v1_" not in operation_id
+    components = schema["components"]["schemas"]
+    summary = schema["paths"]["/v1/jobs/{job_id}/summary"]["get"]["responses"]["200"]
+    assert summary["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SummaryOut"
+    }
+    assert "paired" in components["OptimizerSummary"]["properties"]
+    assert "CatalogOut" in components
+
+
+def test_the_summary_of_a_queued_job_validates_against_its_model(client: TestClient) -> None:
+    job = client.post("/v1/jobs", json=LECTURE_SPEC).json()
+    response = client.get(f"/v1/jobs/{job['id']}/summary")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["task"] == "classification" and body["best"] is not None
+    assert [row["label"] for row in body["optimizers"]] == [
+        o["name"] for o in LECTURE_SPEC["optimizers"]
+    ]
+    assert set(body["optimizers"][0]) >= {"stats", "paired", "rank", "target_reached"}
 
 
 def test_health_readiness_metrics_and_openapi(client: TestClient) -> None:

@@ -430,3 +430,29 @@ def test_job_summary_reads_the_area_from_stored_steps(embedded_home: Path) -> No
     assert rows["sgd"]["paired"]["seeds"] == [0, 1]
     assert rows["sgd"]["paired"]["mean"] == approx(-0.08)
     assert json.loads(json.dumps(summary, allow_nan=False)) == summary
+
+
+def test_the_api_s_summary_model_keeps_every_key_of_every_shape() -> None:
+    """GET /v1/jobs/{id}/summary answers through SummaryOut, which drops keys it does not
+    name: every summary (paired differences, diverged runs, a label without runs, a
+    landscape) must come back from it unchanged."""
+    from services.api.schemas import SummaryOut
+
+    no_runs = spec([{"name": "sgd"}, {"name": "adam"}])
+    landscape = JobSpec.model_validate(
+        {
+            "dataset": {"name": "rosenbrock"},
+            "model": {"name": "point"},
+            "optimizers": [{"name": "gd"}],
+        }
+    )
+    summaries = [
+        summarize(CLASSIFICATION, CLASSIFICATION_RUNS),
+        summarize(no_runs, [RunView("sgd", False, {"epoch": [], "train_loss": []})]),
+        summarize(landscape, [RunView("gd", False, epochs([4, 1], distance=[1, 0.001]))]),
+        summarize(CLASSIFICATION, CLASSIFICATION_RUNS, task="regression"),
+    ]
+    assert any(row["paired"] for row in summaries[0]["optimizers"])
+    for summary in summaries:
+        stored = json.loads(json.dumps(summary, allow_nan=False))  # as a finished job holds it
+        assert SummaryOut.model_validate(stored).model_dump(mode="json") == stored

@@ -98,6 +98,7 @@ class DatasetPage(BaseModel):
 
 @router.post(
     "",
+    operation_id="uploadDataset",
     status_code=201,
     response_model=DatasetOut,
     responses={413: {"description": "over OPTBENCH_MAX_UPLOAD_BYTES (problem+json)"}},
@@ -149,7 +150,7 @@ def upload_dataset(
     return DatasetOut.of(dataset)
 
 
-@router.get("", response_model=DatasetPage)
+@router.get("", operation_id="listDatasets", response_model=DatasetPage)
 def list_datasets(
     owner: Owner,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -162,7 +163,12 @@ def list_datasets(
     )
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, responses=problems(404))
+@router.get(
+    "/{dataset_id}",
+    operation_id="getDataset",
+    response_model=DatasetOut,
+    responses=problems(404),
+)
 def get_dataset(dataset_id: uuid.UUID, owner: Owner) -> DatasetOut:
     """One data set's metadata."""
     return DatasetOut.of(uploads.get_dataset(dataset_id, owner=owner))

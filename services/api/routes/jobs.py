@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Header, Query, Response
 
 from services import jobs
 from services.api.errors import problems
-from services.api.schemas import MAX_QUERY_INT, JobOut, JobPage
+from services.api.schemas import MAX_QUERY_INT, JobOut, JobPage, SummaryOut
 from services.api.security import Owner
 from services.spec import LECTURE_SPEC, JobSpec
 
@@ -37,6 +37,7 @@ _EXAMPLES = {
 
 @router.post(
     "",
+    operation_id="submitJob",
     status_code=202,
     response_model=JobOut,
     responses={
@@ -82,7 +83,7 @@ def submit_job(
     return JobOut.of(submitted.job)
 
 
-@router.get("", response_model=JobPage)
+@router.get("", operation_id="listJobs", response_model=JobPage)
 def list_jobs(
     owner: Owner,
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
@@ -94,13 +95,18 @@ def list_jobs(
     return JobPage(items=[JobOut.of(job) for job in items], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=problems(404))
+@router.get("/{job_id}", operation_id="getJob", response_model=JobOut, responses=problems(404))
 def get_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
     """Status, progress (steps done / total) and runs."""
     return JobOut.of(jobs.get(job_id, owner=owner))
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, responses=problems(404, 409))
+@router.post(
+    "/{job_id}/cancel",
+    operation_id="cancelJob",
+    response_model=JobOut,
+    responses=problems(404, 409),
+)
 def cancel_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
     """Cancel a queued job before it starts, or a running one: its workers stop at their next
     metric flush (every OPTBENCH_FLUSH_EVERY_STEPS steps). Steps already stored stay
@@ -108,7 +114,12 @@ def cancel_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
     return JobOut.of(jobs.cancel(job_id, owner=owner))
 
 
-@router.get("/{job_id}/summary", responses=problems(404))
+@router.get(
+    "/{job_id}/summary",
+    operation_id="getSummary",
+    response_model=SummaryOut,
+    responses=problems(404),
+)
 def get_summary(job_id: uuid.UUID, owner: Owner) -> dict[str, Any]:
     """Per optimizer label: final train loss, best validation accuracy, steps to the target."""
     return jobs.summary(job_id, owner=owner)

@@ -42,6 +42,7 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 @router.get(
     "/{job_id}/metrics",
+    operation_id="getMetrics",
     response_model=MetricsPage,
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **problems(404)},
 )

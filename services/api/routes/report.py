@@ -20,6 +20,7 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri '
 
 @router.get(
     "/{job_id}/report",
+    operation_id="getReport",
     response_class=HTMLResponse,
     responses={
         200: {"content": {"text/html": {}}, "description": "the report page"},

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from services.api.errors import problems
+from services.api.schemas import CatalogOut
 from services.api.security import AUTHENTICATED
 from services.catalog import catalog
 from services.db.session import unit_of_work
@@ -17,25 +18,36 @@ from services.db.session import unit_of_work
 router = APIRouter()
 
 
-@router.get("/v1/catalog", tags=["catalog"], dependencies=AUTHENTICATED)
+@router.get(
+    "/v1/catalog",
+    operation_id="getCatalog",
+    response_model=CatalogOut,
+    tags=["catalog"],
+    dependencies=AUTHENTICATED,
+)
 def get_catalog() -> dict[str, Any]:
     """Data sets, models and optimizers with their parameters, defaults and bounds."""
     return catalog()
 
 
-@router.get("/metrics", tags=["system"], response_class=Response)
+@router.get(
+    "/metrics",
+    operation_id="getPrometheusMetrics",
+    tags=["system"],
+    response_class=Response,
+)
 def prometheus_metrics() -> Response:
     """Prometheus exposition of this API process (workers serve their own)."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/healthz", tags=["system"])
+@router.get("/healthz", operation_id="getHealth", tags=["system"])
 def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["system"], responses=problems(503))
+@router.get("/readyz", operation_id="getReadiness", tags=["system"], responses=problems(503))
 def readyz() -> dict[str, str]:
     """Readiness: the database answers (503 problem+json otherwise)."""
     with unit_of_work() as session:

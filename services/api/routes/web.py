@@ -36,7 +36,7 @@ _HEADERS = {
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.get("/", operation_id="getWebPage")
 def index() -> FileResponse:
     """The single-page app (hash routes: ``#/`` jobs, ``#/jobs/<id>`` one job, ``#/new``)."""
     return FileResponse(
@@ -44,7 +44,7 @@ def index() -> FileResponse:
     )
 
 
-@router.get("/web/{name}")
+@router.get("/web/{name}", operation_id="getWebFile")
 def static_file(name: str) -> FileResponse:
     """The page's script and style sheet (a fixed list: nothing else under the folder)."""
     if name not in _STATIC:
@@ -52,7 +52,13 @@ def static_file(name: str) -> FileResponse:
     return FileResponse(WEB_DIR / name, media_type=_STATIC[name], headers=_HEADERS)
 
 
-@router.get("/v1/presets", include_in_schema=True, tags=["jobs"], dependencies=AUTHENTICATED)
+@router.get(
+    "/v1/presets",
+    operation_id="getPresets",
+    include_in_schema=True,
+    tags=["jobs"],
+    dependencies=AUTHENTICATED,
+)
 def presets() -> dict[str, Any]:
     """Example job specs by name (the web form's preset buttons): ``lecture`` is the
     lecture's exercise, eight optimizers on digits."""
