@@ -131,27 +131,29 @@ class PairedOut(BaseModel):
 
 class OptimizerSummary(BaseModel):
     """One optimizer label (a row of the spec's ``optimizers``) over its seeds: the means of
-    the value metrics, the medians of the to-target ones (None: no run has a value)."""
+    the value metrics, the medians of the to-target ones (None: no run has a value). Fields
+    added after the first summaries were stored have defaults, so an older job's stored
+    summary still validates."""
 
     label: str
     optimizer: str
     runs: int
-    final_train_loss: float | None
-    best_train_loss: float | None
-    final_val_accuracy: float | None  # R² for regression; None for landscapes
-    best_val_accuracy: float | None
-    final_distance: float | None  # landscapes
-    final_target: float | None
-    auc_train_loss: float | None
-    steps_to_target: float | None
-    epochs_to_target: float | None
-    seconds_to_target: float | None
+    final_train_loss: float | None = None
+    best_train_loss: float | None = None
+    final_val_accuracy: float | None = None  # R² for regression; None for landscapes
+    best_val_accuracy: float | None = None
+    final_distance: float | None = None  # landscapes
+    final_target: float | None = None
+    auc_train_loss: float | None = None
+    steps_to_target: float | None = None
+    epochs_to_target: float | None = None
+    seconds_to_target: float | None = None
     target_reached: str  # "k/n"
-    success_rate: float | None
+    success_rate: float | None = None
     diverged: int
-    stats: dict[str, StatOut]
+    stats: dict[str, StatOut] = {}
     rank: int
-    paired: PairedOut | None
+    paired: PairedOut | None = None
 
 
 class SummaryOut(BaseModel):
