@@ -489,7 +489,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="optbench", description=__doc__.splitlines()[0] if __doc__ else ""
+        prog="optbench",
+        description="Compare torch.optim optimizers on real training runs, as a service.",
+        epilog="Exit status: 0 done, 1 job failed or not found (or refused), 2 usage mistake, "
+        "3 API unreachable, 4 invalid input. A JOB is its id or a unique prefix of it.",
     )
     sub = top.add_subparsers(dest="command", required=True)
 

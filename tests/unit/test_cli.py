@@ -145,3 +145,14 @@ def test_a_job_id_prefix_must_name_one_job() -> None:
         full_id("ffff", lambda: ids)
     with pytest.raises(CliError, match="first 4 hex digits"):
         full_id("xyz1", lambda: ids)
+
+
+def test_help_is_plain_text_and_names_the_exit_statuses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "``" not in text and "Compare torch.optim optimizers" in text
+    assert "3 API unreachable" in text and "list" in text
