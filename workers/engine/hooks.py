@@ -90,10 +90,6 @@ class StepColumns:
                 )
         return cls(**values)
 
-    @classmethod
-    def empty(cls) -> StepColumns:
-        return cls.from_records(())
-
 
 _INTEGER = frozenset({"step", "epoch", "samples"})
 _REQUIRED = frozenset({"step", "epoch", "loss", "lr", "grad_norm", "train_seconds", "samples"})
