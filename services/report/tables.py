@@ -6,9 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from services.plots import esc
 from services.report.data import ReportData
-from services.report.format import _num, _pretty, _target_text
+from services.report.format import _num, _pretty, _target_text, esc
 
 # Summary columns in display order: key → (header, number format). Headers may depend on the
 # task (R² for regression), see _columns.
