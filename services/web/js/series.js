@@ -19,7 +19,7 @@ const finite = (v) => v !== null && v !== undefined && Number.isFinite(v);
 // Debiased exponential moving average (TensorBoard's), defined per step: a point Δ steps
 // after the previous one decays the average by smoothing**Δ. On raw series (Δ = 1) this is
 // TensorBoard's EMA; on bucket means it smooths as the raw steps would. A missing value
-// stays missing and does not move the average.
+// stays missing; the next present one decays the average by the steps since the last.
 export function ema(steps, values, smoothing) {
   if (!(smoothing > 0)) return values.slice();
   const out = new Array(values.length);
@@ -32,7 +32,8 @@ export function ema(steps, values, smoothing) {
       out[i] = null;
       continue;
     }
-    const decay = last === null ? 0 : Math.pow(smoothing, Math.max(steps[i] - last, 1));
+    // From the empty start (weight 0) the first point counts as one step: debiasing.
+    const decay = Math.pow(smoothing, last === null ? 1 : Math.max(steps[i] - last, 1));
     average = decay * average + (1 - decay) * value;
     weight = decay * weight + (1 - decay);
     last = steps[i];
