@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.report import ReportData, RunInfo, assets, build_page, chart_data
+from services.report import ReportData, RunInfo, assets, build_page, chart_data, load
 from services.report.chart_data import contour_levels
 from services.report.landscapes import LANDSCAPES
 from tests.support import unavailable
@@ -273,3 +274,20 @@ def test_chart_assets_are_the_files_the_web_page_serves() -> None:
         )
         assert body.strip()[:200] in module
     assert assets.library() == (web / "vendor/uPlot.iife.min.js").read_text(encoding="utf-8")
+
+
+def test_ranks_show_only_once_a_job_has_finished(jobs: Jobs) -> None:  # noqa: F811
+    def rank_cells(page: str) -> list[str]:
+        table = page[page.index('<section id="summary">') : page.index("</section>")]
+        body = re.findall(r"<tbody>(.*?)</tbody>", table, flags=re.S)[0]
+        return [row.split("</td>")[0].split(">")[-1] for row in body.split("</tr>")[:-1]]
+
+    finished = jobs.client.get(f"/v1/jobs/{jobs.lecture}/report").text
+    assert sorted(rank_cells(finished)) == [str(n) for n in range(1, len(LABELS) + 1)]
+    queued = jobs.client.post("/v1/jobs", json={**LECTURE, "name": "not run"}).json()["id"]
+    page = jobs.client.get(f"/v1/jobs/{queued}/report").text
+    assert rank_cells(page) == ["&ndash;"] * len(LABELS)  # nothing trained: no ranks
+    assert "still running" in page
+    loaded = load(jobs.lecture)
+    running = build_page(replace(loaded, status="running"), smoothing=0.9)
+    assert all(cell.endswith(" (provisional)") for cell in rank_cells(running))
