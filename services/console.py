@@ -131,7 +131,7 @@ ID_PREFIX = 8  # hex digits of a job id shown in the list: any unique prefix nam
 
 def job_table(jobs: Iterable[Mapping[str, Any]], shown: int, total: int | None) -> RenderableType:
     """``optbench list``: id prefix, name, status, data set, model, progress, duration, then
-    how many are shown (of how many the API holds, when known)."""
+    how many are shown of how many match (``total`` None: more than were fetched)."""
     table = plain_table(
         "id",
         "name",
@@ -154,8 +154,8 @@ def job_table(jobs: Iterable[Mapping[str, Any]], shown: int, total: int | None) 
             f"{fraction:.0%}" if fraction is not None else "-",
             duration(job),
         )
-    of = f" of {total}" if total is not None else ""
-    return Group(table, Text(f"({shown} shown{of})"))
+    more = f" of {total}" if total is not None else ", more match: raise --limit"
+    return Group(table, Text(f"({shown} shown{more})"))
 
 
 def job_status(job: Mapping[str, Any], *, color: bool = False) -> RenderableType:

@@ -41,6 +41,7 @@ RATE_WINDOW = 20.0  # seconds of updates the rate is measured over
 REDRAWS_PER_SECOND = 8.0
 NARROW = 80  # columns: below, the block drops its runs column
 Clock = Callable[[], float]
+OVERALL = "\x00all"  # the whole job's key in Rates: no label can be it, not even "all"
 
 
 @dataclass
@@ -180,7 +181,7 @@ def progress_block(
         fold = _overall(folded, f"+{len(folded)} more")
         rows.append((fold, sum(speeds) if speeds else None, _tally(folded)))
     overall = _overall(labels)
-    rows.append((overall, rates.rate(overall.label), job["status"]))
+    rows.append((overall, rates.rate(OVERALL), job["status"]))
     for state, rate, stand in rows:
         runs = [] if narrow else [f"{state.runs} run{'s' if state.runs != 1 else ''}"]
         grid.add_row(
@@ -199,7 +200,7 @@ def progress_line(job: Mapping[str, Any], rates: Rates, elapsed: float) -> str:
     """One plain line: the job's steps, rate, ETA, how its labels stand and the running ones."""
     labels = by_label(job.get("runs", []))
     overall = _overall(labels)
-    rate = rates.rate(overall.label)
+    rate = rates.rate(OVERALL)
     share = f" ({overall.done / overall.total:.0%})" if overall.total else ""
     stand = _tally(labels)
     running = [s for s in labels if s.state == "running"]
@@ -248,8 +249,9 @@ class JobProgress:
 
     def update(self, job: Mapping[str, Any]) -> None:
         labels = by_label(job.get("runs", []))
-        for state in [*labels, _overall(labels)]:
+        for state in labels:
             self.rates.observe(state.label, state.done)
+        self.rates.observe(OVERALL, sum(state.done for state in labels))
         now = self.clock()
         ended = job["status"] in FINISHED
         changed = job["status"] != self._status

@@ -278,3 +278,18 @@ def test_status_marks_fused_runs_and_says_why_others_trained_alone() -> None:
     assert lines[1].endswith("succeeded fused") and not lines[2].endswith("fused")
     assert "[########################]" in lines[1] and "10/10" in lines[1]
     assert lines[-1] == "trained alone: adam (seed 0): fusion is turned off for this job"
+
+
+def test_a_label_named_all_keeps_its_own_rate() -> None:
+    clock = Clock()
+    progress = JobProgress(make_console(io.StringIO()), every_seconds=1000, clock=clock)
+    for second, done in ((0, 0), (10, 50)):
+        clock.now = second
+        runs = [run("all", 0, done, 100), run("b", 0, 2 * done, 200)]
+        progress.update({"status": "running", "runs": runs})
+    rows = render(
+        progress_block(
+            {"status": "running", "runs": runs}, progress.rates, width=100, height=24, color=False
+        )
+    ).splitlines()
+    assert " 5 steps/s" in rows[0] and " 15 steps/s" in rows[2]  # the label's, the job's
