@@ -227,3 +227,33 @@ def test_export_hands_the_format_and_destination_to_export_series(
     assert capsys.readouterr().err.startswith(f"wrote 7 scalars as tensorboard to {tmp_path}")
     assert main(["export", JOB, "--format", "xml"]) == 2  # click's choice
     assert len(calls) == 3
+
+
+def test_no_color_on_the_group_or_the_command_turns_styles_off(
+    embedded_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import re
+    import sys
+
+    from services import auth
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    auth.create_key("alice")
+
+    def keys_list(*words: str) -> str:
+        screen = Terminal()
+        monkeypatch.setattr(sys, "stdout", screen)
+        assert main(list(words)) == 0
+        return screen.getvalue()
+
+    style = re.compile(r"\x1b\[[0-9;]*m")
+    assert style.search(keys_list("keys", "list"))  # a terminal: the header is bold
+    for words in (("--no-color", "keys", "list"), ("keys", "list", "--no-color")):
+        text = keys_list(*words)
+        assert "alice" in text and not style.search(text), words
+    assert style.search(keys_list("keys", "list"))  # the flag does not outlive its call
