@@ -82,6 +82,7 @@ def _stored_state(job_id: Any) -> dict[str, Any]:
     job = jobs.get(job_id)
     runs = [
         {
+            "id": run.id,
             "label": run.label,
             "seed": run.seed,
             "steps_done": run.steps_done,
@@ -90,7 +91,7 @@ def _stored_state(job_id: Any) -> dict[str, Any]:
         }
         for run in job.runs
     ]
-    return {"status": job.status, "runs": runs, "ids": [run.id for run in job.runs]}
+    return {"status": job.status, "runs": runs}
 
 
 def _progress_hooks(job_id: Any, show_state: Callable[[Mapping[str, Any]], None]) -> Any:
@@ -105,9 +106,9 @@ def _progress_hooks(job_id: Any, show_state: Callable[[Mapping[str, Any]], None]
 
         def on_start(self, total_steps: int) -> None:
             # Planning has stored every run's total by now: one read gives all the bars.
-            stored = _stored_state(job_id)
-            self.runs = dict(zip(stored["ids"], stored["runs"], strict=True))
-            self.job = {"status": "running", "runs": stored["runs"]}
+            runs = _stored_state(job_id)["runs"]
+            self.runs = {run["id"]: run for run in runs}
+            self.job = {"status": "running", "runs": runs}
             show_state(self.job)
 
         def on_run_start(self, run: RunConfig, total_steps: int) -> None:
