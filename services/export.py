@@ -20,9 +20,7 @@ cannot take, or a tracker package that is not installed (it names the extra to i
 
 The TensorBoard and MLflow exports (run names, metric names, wall times, hyperparameters,
 what exporting twice does) are described in ``services/exports/tensorboard.py`` and
-``services/exports/mlflow.py``; the table formats here:
-
-Formats (decided here):
+``services/exports/mlflow.py``. The table formats (decided here):
 
 - **csv** and **parquet**: one long table, one row per run and step or epoch, step rows
   first then epoch rows of each run::
