@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session
 
 from services import uploads
 from services.db import store
-from services.db.models import Job
+from services.db.models import TRIAL, Job, Run
 from services.db.session import unit_of_work
 from services.settings import Settings
 from services.spec import CATALOG, JobSpec, OptimizerEntry, TargetSpec
+from services.study.phases import BASELINE_SUFFIX
 from workers.engine import (
     DatasetConfig,
     Experiment,
@@ -30,6 +31,7 @@ from workers.engine import (
     OptimizerConfig,
     RunConfig,
 )
+from workers.engine.config import PruningConfig
 
 
 def pick_device(setting: str) -> str:
@@ -89,21 +91,7 @@ def job_config(
     """Translate the job's validated ``spec`` and its stored runs into the engine's frozen
     configuration."""
     entries = {entry.display_label: entry for entry in spec.optimizers}
-    runs = tuple(
-        RunConfig(
-            key=run.id,
-            seed=run.seed,
-            optimizer=OptimizerConfig(
-                label=run.label,
-                name=run.optimizer,
-                torch_class=CATALOG[run.optimizer].torch_class,
-                hyperparameters=dict(run.hyperparameters),
-                full_batch=CATALOG[run.optimizer].full_batch,
-                schedule=_schedule(entries[run.label]),
-            ),
-        )
-        for run in job.runs
-    )
+    runs = tuple(_run_config(run, entries) for run in job.runs)
     return JobConfig(
         dataset=dataset_config(session, spec, settings),
         model=ModelConfig(spec.model.name, spec.model.model_dump(exclude={"name"})),
@@ -119,6 +107,43 @@ def job_config(
         dtype=spec.execution.dtype,
         checkpoint_every_steps=settings.checkpoint_every_steps,
         checkpoint_min_seconds=settings.checkpoint_min_seconds,
+        pruning=_pruning(spec),
+    )
+
+
+def _run_config(run: Run, entries: dict[str, OptimizerEntry]) -> RunConfig:
+    """A stored run as the engine takes it. A study's runs carry their own setting: a
+    searched schedule is stored under ``schedule`` in their hyperparameters, and a baseline's
+    label (``<label>:one-shot``) names the entry it comes from."""
+    hyperparameters = dict(run.hyperparameters)
+    schedule = hyperparameters.pop("schedule", None)
+    entry = entries.get(run.label) or entries[run.label.removesuffix(BASELINE_SUFFIX)]
+    return RunConfig(
+        key=run.id,
+        seed=run.seed,
+        optimizer=OptimizerConfig(
+            label=run.label,
+            name=run.optimizer,
+            torch_class=CATALOG[run.optimizer].torch_class,
+            hyperparameters=hyperparameters,
+            full_batch=CATALOG[run.optimizer].full_batch,
+            schedule=schedule or _schedule(entry),
+        ),
+        trial=run.role == TRIAL,
+    )
+
+
+def _pruning(spec: JobSpec) -> PruningConfig | None:
+    """A study's pruning rule at its rungs, on the selection metric's epoch column."""
+    if spec.tuning is None or spec.tuning.pruning is None:
+        return None
+    pruning, metric = spec.tuning.pruning, spec.selection_metric
+    return PruningConfig(
+        rule=pruning.rule,
+        rungs=tuple(pruning.rungs(spec.epochs)),
+        reduction_factor=pruning.reduction_factor,
+        column=metric.replace("_r2", "_accuracy"),
+        higher_is_better=metric.endswith(("accuracy", "r2")),
     )
 
 

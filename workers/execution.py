@@ -44,6 +44,7 @@ from services.db import checkpoints, store
 from services.db.models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, Job
 from services.db.session import unit_of_work
 from services.settings import get_settings
+from services.study import phases
 from services.summary import job_summary
 from services.telemetry import JOB_DURATION_SECONDS, JOBS_FINISHED, QUEUE_WAIT_SECONDS
 from workers.adapter import LoadedJob, load_job, pick_device
@@ -206,7 +207,7 @@ def execute_part(
         finally:
             torch.set_num_threads(previous)
         log.info("job %s part %d/%d done, pid %d", job_key, part, parts, os.getpid())
-    return finalise_job(job_key)
+    return finalise_job(job_key, send_part=send_part, threads=threads)
 
 
 def _resume(experiment: Experiment, run_ids: list[int]) -> dict[int, RunState]:
@@ -229,18 +230,39 @@ def _resume(experiment: Experiment, run_ids: list[int]) -> dict[int, RunState]:
     return usable
 
 
-def finalise_job(job_id: uuid.UUID) -> str:
-    """If every run of the running job has finished, store its summary and mark it succeeded.
+def finalise_job(job_id: uuid.UUID, *, send_part: SendPart | None = None, threads: int = 1) -> str:
+    """If every run of the running job has finished: a study's next phase, or the job's end.
 
-    Under the job's row lock, so it happens once however many parts call it at once; returns
-    the job's status afterwards (``running`` while runs are open)."""
+    Under the job's row lock, so it happens once however many parts call it at once. A study
+    (services/study/phases.py) may answer with new runs (the next round of trials, or the
+    reruns of the best settings): they are sent to the queue as one part (they train as one
+    fused group), or trained here when there is no queue (``optbench run``). Otherwise the
+    summary is stored and the job marked succeeded. Returns the job's status afterwards
+    (``running`` while runs are open)."""
     with unit_of_work() as session:
         job = store.lock_job(session, job_id)
         if job.status != RUNNING or store.open_runs(job):
             return job.status
-        store.finish_job(session, job.id, summary=job_summary(session, job))
-        _observe_end(job)
-        return job.status
+        new = phases.advance(session, job)
+        if not new:
+            store.finish_job(session, job.id, summary=job_summary(session, job))
+            _observe_end(job)
+            return job.status
+        for run in new:  # same optimizer, epochs and batches as its trials: the same steps
+            run.total_steps = run.total_steps or next(
+                (r.total_steps for r in job.runs if r.optimizer == run.optimizer and r.total_steps),
+                None,
+            )
+        session.flush()
+        new_ids = [run.id for run in new]
+        roles = sorted({run.role for run in new})
+    log.info(
+        "job %s: the study goes on with %d new runs (%s)", job_id, len(new_ids), ", ".join(roles)
+    )
+    if send_part is not None:
+        send_part(str(job_id), new_ids, threads, 1, 1)
+        return RUNNING
+    return execute_part(job_id, new_ids, threads)
 
 
 def _train(

@@ -41,6 +41,8 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "cancelled",
 )
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+# A run's part in a job (Run.role): a plain comparison's runs, or a tuning study's.
+RUN_ROLE, TRIAL, RERUN, BASELINE = "run", "trial", "rerun", "baseline"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -125,6 +127,13 @@ class Run(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     worker: Mapped[str | None] = mapped_column(String(200))  # host:pid
+    # Tuning studies (services/study/): "run" in a plain comparison; in a study "trial" (a
+    # sampled setting, numbered by ``trial`` within its label), "rerun" (the best trial's
+    # setting on a fresh seed) or "baseline" (the entry's given values on a fresh seed).
+    role: Mapped[str] = mapped_column(String(16), default=RUN_ROLE, server_default=RUN_ROLE)
+    trial: Mapped[int | None] = mapped_column(Integer)
+    pruned_at_epoch: Mapped[int | None] = mapped_column(Integer)  # the rung that stopped it
+    selection_score: Mapped[float | None] = mapped_column(Float)  # a trial's, once selected
 
     job: Mapped[Job] = relationship(back_populates="runs")
 

@@ -44,11 +44,21 @@ class RunOutcome(Protocol):
     def fused(self) -> bool: ...
     @property
     def fusion(self) -> str | None: ...
+    @property
+    def pruned_at_epoch(self) -> int | None: ...
 
 
 def create_job(session: Session, spec: JobSpec, owner: str = "local") -> Job:
-    """Insert the job and one run per optimizer entry and seed (queued)."""
+    """Insert the job and one run per optimizer entry and seed (queued); a study's trials
+    instead."""
     job = Job(name=spec.name, owner=owner, spec=spec.model_dump(mode="json"), status=QUEUED)
+    if spec.tuning is not None:  # a study: its first trials (services/study/phases.py)
+        from services.study.phases import first_runs
+
+        job.runs.extend(first_runs(spec))
+        session.add(job)
+        session.flush()
+        return job
     for seed in spec.seeds:
         for entry in spec.optimizers:
             job.runs.append(
@@ -193,6 +203,7 @@ def finish_run(session: Session, run_id: int, result: RunOutcome) -> None:
     run.diverged_at_step = result.diverged_at_step
     run.test_loss, run.test_accuracy = result.test_loss, result.test_accuracy
     run.fused, run.fusion = result.fused, result.fusion
+    run.pruned_at_epoch = result.pruned_at_epoch
 
 
 def finish_job(

@@ -10,6 +10,7 @@ from services.spec.base import StrictModel
 from services.spec.data import DatasetSpec, dataset_task
 from services.spec.models import IMAGE_DATASETS, ModelSpec
 from services.spec.optimizers import REFUSED, OptimizerEntry, canonical_name
+from services.spec.tuning import TuningSpec
 
 TargetMetric = Literal[
     "val_accuracy", "train_accuracy", "val_r2", "train_r2", "val_loss", "train_loss", "distance"
@@ -105,6 +106,10 @@ class JobSpec(StrictModel):
     )
     mixed_precision: bool = Field(False, description="bfloat16 autocast for forward and loss")
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+    tuning: TuningSpec | None = Field(
+        default=None,
+        description="a tuning study over the entries' 'search' spaces (services/spec/tuning.py)",
+    )
     divergence_ratio: float = Field(
         1e4,
         gt=1.0,
@@ -176,6 +181,68 @@ class JobSpec(StrictModel):
                 f"use one of {', '.join(TASK_METRICS[self.task])}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _study_fits(self) -> JobSpec:
+        searched = [e.display_label for e in self.optimizers if e.search]
+        if self.tuning is None:
+            if searched:
+                raise ValueError(
+                    f"optimizers: '{searched[0]}' has a 'search' but the job has no 'tuning' "
+                    'block; add "tuning": {"trials": 16} (or drop the search)'
+                )
+            return self
+        if not searched:
+            raise ValueError(
+                "tuning: no optimizer entry has a 'search'; give at least one, e.g. "
+                '"search": {"lr": {"log_uniform": [1e-4, 1e-1]}}'
+            )
+        if len(self.seeds) != 1:
+            raise ValueError(
+                f"seeds: a study searches on one seed and reruns the best settings on "
+                f"tuning.rerun_seeds fresh ones; give one seed, got {self.seeds}"
+            )
+        if isinstance(self.tuning.trials, dict):
+            unknown = sorted(set(self.tuning.trials) - set(searched))
+            missing = sorted(set(searched) - set(self.tuning.trials))
+            if unknown or missing:
+                raise ValueError(
+                    f"tuning.trials: give a budget for each entry with a search "
+                    f"({', '.join(searched)}); unknown {unknown}, missing {missing}"
+                )
+        if self.tuning.sampler == "grid":
+            for entry in self.optimizers:
+                for key, d in (entry.search or {}).items():
+                    if d.kind not in ("grid", "choice"):
+                        raise ValueError(
+                            f"tuning.sampler: 'grid' takes grid or choice distributions; "
+                            f"{entry.display_label}.search.{key} is {d.kind}"
+                        )
+        metric = self.selection_metric
+        if metric not in TASK_METRICS[self.task] and self.dataset.name != "upload":  # type: ignore[attr-defined]
+            raise ValueError(
+                f"tuning.metric: '{metric}' does not fit a {self.task} data set; "
+                f"use one of {', '.join(TASK_METRICS[self.task])}"
+            )
+        if metric.startswith("val_") and getattr(self.dataset, "val_fraction", 0.0) <= 0:
+            raise ValueError(
+                f"tuning.metric: selecting on '{metric}' needs a validation split; set "
+                "dataset.val_fraction (e.g. 0.2): the test split is never used to choose"
+            )
+        return self
+
+    @property
+    def selection_metric(self) -> str:
+        """What a study selects on: tuning.metric, else the target's metric."""
+        if self.tuning is not None and self.tuning.metric is not None:
+            return self.tuning.metric
+        return self.effective_target.metric
+
+    @property
+    def rerun_seeds(self) -> list[int]:
+        """Fresh seeds for a study's reruns: after every seed the search used."""
+        count = self.tuning.rerun_seeds if self.tuning else 0
+        return [max(self.seeds) + 1 + i for i in range(count)]
 
     def runs(self) -> list[tuple[str, int]]:
         """(label, seed) of every run, in the order they are stored and trained."""

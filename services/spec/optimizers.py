@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Discriminator, Field, Tag, create_model, m
 
 from services.spec.base import StrictModel
 from services.spec.schedules import ScheduleSpec
+from services.spec.tuning import Distribution, check_space
 
 LearningRate = Annotated[float, Field(gt=0.0, le=1e6, description="learning rate")]
 Decay = Annotated[float, Field(ge=0.0, le=1.0, description="weight decay (L2 penalty)")]
@@ -321,6 +322,12 @@ class OptimizerEntryBase(StrictModel):
     schedule: ScheduleSpec | None = Field(
         default=None, description="learning-rate schedule of this entry (units: steps)"
     )
+    search: dict[str, Distribution] | None = Field(
+        default=None,
+        description="tuning: hyperparameter (or 'schedule.<field>', 'betas.0') → distribution; "
+        "the entry's own values are its one-shot setting (see the job's 'tuning')",
+        max_length=32,
+    )
 
     @property
     def info(self) -> OptimizerInfo:
@@ -337,11 +344,13 @@ class OptimizerEntryBase(StrictModel):
             values.get("momentum", 0) <= 0 or values.get("dampening", 0)
         ):
             raise ValueError("nesterov=true needs momentum > 0 and dampening 0")
+        if self.search:
+            check_space(self)
         return self
 
     def hyperparameters(self) -> dict[str, Any]:
         """The keyword arguments of the torch constructor (the user's values and the fixed ones)."""
-        values = self.model_dump(exclude={"name", "label", "schedule"})
+        values = self.model_dump(exclude={"name", "label", "schedule", "search"})
         return {**values, **self.info.fixed}
 
 

@@ -117,9 +117,11 @@ def check_series_charts(driver: Any, logs: list[Path]) -> None:
 
     Select(by_testid(driver, "chart-x")[0]).select_by_value("seconds")
     figure = wait_until(
-        lambda: (f := chart(driver, "loss-step"))
-        and f.get_attribute("data-x-label") == "training seconds"
-        and f,
+        lambda: (
+            (f := chart(driver, "loss-step"))
+            and f.get_attribute("data-x-label") == "training seconds"
+            and f
+        ),
         10,
         "the x axis in training seconds",
         logs,

@@ -44,6 +44,19 @@ class RunConfig:
     key: int
     optimizer: OptimizerConfig
     seed: int
+    # A tuning study's trial: it may be pruned, and never reads the test split.
+    trial: bool = False
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """Pruning of trials at epoch rungs (services/study/pruning.py has the rules)."""
+
+    rule: str
+    rungs: tuple[int, ...]
+    reduction_factor: int
+    column: str  # the epoch record's field the rule reads (val_accuracy, train_loss, ...)
+    higher_is_better: bool
 
 
 @dataclass(frozen=True)
@@ -68,3 +81,4 @@ class JobConfig:
     # steps, at most one per min seconds; 0 steps: none (in-process runs need none).
     checkpoint_every_steps: int = 0
     checkpoint_min_seconds: float = 0.0
+    pruning: PruningConfig | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from workers.engine import checkpoint, fused_layers, fused_net, models
 from workers.engine.checkpoint import CheckpointClock, RunState
 from workers.engine.config import JobConfig, RunConfig
 from workers.engine.datasets import Splits
-from workers.engine.handlers import Checkpointer, Evaluator, PlateauSchedules
+from workers.engine.handlers import Checkpointer, Evaluator, PlateauSchedules, Pruner
 from workers.engine.hooks import Hooks, RunResult
 from workers.engine.landscapes import LANDSCAPES, LandscapeProblem
 from workers.engine.members import FusedMembers, Members, ModuleMember, PointMembers, point_start
@@ -206,7 +207,11 @@ class Experiment:
             trainer.resume_at(step, states[0].epochs, [s.state["seconds"] for s in states])  # type: ignore[union-attr]
         evaluator = Evaluator(self.problem, config.eval_every_steps)
         clock = CheckpointClock(config.checkpoint_every_steps, config.checkpoint_min_seconds, step)
-        for handler in (evaluator, PlateauSchedules(evaluator), Checkpointer(clock, config.epochs)):
+        handlers: list[Any] = [evaluator, PlateauSchedules(evaluator)]
+        if config.pruning is not None:  # after the evaluator's records, before the checkpoint
+            handlers.append(Pruner(evaluator, config.pruning))
+        handlers.append(Checkpointer(clock, config.epochs))
+        for handler in handlers:
             handler.attach(trainer)
         return trainer
 

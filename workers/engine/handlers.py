@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from services.study.pruning import to_prune
 from workers.engine import checkpoint
 from workers.engine.checkpoint import CheckpointClock, RunState
+from workers.engine.config import PruningConfig
 from workers.engine.hooks import EpochRecord
 from workers.engine.members import Members
 from workers.engine.trainer import Event, Trainer
@@ -33,6 +35,7 @@ class Evaluator:
     def __init__(self, problem: Evaluates, every_steps: int | None) -> None:
         self.problem, self.every_steps = problem, every_steps
         self.val_losses: list[float] = []  # at the last epoch end, per member
+        self.records: dict[int, EpochRecord] = {}  # at the last epoch end, per member
 
     def attach(self, trainer: Trainer) -> None:
         if self.every_steps:
@@ -64,15 +67,48 @@ class Evaluator:
                 train_seconds=trainer.seconds[k],
                 distance=distances[k],
             )
+            self.records[k] = record
             trainer.hooks.on_epochs(trainer.runs[k], [record])
 
     def completed(self, trainer: Trainer) -> None:
-        test = self.problem.evaluate(trainer.members, "test")
+        # A study's trials never read the test split (it is for the reruns alone).
+        wanted = any(not trainer.runs[k].trial for k in trainer.active)
+        test = self.problem.evaluate(trainer.members, "test") if wanted else None
         for k in list(trainer.active):
-            if test is None:
+            if test is None or trainer.runs[k].trial:
                 trainer.finish(k)
             else:
                 trainer.finish(k, test[0][k], test[1][k])
+
+
+class Pruner:
+    """At each rung's epoch end, after the ``Evaluator``'s records: per optimizer label, the
+    trials still training that the rule names stop (``Trainer.prune``)."""
+
+    def __init__(self, evaluator: Evaluator, config: PruningConfig) -> None:
+        self.evaluator, self.config = evaluator, config
+
+    def attach(self, trainer: Trainer) -> None:
+        trainer.on(Event.EPOCH_END, self.epoch_end)
+
+    def epoch_end(self, trainer: Trainer) -> None:
+        if trainer.epoch not in self.config.rungs:
+            return
+        by_label: dict[str, dict[int, float | None]] = {}
+        for k in trainer.active:
+            run = trainer.runs[k]
+            if run.trial and k in self.evaluator.records:
+                value = getattr(self.evaluator.records[k], self.config.column)
+                by_label.setdefault(run.optimizer.label, {})[k] = value
+        for scores in by_label.values():
+            stop = to_prune(
+                self.config.rule,
+                scores,
+                higher=self.config.higher_is_better,
+                reduction_factor=self.config.reduction_factor,
+            )
+            for k in sorted(stop):
+                trainer.prune(k)
 
 
 class PlateauSchedules:

@@ -117,6 +117,7 @@ class RunResult:
     test_accuracy: float | None = None
     fused: bool = False  # trained in a fused group (workers/engine/plan.py)
     fusion: str | None = None  # with how many runs it was fused, or why it was not
+    pruned_at_epoch: int | None = None  # a trial a pruning rule stopped at this rung
 
 
 class Hooks:

@@ -76,6 +76,7 @@ class Trainer:
         self.active = list(range(members.k))  # members still training
         self.leaving: dict[int, int] = {}  # members that left, not yet flushed: their last step
         self.diverged: dict[int, int] = {}
+        self.pruned: dict[int, int] = {}  # member → the epoch (rung) a pruning rule stopped it
         self.results: dict[int, RunResult] = {}
         self.seconds = [0.0] * members.k
         self.step = self.epochs_done = self.epoch = 0
@@ -100,6 +101,14 @@ class Trainer:
         if k in self.active:
             self.active.remove(k)
             self.leaving[k] = self.step
+
+    def prune(self, k: int) -> None:
+        """At an epoch end (its steps already flushed): member k's run ends now, pruned at
+        this epoch, so that the checkpoint that may follow no longer holds it."""
+        if k in self.active:
+            self.active.remove(k)
+            self.pruned[k] = self.epoch
+            self.finish(k)
 
     def run(self) -> dict[int, RunResult]:
         """Train until the last epoch ends or no member is left; the runs' results by key.
@@ -168,6 +177,7 @@ class Trainer:
             test_accuracy=test_accuracy,
             fused=self.members.k > 1,
             fusion=self.note,
+            pruned_at_epoch=self.pruned.get(k),
         )
         self.results[self.runs[k].key] = result
         self.hooks.on_run_end(self.runs[k], result)
