@@ -143,11 +143,14 @@ def test_an_invalid_spec_shows_the_field_and_message(
 
 
 def test_the_page_and_its_files_are_served_with_no_external_reference() -> None:
-    """Without a browser: ``/``, the two files, the presets, and nothing that leaves the origin."""
+    """Without a browser: ``/`` loads the chart library (a classic script) before the page's
+    module; every .js and .css file under services/web is served with its type and the
+    headers, nothing else is (no other suffix, no path out of the folder), and no file
+    references another origin."""
     import re
 
     from services.api.app import create_app
-    from services.api.routes.web import WEB_DIR
+    from services.api.routes.web import STATIC_FILES, WEB_DIR
     from services.spec import LECTURE_SPEC
 
     client = local_client(create_app())
@@ -155,18 +158,68 @@ def test_the_page_and_its_files_are_served_with_no_external_reference() -> None:
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in page.headers["content-security-policy"]
-    assert '<script src="/web/app.js"' in page.text
-    assert client.get("/web/app.js").headers["content-type"].startswith("text/javascript")
-    assert client.get("/web/style.css").headers["content-type"].startswith("text/css")
-    missing = client.get("/web/index.html")
-    assert missing.status_code == 404
-    assert missing.headers["content-type"] == "application/problem+json"
+    library = page.text.index('<script src="/web/vendor/uPlot.iife.min.js"></script>')
+    module = page.text.index('<script type="module" src="/web/js/main.js"></script>')
+    assert library < module
+    for sheet in ("/web/vendor/uPlot.min.css", "/web/charts.css", "/web/style.css"):
+        assert f'<link rel="stylesheet" href="{sheet}" />' in page.text
+
+    on_disk = {
+        p.relative_to(WEB_DIR).as_posix() for p in WEB_DIR.rglob("*") if p.suffix in (".js", ".css")
+    }
+    assert set(STATIC_FILES) == on_disk
+    assert {"js/main.js", "js/charts.js", "vendor/uPlot.iife.min.js", "style.css"} <= on_disk
+    # Every module the page imports is one of them (a typo'd import would be a 404 in the page).
+    imports = re.compile(r'^import .* from "\./([\w.]+)";$', re.M)
+    for name in [n for n in on_disk if n.startswith("js/")]:
+        for imported in imports.findall((WEB_DIR / name).read_text()):
+            assert f"js/{imported}" in on_disk, (name, imported)
+    for name in on_disk:
+        response = client.get(f"/web/{name}")
+        kind = "text/javascript" if name.endswith(".js") else "text/css"
+        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+    for refused in (
+        "index.html",
+        "vendor/README.md",
+        "vendor/uPlot.LICENSE",
+        "app.js",
+        "js/../../api/app.py",
+        "..%2Fapi%2Froutes%2Fweb.py",
+        "%2Fetc%2Fpasswd",
+        "js/missing.js",
+    ):
+        missing = client.get(f"/web/{refused}")
+        assert missing.status_code == 404, refused
+        assert missing.headers["content-type"] == "application/problem+json"
     assert client.get("/v1/presets").json() == {"lecture": LECTURE_SPEC}
 
-    for name in ("index.html", "app.js", "style.css"):
+    allowed = {"http://www.w3.org/2000/svg"}
+    for name in ["index.html", *on_disk]:
         text = (WEB_DIR / name).read_text()
         urls = set(re.findall(r"(?:https?:)?//[\w.-]+\.\w+[^\s\"'`)]*", text))
-        assert urls <= {"http://www.w3.org/2000/svg"}, (name, urls)
+        if name.startswith("vendor/"):  # the library's licence banner names its home page
+            urls -= {"https://github.com/leeoniya/uPlot"}
+        assert urls <= allowed, (name, urls)
+
+
+def test_pip_install_ships_every_file_of_the_page() -> None:
+    """pyproject's package-data globs (as setuptools expands them, from services/) cover every
+    file under services/web, subfolders included."""
+    import glob
+    import tomllib
+
+    from services.api.routes.web import WEB_DIR
+
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    services = root / "services"
+    shipped: set[str] = set()
+    for pattern in config["package-data"]["services"]:
+        shipped |= set(glob.glob(pattern, root_dir=services))
+    files = {p.relative_to(services).as_posix() for p in WEB_DIR.rglob("*") if p.is_file()}
+    assert files - shipped == set()
 
 
 def test_the_api_key_page_stores_the_key_the_page_sends(
