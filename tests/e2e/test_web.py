@@ -2,19 +2,24 @@
 processes on the embedded default (SQLite + filesystem broker in a temporary home).
 
 Open ``/``, go to the form, load the lecture preset, submit it, watch the job page until the
-job has succeeded, then check the curves, the legend and the summary table show all eight
-optimizers, the report link, and that the browser console logged no error.
+job has succeeded, then check the summary table (final ranks, the target's sign) and the runs
+table (one row per optimizer, its seeds folded) show all eight optimizers, the report link,
+and that the browser console logged no error. Then: the list's columns and filters, a
+landscape job's table, ranks that wait for the job to finish, the form's errors, the key
+page and cancelling.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.e2e.helpers import SCREENSHOT, by_testid, severe, wait_until
+from tests.e2e.helpers import SCREENSHOT, by_testid, page_errors, severe, tails, wait_until
 from tests.support import local_client
 
 LABELS = ["gd", "sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "adam"]
@@ -75,22 +80,27 @@ def test_submit_the_lecture_preset_and_watch_it_finish(
     )
     driver.save_screenshot(str(SCREENSHOT))
 
-    loss_chart = by_testid(driver, "loss-chart")[0]
-    paths = by_testid(driver, "series-path", loss_chart)
-    assert sorted(p.get_attribute("data-label") for p in paths) == sorted(LABELS * 3)
-    for path in paths:  # a drawn line: at least a move and one segment
-        assert "L" in path.get_attribute("d"), path.get_attribute("data-label")
-    accuracy_paths = by_testid(driver, "series-path", by_testid(driver, "accuracy-chart")[0])
-    assert sorted(p.get_attribute("data-label") for p in accuracy_paths) == sorted(LABELS * 3)
+    # The charts are charts.js's (tests/e2e/test_charts.py): here, their place on the page.
+    assert len(by_testid(driver, "charts")) == 1
 
-    legend = [item.get_attribute("data-label") for item in by_testid(driver, "legend-item")]
-    assert legend == LABELS
     table = by_testid(driver, "summary-table")[0]
+    assert table.get_attribute("data-ranked") == "final"
     rows = by_testid(driver, "summary-row", table)
     assert [row.get_attribute("data-label") for row in rows] == LABELS
     assert all(label in table.text for label in LABELS)
+    ranks = [cell.text for cell in by_testid(driver, "rank", table)]
+    assert len(ranks) == 8 and all(rank.isdigit() for rank in ranks) and "1" in ranks, ranks
+    assert "val_accuracy ≥ 0.9" in by_testid(driver, "summary-target", table)[0].text
+
+    # Runs: one row per optimizer, the three seeds folded into it.
+    groups = by_testid(driver, "run-group")
+    assert [group.get_attribute("data-label") for group in groups] == LABELS
+    assert all(group.get_attribute("data-status") == "succeeded" for group in groups)
     runs = by_testid(driver, "run-row")
-    assert [run.get_attribute("data-label") for run in runs] == LABELS * 3
+    assert sorted((r.get_attribute("data-label"), r.get_attribute("data-seed")) for r in runs) == (
+        sorted((label, str(seed)) for label in LABELS for seed in (0, 1, 2))
+    )
+    assert not any(run.is_displayed() for run in runs)  # folded
     assert all(
         s.get_attribute("data-status") == "succeeded" for s in by_testid(driver, "run-status")
     )
@@ -110,7 +120,7 @@ def test_submit_the_lecture_preset_and_watch_it_finish(
     assert by_testid(driver, "job-status", row)[0].get_attribute("data-status") == "succeeded"
     assert by_testid(driver, "job-progress", row)[0].get_attribute("value") == "1"
 
-    errors = severe(driver.get_log("browser"))
+    errors = page_errors(driver, url)
     assert not errors, errors
 
 
@@ -282,4 +292,167 @@ def test_a_running_job_can_be_cancelled_from_its_page(
     )
     assert not by_testid(driver, "cancel-job")[0].is_displayed()
     assert httpx.get(f"{url}/v1/jobs/{job['id']}", timeout=10).json()["status"] == "cancelled"
-    assert severe(driver.get_log("browser")) == []
+    assert page_errors(driver, url) == []
+
+
+def iris_spec(name: str, epochs: int, seeds: list[int] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "dataset": {"name": "iris"},
+        "model": {"name": "mlp", "hidden": [16]},
+        "optimizers": [{"name": "sgd", "lr": 0.1}, {"name": "adam"}],
+        "epochs": epochs,
+        "batch_size": 16,
+    }
+    if seeds is not None:
+        spec["seeds"] = seeds
+    return spec
+
+
+def finished(url: str, job_ids: list[str], logs: list[Path], timeout: float = 180) -> list[Any]:
+    """The jobs once each has finished (through the API, not the page)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = [httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json() for job_id in job_ids]
+        if all(job["status"] in ("succeeded", "failed", "cancelled") for job in jobs):
+            assert all(job["status"] == "succeeded" for job in jobs), [j["error"] for j in jobs]
+            return jobs
+        if time.monotonic() > deadline:
+            pytest.fail(f"jobs did not finish: {[j['status'] for j in jobs]}\n{tails(logs)}")
+        time.sleep(0.5)
+
+
+def test_the_list_shows_and_filters_jobs_and_the_job_pages_answer_like_the_report(
+    browser: Any, server: tuple[str, list[Path]]
+) -> None:
+    """Two jobs of one name (iris, two optimizers, three seeds, one epoch) and a landscape job
+    (the Rosenbrock example, a few epochs): the list tells them apart by data set, model and
+    best optimizer and filters them (the filters survive a reload); an iris job's runs fold
+    its seeds; the landscape's summary compares distance with ≤ and shows final distance."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url, logs = server
+    driver = browser
+    twins = [
+        httpx.post(f"{url}/v1/jobs", json=iris_spec("twin iris", 1, [0, 1, 2]), timeout=10).json()
+        for _ in range(2)
+    ]
+    landscape = json.loads(Path("examples/rosenbrock.json").read_text())
+    landscape["epochs"] = 30
+    valley = httpx.post(f"{url}/v1/jobs", json=landscape, timeout=10).json()
+    jobs = finished(url, [twins[0]["id"], twins[1]["id"], valley["id"]], logs)
+    best = {job["id"]: job["best_label"] for job in jobs}
+    assert all(best.values()), best  # every finished job has one
+
+    # The landscape job: the target reads "distance ≤ 0.05", the table shows distances.
+    driver.get(f"{url}/#/jobs/{valley['id']}")
+    table = wait_until(lambda: by_testid(driver, "summary-table"), 15, "the summary", logs, driver)[
+        0
+    ]
+    assert by_testid(driver, "summary-target", table)[0].text == "Target: distance ≤ 0.05"
+    headers = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    assert headers[:4] == ["Rank", "Optimizer", "Final distance", "Final loss"], headers
+    assert not any("val" in header.lower() for header in headers), headers
+    first = by_testid(driver, "summary-row", table)[0]
+    assert first.find_elements(By.TAG_NAME, "td")[1].text != "—"  # a final distance
+
+    # An iris job: two rows, the three seeds of each unfold from its row.
+    driver.get(f"{url}/#/jobs/{twins[0]['id']}")
+    groups = wait_until(lambda: by_testid(driver, "run-group"), 15, "the runs", logs, driver)
+    assert [g.get_attribute("data-label") for g in groups] == ["sgd", "adam"]
+    assert len(by_testid(driver, "run-row")) == 6
+    fold = by_testid(driver, "run-seeds", groups[1])[0]
+    assert fold.find_element(By.TAG_NAME, "summary").text == "3 seeds"
+    fold.find_element(By.TAG_NAME, "summary").click()
+    seeds = by_testid(driver, "run-row", groups[1])
+    assert [(r.get_attribute("data-seed"), r.is_displayed()) for r in seeds] == [
+        ("0", True),
+        ("1", True),
+        ("2", True),
+    ]
+
+    # The list: data set, model and best optimizer tell the twins from the landscape job.
+    driver.get(f"{url}/#/")
+    name_filter = wait_until(lambda: by_testid(driver, "name-filter"), 15, "the list", logs, driver)
+    name_filter[0].send_keys("TWIN")
+
+    def listed() -> dict[str, list[str]]:
+        """Each listed job's data set, model and best optimizer, by id."""
+        cells = ("job-dataset", "job-model", "job-best")
+        return {
+            row.get_attribute("data-job-id"): [by_testid(driver, c, row)[0].text for c in cells]
+            for row in by_testid(driver, "job-row")
+        }
+
+    twin_ids = {twins[0]["id"], twins[1]["id"]}
+    wait_until(lambda: set(listed()) == twin_ids, 15, "the name filter", logs, driver)
+    assert listed() == {job_id: ["iris", "mlp", best[job_id]] for job_id in twin_ids}
+    assert "name=TWIN" in driver.current_url
+    row = driver.find_element(By.CSS_SELECTOR, f'[data-job-id="{twins[0]["id"]}"]')
+    assert by_testid(driver, "job-duration", row)[0].text.endswith("s")
+
+    options = '[data-testid="dataset-filter"] option[value="rosenbrock"]'
+    wait_until(
+        lambda: driver.find_elements(By.CSS_SELECTOR, options), 15, "the catalog", logs, driver
+    )
+    Select(by_testid(driver, "dataset-filter")[0]).select_by_value("rosenbrock")
+    wait_until(
+        lambda: by_testid(driver, "jobs-no-match")[0].is_displayed(), 15, "no match", logs, driver
+    )
+    assert "dataset=rosenbrock" in driver.current_url
+    driver.refresh()  # the filters come back from the URL
+    wait_until(
+        lambda: by_testid(driver, "jobs-no-match")[0].is_displayed(), 15, "reload", logs, driver
+    )
+    assert by_testid(driver, "name-filter")[0].get_attribute("value") == "TWIN"
+    name_filter = by_testid(driver, "name-filter")[0]
+    name_filter.clear()
+    name_filter.send_keys("rosenbrock")  # the example's name says it
+    wait_until(lambda: set(listed()) == {valley["id"]}, 15, "the landscape job", logs, driver)
+    assert listed()[valley["id"]] == ["rosenbrock", "point", best[valley["id"]]]
+    Select(by_testid(driver, "model-filter")[0]).select_by_value("mlp")
+    wait_until(
+        lambda: by_testid(driver, "jobs-no-match")[0].is_displayed(), 15, "model", logs, driver
+    )
+
+    errors = page_errors(driver, url)
+    assert not errors, errors
+
+
+def test_ranks_wait_for_the_job_to_finish(browser: Any, server: tuple[str, list[Path]]) -> None:
+    """A running job's ranks each read "provisional"; a queued job (behind it on the one
+    worker) has no rank column."""
+    url, logs = server
+    driver = browser
+    running = httpx.post(f"{url}/v1/jobs", json=iris_spec("ranks: running", 10_000), timeout=10)
+    queued = httpx.post(f"{url}/v1/jobs", json=iris_spec("ranks: queued", 1), timeout=10)
+    ids = [running.json()["id"], queued.json()["id"]]
+
+    def shown(status: str) -> Any:
+        """The summary table once the page shows the job in ``status`` (one refresh draws
+        both, so reading them together is consistent)."""
+        return driver.execute_script(
+            "const t = document.querySelector('[data-testid=summary-table]');"
+            "return document.querySelector('main').dataset.jobStatus === arguments[0] && t"
+            " ? {ranked: t.dataset.ranked, text: t.innerText,"
+            " ranks: [...t.querySelectorAll('[data-testid=rank]')].map((c) => c.textContent)}"
+            " : null;",
+            status,
+        )
+
+    try:
+        driver.get(f"{url}/#/jobs/{ids[1]}")
+        table = wait_until(lambda: shown("queued"), 30, "the queued job", logs, driver)
+        assert table["ranked"] == "no" and table["ranks"] == [], table
+        assert "Rank" not in table["text"] and "(so far)" in table["text"]
+
+        driver.get(f"{url}/#/jobs/{ids[0]}")
+        table = wait_until(lambda: shown("running"), 60, "the running job", logs, driver)
+        assert table["ranked"] == "provisional", table
+        assert table["ranks"] == ["provisional", "provisional"], table
+    finally:
+        for job_id in ids:
+            httpx.post(f"{url}/v1/jobs/{job_id}/cancel", timeout=10)
+    errors = page_errors(driver, url)
+    assert not errors, errors

@@ -30,7 +30,7 @@ function fillSelect(select, names, value) {
   const all = value && !names.includes(value) ? [...names, value] : names;
   select.replaceChildren(
     h("option", { value: "" }, "all"),
-    all.map((name) => h("option", { value: name }, name)),
+    ...all.map((name) => h("option", { value: name }, name)),
   );
   select.value = value || "";
 }
