@@ -456,3 +456,101 @@ def test_ranks_wait_for_the_job_to_finish(browser: Any, server: tuple[str, list[
             httpx.post(f"{url}/v1/jobs/{job_id}/cancel", timeout=10)
     errors = page_errors(driver, url)
     assert not errors, errors
+
+
+def summary_table(driver: Any, summary: dict[str, Any], status: str) -> dict[str, Any]:
+    """The page's own summary module (js/summary.js) run on ``summary``: the table's caption,
+    headers and cell texts."""
+    result: dict[str, Any] = driver.execute_async_script(
+        """
+        const [summary, status, done] = arguments;
+        import("/web/js/summary.js").then((module) => {
+          const table = module.summaryTable(summary, status);
+          done({
+            caption: table.caption.textContent,
+            headers: [...table.tHead.rows[0].cells].map((cell) => cell.textContent),
+            rows: [...table.tBodies[0].rows].map((row) => [...row.cells].map((c) => c.textContent)),
+          });
+        }, (error) => done({ error: String(error) }));
+        """,
+        summary,
+        status,
+    )
+    assert "error" not in result, result
+    return result
+
+
+def test_the_summary_table_shows_test_metrics_and_the_task_s_columns(
+    browser: Any, server: tuple[str, list[Path]]
+) -> None:
+    """Summaries no job of this server has yet: test loss and accuracy (present on newer
+    summaries, absent on older ones), a regression's R², a loss target's sign."""
+    url, logs = server
+    driver = browser
+    driver.get(f"{url}/#/key")
+    wait_until(lambda: by_testid(driver, "api-key-state"), 15, "the page", logs, driver)
+    row = {
+        "label": "adam",
+        "rank": 1,
+        "final_train_loss": 0.1,
+        "best_val_accuracy": 0.95,
+        "test_loss": 0.2,
+        "test_accuracy": 0.93,
+        "steps_to_target": 40,
+        "seconds_to_target": 1.5,
+        "target_reached": "3/3",
+        "diverged": 0,
+        "stats": {"best_val_accuracy": {"mean": 0.95, "std": 0.01, "median": 0.95, "n": 3}},
+    }
+    slower = {**row, "label": "sgd", "rank": 2, "test_loss": None, "test_accuracy": None}
+    summary = {
+        "task": "classification",
+        "target": {"metric": "val_accuracy", "value": 0.9},
+        "best": "adam",
+        "optimizers": [row, slower],
+    }
+    table = summary_table(driver, summary, "succeeded")
+    assert table["caption"] == "Target: val_accuracy ≥ 0.9 · best: adam"
+    assert table["headers"] == [
+        "Rank",
+        "Optimizer",
+        "Final train loss",
+        "Best val accuracy",
+        "Test loss",
+        "Test accuracy",
+        "Steps to target",
+        "Time to target",
+        "Reached",
+        "Diverged",
+    ]
+    assert table["rows"][0] == [
+        "1",
+        "adam",
+        "0.1000",
+        "95.00% ± 1.00%",
+        "0.2000",
+        "93.00%",
+        "40",
+        "1.50 s",
+        "3/3",
+        "0",
+    ]
+    assert table["rows"][1][4:6] == ["—", "—"]
+
+    older = [{k: v for k, v in r.items() if not k.startswith("test_")} for r in (row, slower)]
+    table = summary_table(driver, {**summary, "optimizers": older}, "running")
+    assert not any(h.startswith("Test") for h in table["headers"])
+    assert table["caption"] == "Target: val_accuracy ≥ 0.9 (so far)"
+    assert [r[0] for r in table["rows"]] == ["provisional", "provisional"]
+
+    regression = {**summary, "task": "regression", "target": {"metric": "val_r2", "value": 0.8}}
+    table = summary_table(driver, regression, "succeeded")
+    assert "Best val R²" in table["headers"] and "Test R²" in table["headers"]
+    assert table["caption"].startswith("Target: val_r2 ≥ 0.8")
+    assert table["rows"][0][3] == "0.9500 ± 0.0100"
+
+    loss_target = {**summary, "target": {"metric": "val_loss", "value": 0.3}}
+    table = summary_table(driver, loss_target, "queued")
+    assert table["caption"] == "Target: val_loss ≤ 0.3 (so far)"
+    assert table["headers"][0] == "Optimizer" and table["rows"][0][0] == "adam"  # no ranks
+    assert severe(driver.get_log("browser")) == []
