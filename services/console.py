@@ -1,10 +1,78 @@
-"""Terminal output of the CLI: the per-optimizer table and a progress line."""
+"""Terminal output of the CLI: rich consoles and the tables (summary, job list, job status,
+API keys). Live progress is in services/cli/progress.py.
+
+Colour (decided here): only when the stream is a terminal, and never under ``NO_COLOR`` (any
+non-empty value, https://no-color.org) or ``--no-color``. Without colour no style escapes are
+written at all (no bold either), so a log or a pipe gets plain text. Off a terminal the
+console is as wide as ``COLUMNS`` says, else 1000 columns: a table row stays one line that
+``grep`` and logs keep whole, instead of wrapping at an 80-column guess.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+_color_allowed = True  # False after --no-color (services/cli/common.py)
+
+UNWRAPPED_WIDTH = 1000  # off a terminal, unless COLUMNS says otherwise
+
+
+def allow_color(allowed: bool) -> None:
+    """``--no-color`` turns colour off for every console made after it."""
+    global _color_allowed
+    _color_allowed = allowed
+
+
+def make_console(stream: TextIO | None = None, *, height: int | None = None) -> Console:
+    """A console on ``stream`` (default: standard output, as it is when printing)."""
+    file = stream if stream is not None else sys.stdout
+    terminal = file.isatty()
+    color = terminal and _color_allowed and not os.environ.get("NO_COLOR")
+    width = None
+    if not terminal:
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() else UNWRAPPED_WIDTH
+    return Console(
+        file=file,
+        force_terminal=terminal,
+        color_system="auto" if color else None,
+        width=width,
+        height=height,
+        # Text is printed as it is: a job named "[bold]" stays "[bold]", ":x:" stays ":x:".
+        markup=False,
+        emoji=False,
+        highlight=False,
+    )
+
+
+def bar(done: int, total: int | None, width: int, *, color: bool) -> Text:
+    """A progress bar ``width`` characters wide. Without colour the two parts must differ by
+    glyph (``[####....]``), since rich's bar tells them apart only by colour."""
+    fraction = min(done / total, 1.0) if total else 0.0
+    filled = int(width * fraction)
+    if not color:
+        return Text("[" + "#" * filled + "." * (width - filled) + "]")
+    style = "green" if total and done >= total else "cyan"
+    return Text.assemble(("━" * filled, style), ("━" * (width - filled), "grey30"))
+
+
+def plain_table(*columns: str, right: Iterable[str] = ()) -> Table:
+    """A borderless table: a header line, a rule, the rows; the first column flush left."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    aligned_right = set(right)
+    for title in columns:
+        table.add_column(title, justify="right" if title in aligned_right else "left")
+    return table
+
 
 _HEAD = (("optimizer", "label", "{}"), ("final train loss", "final_train_loss", "{:.4f}"))
 _TAIL = (
@@ -26,133 +94,104 @@ COLUMNS = {
 }
 
 
-def summary_table(summary: dict[str, Any]) -> str:
-    """A plain-text table, one row per optimizer label, ranked as listed in the spec."""
+def summary_table(summary: Mapping[str, Any]) -> RenderableType:
+    """The target line, then one row per optimizer label, ranked as listed in the spec."""
     target = summary.get("target", {})
     columns = COLUMNS[summary.get("task", "classification")]
-    header = [title for title, _, _ in columns]
-    rows = [
-        ["-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in columns]
-        for row in summary.get("optimizers", [])
-    ]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+    table = plain_table(*(title for title, _, _ in columns), right=[t for t, _, _ in columns[1:]])
+    for row in summary.get("optimizers", []):
+        table.add_row(
+            *("-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in columns)
         )
-
     metric = str(target.get("metric"))
     direction = ">=" if metric.endswith(("accuracy", "r2")) else "<="
-    target_text = f"target: {metric} {direction} {target.get('value')}"
-    return "\n".join([target_text, line(header), line(["-" * w for w in widths]), *map(line, rows)])
+    return Group(Text(f"target: {metric} {direction} {target.get('value')}"), table)
 
 
-class ProgressLine:
-    """One line that redraws in place on a terminal, and prints every few seconds otherwise."""
-
-    def __init__(self, stream: TextIO = sys.stderr, every_seconds: float = 5.0) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.every = every_seconds
-        self._last = float("-inf")  # the first update always shows
-        self.started = time.monotonic()
-
-    def update(
-        self, done: int, total: int | None, status: str = "", *, force: bool = False
-    ) -> None:
-        now = time.monotonic()
-        if not (self.tty or force) and now - self._last < self.every:
-            return
-        self._last = now
-        elapsed = now - self.started
-        if total:
-            width = 30
-            filled = int(width * min(done / total, 1.0))
-            bar = "#" * filled + "." * (width - filled)
-            text = f"[{bar}] {done}/{total} steps  {done / total:6.1%}  {elapsed:5.1f} s  {status}"
-        else:
-            text = f"{status}  {elapsed:5.1f} s"
-        if self.tty:
-            self.stream.write("\r" + text.ljust(79))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+def duration(job: Mapping[str, Any], now: datetime | None = None) -> str:
+    """How long the job trained: start to finish, or to now while it runs; ``-`` if queued."""
+    started = _moment(job.get("started_at"))
+    if started is None:
+        return "-"
+    end = _moment(job.get("finished_at")) or now or datetime.now(UTC)
+    seconds = max(0, int((end - started).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def _bar(done: int, total: int | None, width: int = 24) -> str:
-    if not total:
-        return "." * width
-    filled = int(width * min(done / total, 1.0))
-    return "#" * filled + "." * (width - filled)
+def _moment(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def run_lines(job: dict[str, Any]) -> list[str]:
-    """One line per run: label, seed, a bar, steps done / total and the run's status."""
-    runs = job.get("runs", [])
-    width = max((len(run["label"]) for run in runs), default=5)
-    lines = []
-    for run in runs:
-        done, total = run["steps_done"], run["total_steps"]
-        counts = f"{done}/{total if total is not None else '?'}"
-        flag = " diverged" if run.get("diverged") else ""
-        flag += " fused" if run.get("fused") else ""
-        lines.append(
-            f"{run['label']:<{width}}  seed {run['seed']:<3} [{_bar(done, total)}] "
-            f"{counts:>13}  {run['status']}{flag}"
-        )
-    return lines
+ID_PREFIX = 8  # hex digits of a job id shown in the list: any unique prefix names the job
 
 
-def job_table(jobs: list[dict[str, Any]], total: int) -> str:
-    """``optbench list``: one line per job (id, status, progress, data set, model, runs, when,
-    name), and how many of how many are shown."""
-    rows = [("id", "status", "progress", "dataset", "model", "runs", "created", "name")]
+def job_table(jobs: Iterable[Mapping[str, Any]], shown: int, total: int | None) -> RenderableType:
+    """``optbench list``: id prefix, name, status, data set, model, progress, duration, then
+    how many are shown of how many match (``total`` None: more than were fetched)."""
+    table = plain_table(
+        "id",
+        "name",
+        "status",
+        "dataset",
+        "model",
+        "progress",
+        "duration",
+        right=("progress", "duration"),
+    )
     for job in jobs:
         fraction = job["progress"].get("fraction")
         spec = job.get("spec", {})
-        rows.append(
-            (
-                str(job["id"]),
-                job["status"],
-                f"{fraction:.0%}" if fraction is not None else "-",
-                str(spec.get("dataset", {}).get("name", "-")),
-                str(spec.get("model", {}).get("name", "-")),
-                str(len(job.get("runs", []))),
-                str(job["created_at"])[:19].replace("T", " "),
-                job["name"],
-            )
+        table.add_row(
+            str(job["id"])[:ID_PREFIX],
+            job["name"],
+            job["status"],
+            str(spec.get("dataset", {}).get("name", "-")),
+            str(spec.get("model", {}).get("name", "-")),
+            f"{fraction:.0%}" if fraction is not None else "-",
+            duration(job),
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"({len(jobs)} shown of {total})")
-    return "\n".join(lines)
+    more = f" of {total}" if total is not None else ", more match: raise --limit"
+    return Group(table, Text(f"({shown} shown{more})"))
 
 
-def job_status(job: dict[str, Any]) -> str:
+def job_status(job: Mapping[str, Any], *, color: bool = False) -> RenderableType:
+    """A job's head line, one row per run (label, seed, bar, steps, status), and why the runs
+    that did not fuse trained alone."""
     progress = job["progress"]
     fraction = progress.get("fraction")
     share = f" ({fraction:.0%})" if fraction is not None else ""
-    head = (
-        f"job {job['id']}: {job['status']}  {progress['steps_done']}"
-        f"/{progress['total_steps'] or '?'} steps{share}  {job['name']}"
-    )
+    lines: list[RenderableType] = [
+        Text(
+            f"job {job['id']}: {job['status']}  {progress['steps_done']}"
+            f"/{progress['total_steps'] or '?'} steps{share}  {job['name']}"
+        )
+    ]
     if job.get("error"):
-        head += f"\nerror: {job['error']}"
-    return "\n".join([head, *run_lines(job), *_alone_lines(job)])
+        lines.append(Text(f"error: {job['error']}"))
+    runs = Table.grid(padding=(0, 2))
+    for justify in ("left", "left", "left", "right", "left"):
+        runs.add_column(justify=justify, no_wrap=True)
+    for run in job.get("runs", []):
+        done, total = run["steps_done"], run["total_steps"]
+        flag = " diverged" if run.get("diverged") else ""
+        flag += " fused" if run.get("fused") else ""
+        runs.add_row(
+            run["label"],
+            f"seed {run['seed']}",
+            bar(done, total, 24, color=color),
+            f"{done}/{total if total is not None else '?'}",
+            f"{run['status']}{flag}",
+        )
+    lines.append(runs)
+    lines.extend(Text(line) for line in _alone_lines(job))
+    return Group(*lines)
 
 
-def _alone_lines(job: dict[str, Any]) -> list[str]:
+def _alone_lines(job: Mapping[str, Any]) -> list[str]:
     """Why the runs that did not fuse trained alone, one line per reason."""
     reasons: dict[str, list[str]] = {}
     for run in job.get("runs", []):
@@ -161,28 +200,17 @@ def _alone_lines(job: dict[str, Any]) -> list[str]:
     return [f"trained alone: {', '.join(runs)}: {reason}" for reason, runs in reasons.items()]
 
 
-class RunBoard:
-    """Per-run progress bars that redraw in place on a terminal; elsewhere a line every few
-    seconds and the last state at the end."""
+def keys_table(keys: Iterable[Mapping[str, Any]]) -> RenderableType:
+    """``optbench keys list``: id, owner and dates (UTC), never the key."""
+    table = plain_table("id", "owner", "created (UTC)", "last used", "revoked")
+    for key in keys:
+        table.add_row(
+            key["id"],
+            key["owner"],
+            *(_when(key[name]) for name in ("created_at", "last_used_at", "revoked_at")),
+        )
+    return table
 
-    def __init__(self, stream: TextIO = sys.stderr, every_seconds: float = 5.0) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.every = every_seconds
-        self._drawn = 0
-        self._last = float("-inf")  # the first update always shows
 
-    def update(self, job: dict[str, Any]) -> None:
-        finished = job["status"] in ("succeeded", "failed", "cancelled")
-        now = time.monotonic()
-        if self.tty:
-            lines = job_status(job).splitlines()
-            if self._drawn:
-                self.stream.write(f"\x1b[{self._drawn}F")  # back to the block's first line
-            self.stream.write("".join(f"\x1b[2K{line}\n" for line in lines))
-            self._drawn = len(lines)
-        elif finished or now - self._last >= self.every:
-            self._last = now
-            done, total = job["progress"]["steps_done"], job["progress"]["total_steps"]
-            self.stream.write(f"{job['status']}: {done}/{total or '?'} steps\n")
-        self.stream.flush()
+def _when(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "-"

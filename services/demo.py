@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from services.cli.progress import JobProgress
 from services.client import ApiClient
-from services.console import RunBoard, summary_table
+from services.console import make_console, summary_table
 from services.settings import get_settings
 from services.spec import LECTURE_SPEC
 from services.support import free_port
@@ -83,10 +84,11 @@ def run_demo(epochs: int = 10) -> int:
         _wait_until_up(client, api)
         job = client.submit(spec)
         print(f"submitted job {job['id']}: {job['name']} ({len(job['runs'])} runs)")
-        job = client.wait(job["id"], on_update=RunBoard(every_seconds=2.0).update)
+        with JobProgress(every_seconds=2.0) as progress:
+            job = client.wait(job["id"], on_update=progress.update)
         summary = client.summary(job["id"])
     print(f"job {job['id']}: {job['status']}" + (f" ({job['error']})" if job["error"] else ""))
-    print(summary_table(summary))
+    make_console().print(summary_table(summary))
     print(
         f"\nMore: `optbench api`, then http://127.0.0.1:8000/ (the web page), "
         f"`optbench summary {job['id']}` or GET /v1/jobs/{job['id']}/metrics"

@@ -11,6 +11,11 @@ Definitions (per run):
 - final / best values come from the epoch series (an epoch's train loss is far less noisy
   than one batch's): the last and the best (min loss, max accuracy or R²) stored value.
 - ``final_target``: the last value of the job's target metric (``target.metric``).
+- ``test_loss``, ``test_accuracy``: the run's loss and score on the test split, measured
+  once after its last epoch (``Run.test_loss``, ``Run.test_accuracy``); the score is the
+  accuracy for classification and R² for regression (workers/engine/problem.py, like
+  ``val_accuracy``). ``None`` where the run was not evaluated: landscapes have no test
+  split, and a diverged or unfinished run has no test result.
 
 A run that diverged counts in ``diverged`` and as not reached, and none of its values (final,
 best, area under the curve, to-target) enter the statistics: its curve was cut off by an
@@ -36,8 +41,10 @@ Schema: ``{"task", "target", "best", "optimizers": [row, ...]}`` where a row hol
 ``optimizer``, ``runs``, ``final_train_loss``, ``best_train_loss``, ``final_val_accuracy``,
 ``best_val_accuracy`` (R² for regression; ``None`` for landscapes), ``final_distance``
 (landscapes), ``final_target``, ``auc_train_loss``, ``steps_to_target``, ``epochs_to_target``,
-``seconds_to_target``, ``target_reached``, ``success_rate``, ``diverged``, ``rank``, ``stats``
-and ``paired`` (``{"reference", "metric", "n", "seeds", "differences", "mean", "ci95"}``).
+``seconds_to_target``, ``test_loss``, ``test_accuracy`` (R² for regression; ``None`` when
+no run of the label was evaluated on a test split), ``target_reached``, ``success_rate``,
+``diverged``, ``rank``, ``stats`` and ``paired`` (``{"reference", "metric", "n", "seeds",
+"differences", "mean", "ci95"}``).
 """
 
 from __future__ import annotations
@@ -99,6 +106,8 @@ VALUE_METRICS = (
     "final_distance",
     "final_target",
     "auc_train_loss",
+    "test_loss",
+    "test_accuracy",
 )
 # ... and the to-target ones, over the reached runs (median is the flat value).
 TO_TARGET_METRICS = ("steps_to_target", "epochs_to_target", "seconds_to_target")
@@ -117,7 +126,8 @@ class RunView:
 
     ``epochs`` is columnar (epoch, step, train_loss, val_accuracy, train_seconds, distance,
     ...), as ``metric_queries.series(..., granularity="epoch")`` returns it;
-    ``auc_train_loss`` is the mean per-step training loss (``None``: no steps yet).
+    ``auc_train_loss`` is the mean per-step training loss (``None``: no steps yet);
+    ``test_loss`` and ``test_accuracy`` the run's stored test results (``None``: none).
     """
 
     label: str
@@ -125,6 +135,8 @@ class RunView:
     epochs: Mapping[str, Sequence[Any]]
     seed: int = 0
     auc_train_loss: float | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
 
 
 def _finite(value: Any) -> float | None:
@@ -166,6 +178,8 @@ def _run_values(target: TargetSpec, run: RunView) -> dict[str, float | None]:
         "final_distance": _last(_column(run.epochs, "distance")),
         "final_target": _last(_column(run.epochs, target.column)),
         "auc_train_loss": _finite(run.auc_train_loss),
+        "test_loss": _finite(run.test_loss),
+        "test_accuracy": _finite(run.test_accuracy),
     }
     hit = _first_reached(target, run.epochs)
     for name, column in zip(TO_TARGET_METRICS, ("step", "epoch", "train_seconds"), strict=True):
@@ -292,7 +306,15 @@ def job_summary(session: Session, job: Job) -> dict[str, Any]:
     epochs = metric_queries.series(session, run_ids, granularity="epoch")
     auc = mean_step_losses(session, run_ids)
     views = [
-        RunView(run.label, run.diverged, epochs[run.id], run.seed, auc.get(run.id))
+        RunView(
+            run.label,
+            run.diverged,
+            epochs[run.id],
+            run.seed,
+            auc.get(run.id),
+            run.test_loss,
+            run.test_accuracy,
+        )
         for run in job.runs
     ]
     spec = JobSpec.model_validate(job.spec)
@@ -306,5 +328,20 @@ def job_summary(session: Session, job: Job) -> dict[str, Any]:
 def current_summary(session: Session, job: Job) -> dict[str, Any]:
     """The summary stored when the job ended, or computed now from its metrics (running)."""
     if job.status in FINISHED and job.summary is not None:
-        return dict(job.summary)
+        return with_defaults(job.summary)
     return job_summary(session, job)
+
+
+def with_defaults(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored summary with the metrics added since it was stored (``test_loss`` and
+    ``test_accuracy`` in jobs that ended before them) as ``None``, and their ``stats`` as
+    over no values: every summary has every key, whenever its job ended."""
+    rows = []
+    for stored in summary.get("optimizers", []):
+        row = dict(stored)
+        stats = dict(row.get("stats") or {})
+        for name in VALUE_METRICS + TO_TARGET_METRICS:
+            row.setdefault(name, None)
+            stats.setdefault(name, describe([]))
+        rows.append({**row, "stats": stats})
+    return {**summary, "optimizers": rows}

@@ -159,6 +159,10 @@ class OptimizerSummary(BaseModel):
     steps_to_target: float | None = None
     epochs_to_target: float | None = None
     seconds_to_target: float | None = None
+    # On the test split, once after the last epoch (R² for regression); None where no run of
+    # the label was evaluated on one (landscapes) and in summaries stored before them.
+    test_loss: float | None = None
+    test_accuracy: float | None = None
     target_reached: str  # "k/n"
     success_rate: float | None = None
     diverged: int

@@ -1,5 +1,7 @@
-"""The HTML report of one job: one self-contained page (inline CSS and SVG, no script, no
-network reference), served by ``GET /v1/jobs/{id}/report`` and written by ``optbench report``.
+"""The HTML report of one job: one self-contained page (inline CSS, the chart library and
+the chart module inlined, the chart data embedded as JSON; no network reference), served by
+``GET /v1/jobs/{id}/report`` (with a CSP allowing exactly its two inline scripts) and written
+by ``optbench report``.
 
     from services.report import render_report
     html = render_report(job_id)                      # job_id: UUID or its string
@@ -12,15 +14,16 @@ a running job gets a partial report) in one transaction, and shows:
 
 - the summary table (every column the summary has; ``stats`` as mean ± std, ``paired`` and
   unknown fields as JSON), the target, the status (and the error of a failed job);
-- training loss per step: log scale when every value is positive, smoothed per run with a
-  debiased exponential moving average (``smoothing``, stated on the page; landscapes are
-  exact function values and stay unsmoothed), the line the mean over seeds and the band
-  their min-max;
-- validation accuracy (R² for regression) per epoch, mean over seeds with a min-max band;
-- steps-to-target and time-to-target bars (median over the seeds that reached it, the
-  share that did; "not reached" otherwise);
-- landscapes: every run's trajectory over the function's contour plot (the lecture's
-  picture), and the distance to the nearest minimum per step;
+- the charts, drawn in the browser by the web page's own chart module
+  (services/web/js/charts.js, on the vendored uPlot) from the same data as the page's
+  ``GET /v1/jobs/{id}/charts`` (chart_data.py): training loss per step (smoothed per step
+  with a debiased exponential moving average, ``smoothing`` the slider's start, the
+  unsmoothed curve faint behind), training loss and validation accuracy (R² for regression)
+  per epoch, seeds as mean with a min-max band or each run, steps-to-target and
+  time-to-target bars; landscapes: the function's contour levels (traced on the server by
+  contourpy) with every run's trajectory, the distance to the nearest minimum per epoch and
+  f per step. Every chart: values on hover, drag to zoom, x axis step / epoch / training
+  seconds, log or linear y, PNG and CSV downloads. Canvas charts print as drawn;
 - the runs, the spec (pretty JSON) and the environment: the job's device, the optbench
   version, and the summary's ``environment`` (e.g. the worker's torch version) when a
   worker recorded one.
@@ -34,23 +37,23 @@ from __future__ import annotations
 
 import uuid
 
+from services.report.assets import csp
+from services.report.chart_data import MAX_POINTS, chart_data
 from services.report.data import ReportData, RunInfo, load
 from services.report.landscapes import LANDSCAPES, LandscapeView
-from services.report.page import DEFAULT_SMOOTHING, MAX_POINTS, build_page
-from services.report.series import OverSeeds, ema, over_seeds
+from services.report.page import DEFAULT_SMOOTHING, build_page
 
 __all__ = [
     "DEFAULT_SMOOTHING",
     "LANDSCAPES",
     "MAX_POINTS",
     "LandscapeView",
-    "OverSeeds",
     "ReportData",
     "RunInfo",
     "build_page",
-    "ema",
+    "chart_data",
+    "csp",
     "load",
-    "over_seeds",
     "render_report",
 ]
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
-from services.plots import esc
+
+def esc(text: Any) -> str:
+    """Text for HTML content and attribute values (quotes escaped too)."""
+    return html.escape(str(text), quote=True)
 
 
 def _num(value: Any, kind: str = "g") -> str:

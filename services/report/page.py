@@ -3,25 +3,18 @@ of the sections."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
-from services import plots
 from services.db.models import FINISHED
-from services.plots import esc
-from services.report.charts import (
-    _context,
-    _epoch_section,
-    _landscape_section,
-    _loss_section,
-    _target_section,
-)
+from services.report import assets
+from services.report.chart_data import MAX_POINTS, chart_data
 from services.report.data import ReportData
-from services.report.format import _pretty, _version, _when
+from services.report.format import _pretty, _version, _when, esc
 from services.report.tables import _runs_section, _summary_section
 
 DEFAULT_SMOOTHING = 0.9
-MAX_POINTS = plots.MAX_POINTS
 
 # ---------------------------------------------------------------- the page
 
@@ -51,7 +44,6 @@ th.text,td.text{text-align:left}
 td.wrap{white-space:normal;word-break:break-word;text-align:left}
 tbody tr:hover{background:#fafbfc}
 .scroll{overflow-x:auto}
-svg.chart{display:block;max-width:100%;height:auto;margin:8px 0}
 pre{background:#f6f8fa;border:1px solid #eee;border-radius:4px;padding:10px;overflow-x:auto;
 font-size:.82rem}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:0}
@@ -89,29 +81,45 @@ def _environment_section(data: ReportData) -> str:
     return f'<section id="environment"><h2>Environment</h2><dl>{body}</dl></section>'
 
 
+def _json_for_script(value: Any) -> str:
+    """JSON that cannot end its <script> element early: every ``<`` escaped."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
+
+
+def _charts_section(data: ReportData, smoothing: float, max_points: int) -> str:
+    payload = _json_for_script(chart_data(data, smoothing=smoothing, max_points=max_points))
+    return (
+        '<section id="charts"><h2>Charts</h2><div id="ob-charts"><noscript><p class="note">'
+        "The charts are drawn by the page's script; with scripts off, the numbers are in "
+        "the tables.</p></noscript></div>"
+        f'<script type="application/json" id="ob-chart-data">{payload}</script></section>'
+    )
+
+
 def build_page(
     data: ReportData, *, smoothing: float = DEFAULT_SMOOTHING, max_points: int = MAX_POINTS
 ) -> str:
     """The page for already loaded data (``render_report`` = ``load`` + this)."""
-    ctx = _context(data, smoothing, max_points)
     spec = data.spec
+    task = str(data.summary.get("task") or spec.get("task") or "classification")
+    labels = list(dict.fromkeys(run.label for run in data.runs))
     dataset = spec.get("dataset") or {}
     model = spec.get("model") or {}
     seeds = spec.get("seeds") or []
     facts = [
         f"data set <b>{esc(dataset.get('name', '?'))}</b>",
         f"model <b>{esc(model.get('name', '?'))}</b>",
-        f"{len(ctx.labels)} optimizers",
+        f"{len(labels)} optimizers",
         f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}",
         f"{esc(spec.get('epochs', '?'))} epochs",
     ]
-    if ctx.task != "landscape":
+    if task != "landscape":
         facts.append(f"batch size {esc(spec.get('batch_size', '?'))}")
     status = esc(data.status)
     header = (
         f"<header><h1>{esc(data.name)}</h1>"
         f'<p class="meta"><span class="status status-{status}">{status}</span> '
-        f"job <code>{esc(data.job_id)}</code> · {esc(ctx.task)} · {' · '.join(facts)}</p>"
+        f"job <code>{esc(data.job_id)}</code> · {esc(task)} · {' · '.join(facts)}</p>"
     )
     if data.status not in FINISHED:
         header += (
@@ -122,11 +130,8 @@ def build_page(
     header += "</header>"
     sections = [
         header,
-        _summary_section(data, ctx.task),
-        _landscape_section(ctx),
-        _loss_section(ctx),
-        _epoch_section(ctx),
-        _target_section(ctx),
+        _summary_section(data, task),
+        _charts_section(data, smoothing, max_points),
         _runs_section(data),
         f'<section id="spec"><h2>Spec</h2><pre>{esc(_pretty(spec))}</pre></section>',
         _environment_section(data),
@@ -136,6 +141,9 @@ def build_page(
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>optbench report: {esc(data.name)}</title><style>{_CSS}</style></head>"
-        f"<body><main>{''.join(s for s in sections if s)}</main></body></html>\n"
+        f"<title>optbench report: {esc(data.name)}</title>"
+        f"<style>{_CSS}{assets.styles()}</style></head>"
+        f"<body><main>{''.join(s for s in sections if s)}</main>"
+        f"<script>{assets.library()}</script>"
+        f'<script type="module">{assets.module()}</script></body></html>\n'
     )

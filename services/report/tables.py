@@ -6,9 +6,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from services.plots import esc
+from services.db.models import FINISHED, QUEUED
 from services.report.data import ReportData
-from services.report.format import _num, _pretty, _target_text
+from services.report.format import _num, _pretty, _target_text, esc
 
 # Summary columns in display order: key → (header, number format). Headers may depend on the
 # task (R² for regression), see _columns.
@@ -19,6 +19,8 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("runs", "runs", "int"),
     ("final_train_loss", "final train loss", "g"),
     ("best_val_accuracy", "best val accuracy", "pct"),
+    ("test_loss", "test loss", "g"),
+    ("test_accuracy", "test accuracy", "pct"),
     ("final_distance", "final distance", "g"),
     ("steps_to_target", "steps to target", "int"),
     ("epochs_to_target", "epochs to target", "int"),
@@ -38,6 +40,8 @@ _METRIC_NAMES = {
     "final_val_accuracy": "final val acc",
     "best_val_accuracy": "best val acc",
     "final_distance": "final distance",
+    "test_loss": "test loss",
+    "test_accuracy": "test acc",
     "final_target": "final target metric",
     "auc_train_loss": "area under loss",
     "steps_to_target": "steps to target",
@@ -54,6 +58,8 @@ def _columns(rows: list[dict[str, Any]], task: str) -> list[tuple[str, str, str]
         if key in present and (key in non_empty or key in _ALWAYS):
             if key == "best_val_accuracy" and task == "regression":
                 header, kind = "best val R²", "r2"
+            if key == "test_accuracy" and task == "regression":
+                header, kind = "test R²", "r2"
             if key == "final_train_loss" and task == "landscape":
                 header = "final loss"
             columns.append((key, header, kind))
@@ -85,6 +91,14 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[tuple[str, bool]]]) -
     )
 
 
+def _cell(row: dict[str, Any], key: str, kind: str, status: str) -> tuple[str, bool]:
+    if key == "rank" and status == QUEUED:  # nothing has trained: every rank would be 1
+        return "&ndash;", False
+    if key == "rank" and status not in FINISHED:  # a running job's ranks may still change
+        return f"{_num(row.get(key), kind)} (provisional)", False
+    return (esc(row.get(key, "")) if kind == "text" else _num(row.get(key), kind)), kind == "text"
+
+
 def _summary_section(data: ReportData, task: str) -> str:
     summary = data.summary
     rows = [r for r in summary.get("optimizers", []) if isinstance(r, dict)]
@@ -101,16 +115,7 @@ def _summary_section(data: ReportData, task: str) -> str:
     parts.append(
         _table(
             [h for _, h, _ in columns],
-            [
-                [
-                    (
-                        esc(row.get(key, "")) if kind == "text" else _num(row.get(key), kind),
-                        kind == "text",
-                    )
-                    for key, _, kind in columns
-                ]
-                for row in rows
-            ],
+            [[_cell(row, key, kind, data.status) for key, _, kind in columns] for row in rows],
         )
     )
     parts.append(

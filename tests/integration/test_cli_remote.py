@@ -117,18 +117,59 @@ def test_list_shows_the_jobs_newest_first_and_filters_them(
         first = client.submit({**SPEC, "name": "list-alpha"})
         second = client.submit({**SPEC, "name": "list-beta"})
     assert main(["list", "--json", "--url", api_url]) == 0
-    page = json.loads(capsys.readouterr().out)
-    ids = [job["id"] for job in page["items"]]
+    listed = json.loads(capsys.readouterr().out)  # the API's job objects, as an array
+    assert isinstance(listed, list) and {"id", "spec", "runs", "progress"} <= listed[0].keys()
+    ids = [job["id"] for job in listed]
     assert ids.index(second["id"]) < ids.index(first["id"])  # newest first
     assert main(["list", "--name", "ALPHA", "--json", "--url", api_url]) == 0
-    assert [job["id"] for job in json.loads(capsys.readouterr().out)["items"]] == [first["id"]]
+    assert [job["id"] for job in json.loads(capsys.readouterr().out)] == [first["id"]]
     assert main(["list", "--url", api_url]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:5] == ["id", "status", "progress", "dataset", "model"]
-    beta = next(line for line in table if second["id"] in line)
-    assert beta.endswith("list-beta") and SPEC["dataset"]["name"] in beta.split()
+    assert table[0].split() == ["id", "name", "status", "dataset", "model", "progress", "duration"]
+    beta = next(line for line in table if line.startswith(second["id"][:8]))
+    assert beta.split()[1:2] == ["list-beta"] and SPEC["dataset"]["name"] in beta.split()
     assert table[-1].startswith(f"({len(table) - 3} shown of ")
     assert main(["list", "--limit", "0", "--url", api_url]) == 2
+
+
+def test_list_filters_on_the_data_set_and_model(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ApiClient(api_url) as client:
+        mlp = client.submit({**SPEC, "name": "filter-mlp", "epochs": 1})
+        linear = [
+            client.submit(
+                {**SPEC, "name": f"filter-linear-{n}", "model": {"name": "linear"}, "epochs": 1}
+            )
+            for n in range(2)
+        ]
+    assert main(["list", "--model", "LINEAR", "--json", "--url", api_url]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [job["id"] for job in listed] == [linear[1]["id"], linear[0]["id"]]
+    assert (
+        main(
+            [
+                "list",
+                "--dataset",
+                "iris",
+                "--model",
+                "mlp",
+                "--name",
+                "filter-",
+                "--json",
+                "--url",
+                api_url,
+            ]
+        )
+        == 0
+    )
+    assert [job["id"] for job in json.loads(capsys.readouterr().out)] == [mlp["id"]]
+    assert main(["list", "--dataset", "no-such-set", "--url", api_url]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "(0 shown of 0)"
+    assert main(["list", "--model", "linear", "--limit", "1", "--url", api_url]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[2].startswith(linear[1]["id"][:8])
+    assert table[-1] == "(1 shown, more match: raise --limit)"
 
 
 def test_a_job_is_named_by_any_unique_prefix_of_its_id(

@@ -56,9 +56,12 @@ def test_run_prints_the_table(
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps({**SMALL_SPEC, "seeds": [0]}))
     assert main(["run", str(spec_file)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "target: val_accuracy >= 0.3" in out
     assert [line.split()[0] for line in out.splitlines()[-2:]] == ["gd", "adam"]
+    # Progress went to standard error as plain lines (it is not a terminal), ending done.
+    assert "\x1b" not in out + err and "\r" not in err
+    assert err.splitlines()[-1].startswith("succeeded: 10/10 steps (100%)")
 
 
 def test_a_bad_spec_file_is_one_line_naming_the_field(
@@ -97,11 +100,13 @@ def test_report_and_export_write_files(
     report = tmp_path / "report.html"
     assert main(["report", job_id, "-o", str(report)]) == 0
     html = report.read_text()
-    assert html.count("<svg") >= 3 and "adam" in html and "gd" in html
+    assert 'id="ob-chart-data"' in html and "adam" in html and "gd" in html
 
     csv_file = tmp_path / "series.csv"
     assert main(["export", job_id, "--format", "csv", "-o", str(csv_file)]) == 0
     lines = csv_file.read_text().splitlines()
+    # Said on standard error: the rows written (the header aside) and where.
+    assert capsys.readouterr().err == f"wrote {len(lines) - 1} rows as csv to {csv_file}\n"
     step_rows = [line for line in lines[1:] if ",step," in f",{line},"]
     assert len(step_rows) == 2 + 8  # gd: 2 steps, adam: 2 epochs x 4
 
@@ -150,9 +155,105 @@ def test_a_job_id_prefix_must_name_one_job() -> None:
 def test_help_is_plain_text_and_names_the_exit_statuses(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["--help"])
-    assert exited.value.code == 0
-    text = capsys.readouterr().out
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # help wraps to the terminal
     assert "``" not in text and "Compare torch.optim optimizers" in text
-    assert "3 API unreachable" in text and "list" in text
+    assert "3 API unreachable" in text and "unique prefix" in text and "list" in text
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    from services.cli import cli
+
+    names = [[name] for name in cli.commands] + [["keys", name] for name in ("create", "list")]
+    assert len(names) == 17
+    for words in names:
+        assert main([*words, "--help"]) == 0, words
+        text = capsys.readouterr().out
+        assert text.startswith(f"Usage: optbench {' '.join(words)} [OPTIONS]"), words
+
+
+def test_usage_mistakes_exit_2_with_clicks_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 2
+    assert "Error: Missing argument 'SPEC'" in capsys.readouterr().err
+    assert main(["list", "--status", "done"]) == 2
+    assert "Invalid value for '--status': 'done' is not one of" in capsys.readouterr().err
+    assert main(["worker", "--parts", "0"]) == 2
+    assert "neither auto nor a whole number >= 1" in capsys.readouterr().err
+    assert main(["nonsense"]) == 2
+    assert "No such command 'nonsense'" in capsys.readouterr().err
+
+
+JOB = "00000000-0000-4000-8000-000000000001"  # a whole id: not looked up
+
+
+def test_export_to_tensorboard_needs_a_directory(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", JOB, "--format", "tensorboard"]) == 2
+    err = capsys.readouterr().err
+    assert err == "optbench: error: tensorboard writes a directory of event files: pass -o DIR\n"
+
+
+def test_export_to_mlflow_needs_a_tracking_uri(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["export", JOB, "--format", "mlflow"]) == 2
+    err = capsys.readouterr().err
+    assert "pass -o URI" in err and "MLFLOW_TRACKING_URI" in err
+
+
+def test_export_hands_the_format_and_destination_to_export_series(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The CLI's part only: what it passes and what it says (services/export.py writes)."""
+    from services import export
+
+    calls: list[tuple[str, str, object]] = []
+
+    def record(job_id: str, fmt: str, out: object) -> int:
+        calls.append((job_id, fmt, out))
+        return 7
+
+    monkeypatch.setattr(export, "export_series", record)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://bob:secret@127.0.0.1:5000")
+    assert main(["export", JOB, "--format", "mlflow"]) == 0
+    out, err = capsys.readouterr()
+    assert calls[-1] == (JOB, "mlflow", "http://bob:secret@127.0.0.1:5000") and out == ""
+    assert err == "wrote 7 metric values as mlflow to MLflow at http://bob:***@127.0.0.1:5000\n"
+    assert main(["export", JOB, "--format", "mlflow", "-o", "sqlite:///m.db"]) == 0
+    assert calls[-1][2] == "sqlite:///m.db"  # -o wins over the environment
+    capsys.readouterr()
+    assert main(["export", JOB, "--format", "tensorboard", "-o", str(tmp_path / "tb")]) == 0
+    assert calls[-1] == (JOB, "tensorboard", tmp_path / "tb")
+    assert capsys.readouterr().err.startswith(f"wrote 7 scalars as tensorboard to {tmp_path}")
+    assert main(["export", JOB, "--format", "xml"]) == 2  # click's choice
+    assert len(calls) == 3
+
+
+def test_no_color_on_the_group_or_the_command_turns_styles_off(
+    embedded_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import re
+    import sys
+
+    from services import auth
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    auth.create_key("alice")
+
+    def keys_list(*words: str) -> str:
+        screen = Terminal()
+        monkeypatch.setattr(sys, "stdout", screen)
+        assert main(list(words)) == 0
+        return screen.getvalue()
+
+    style = re.compile(r"\x1b\[[0-9;]*m")
+    assert style.search(keys_list("keys", "list"))  # a terminal: the header is bold
+    for words in (("--no-color", "keys", "list"), ("keys", "list", "--no-color")):
+        text = keys_list(*words)
+        assert "alice" in text and not style.search(text), words
+    assert style.search(keys_list("keys", "list"))  # the flag does not outlive its call

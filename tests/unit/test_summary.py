@@ -409,6 +409,8 @@ def test_job_summary_reads_the_area_from_stored_steps(embedded_home: Path) -> No
                 for e, (train_loss, val_accuracy) in enumerate(per_epoch)
             ]
             assert metric_writes.write_epochs(session, run.id, epoch_rows) == 2
+            # test results as the worker stores them: loss 0.5 + seed, accuracy 0.8 + seed/10
+            run.test_loss, run.test_accuracy = 0.5 + run.seed, 0.8 + run.seed / 10
         ids = {(run.label, run.seed): run.id for run in job.runs}
         assert mean_step_losses(session, [ids[("sgd", 0)], ids[("adam", 1)]]) == {
             ids[("sgd", 0)]: approx(1.0),
@@ -429,6 +431,11 @@ def test_job_summary_reads_the_area_from_stored_steps(embedded_home: Path) -> No
     # paired by the seeds stored on the runs: 0.85 - 0.95, 0.91 - 0.97
     assert rows["sgd"]["paired"]["seeds"] == [0, 1]
     assert rows["sgd"]["paired"]["mean"] == approx(-0.08)
+    # the runs' stored test results, averaged over seeds 0 and 1
+    for label in ("sgd", "adam"):
+        assert rows[label]["test_loss"] == approx(1.0)
+        assert rows[label]["test_accuracy"] == approx(0.85)
+        assert rows[label]["stats"]["test_loss"]["std"] == approx(math.sqrt(0.5))
     assert json.loads(json.dumps(summary, allow_nan=False)) == summary
 
 
@@ -451,8 +458,99 @@ def test_the_api_s_summary_model_keeps_every_key_of_every_shape() -> None:
         summarize(no_runs, [RunView("sgd", False, {"epoch": [], "train_loss": []})]),
         summarize(landscape, [RunView("gd", False, epochs([4, 1], distance=[1, 0.001]))]),
         summarize(CLASSIFICATION, CLASSIFICATION_RUNS, task="regression"),
+        summarize(
+            spec([{"name": "adam"}], seeds=[0]),
+            [RunView("adam", False, epochs([0.5], [0.9]), 0, 0.5, 0.4, 0.91)],
+        ),
     ]
+    assert summaries[-1]["optimizers"][0]["test_accuracy"] == 0.91
     assert any(row["paired"] for row in summaries[0]["optimizers"])
     for summary in summaries:
         stored = json.loads(json.dumps(summary, allow_nan=False))  # as a finished job holds it
         assert SummaryOut.model_validate(stored).model_dump(mode="json") == stored
+
+
+# ---------------------------------------------------------------- test-split results
+
+
+def test_test_results_are_means_over_seeds_without_diverged_runs() -> None:
+    job = spec(
+        [{"name": "sgd"}, {"name": "adam"}, {"name": "rmsprop"}],
+        target={"metric": "val_accuracy", "value": 0.9},
+    )
+    runs = [
+        # adam: test loss 0.3, 0.5, 0.4 (mean 0.4, std 0.1); accuracy 0.9, 0.8, 0.85
+        RunView("adam", False, epochs([0.5]), 0, test_loss=0.3, test_accuracy=0.9),
+        RunView("adam", False, epochs([0.5]), 1, test_loss=0.5, test_accuracy=0.8),
+        RunView("adam", False, epochs([0.5]), 2, test_loss=0.4, test_accuracy=0.85),
+        # sgd: seed 1 diverged (the worker gives it no test result; were one stored, it
+        # would still be left out like its other values), seed 2 has a NaN stored
+        RunView("sgd", False, epochs([1.0]), 0, test_loss=1.2, test_accuracy=0.6),
+        RunView("sgd", True, epochs([1.0]), 1, test_loss=9.0, test_accuracy=0.1),
+        RunView("sgd", False, epochs([1.0]), 2, test_loss=float("nan"), test_accuracy=0.7),
+        # rmsprop: never evaluated on a test split
+        RunView("rmsprop", False, epochs([1.0]), 0),
+    ]
+    rows = rows_of(summarize(job, runs))
+    adam, sgd, rmsprop = rows["adam"], rows["sgd"], rows["rmsprop"]
+    assert adam["test_loss"] == approx(0.4) and adam["test_accuracy"] == approx(0.85)
+    assert adam["stats"]["test_loss"] == {
+        "mean": approx(0.4),
+        "std": approx(0.1),
+        "median": approx(0.4),
+        "n": 3,
+    }
+    assert adam["stats"]["test_accuracy"]["std"] == approx(0.05)
+    assert sgd["test_loss"] == approx(1.2) and sgd["stats"]["test_loss"]["n"] == 1
+    assert sgd["test_accuracy"] == approx(0.65) and sgd["stats"]["test_accuracy"]["n"] == 2
+    assert rmsprop["test_loss"] is None and rmsprop["test_accuracy"] is None
+    assert rmsprop["stats"]["test_loss"] == {"mean": None, "std": None, "median": None, "n": 0}
+    # they rank nothing: the ranking is the target's (every final val accuracy is None here)
+    assert [rows[label]["rank"] for label in ("sgd", "adam", "rmsprop")] == [1, 1, 1]
+
+
+def _stored_before_test_results(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary as jobs that ended before the test results were summarized hold it."""
+    old = json.loads(json.dumps(summary, allow_nan=False))
+    for row in old["optimizers"]:
+        for name in ("test_loss", "test_accuracy"):
+            del row[name], row["stats"][name]
+    return old
+
+
+def test_a_summary_stored_before_test_results_reads_them_as_none(embedded_home: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from services.api.app import create_app
+    from services.api.schemas import SummaryOut
+    from services.db import store
+    from services.db.models import SUCCEEDED, Job
+    from services.db.session import unit_of_work
+    from services.summary import current_summary
+    from tests.support import local_client
+
+    runs = [RunView("adam", False, epochs([0.5], [0.95]), 0, test_loss=0.3, test_accuracy=0.9)]
+    old = _stored_before_test_results(summarize(spec([{"name": "adam"}], seeds=[0]), runs))
+    assert "test_loss" not in old["optimizers"][0]
+    # the API model defaults them
+    row = SummaryOut.model_validate(old).optimizers[0]
+    assert (row.test_loss, row.test_accuracy) == (None, None)
+
+    with unit_of_work() as session:
+        job = store.create_job(session, spec([{"name": "adam"}], seeds=[0]))
+        job.status, job.summary = SUCCEEDED, old
+        job_id = job.id
+    with unit_of_work() as session:
+        stored = session.get(Job, job_id)
+        assert stored is not None
+        summary = current_summary(session, stored)  # what the exports and the report read
+    (row_dict,) = summary["optimizers"]
+    assert row_dict["test_loss"] is None and row_dict["test_accuracy"] is None
+    assert row_dict["stats"]["test_loss"]["n"] == 0
+    assert row_dict["final_val_accuracy"] == approx(0.95)  # the stored values stay
+    client: TestClient
+    with local_client(create_app()) as client:
+        body = client.get(f"/v1/jobs/{job_id}/summary").json()
+    assert body["optimizers"][0]["test_loss"] is None
+    assert body["optimizers"][0]["stats"]["test_accuracy"]["n"] == 0
+    assert body["optimizers"][0]["final_val_accuracy"] == approx(0.95)

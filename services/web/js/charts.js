@@ -1,5 +1,656 @@
-// Placeholder with the contract's export until the chart module lands (same commit series).
-export function mountJobCharts(container, data) {
-  container.textContent = "charts: not built yet";
-  return { update() {}, destroy() { container.replaceChildren(); } };
+// Every chart of a job, on uPlot (services/web/vendor/, loaded before this module as the
+// global `uPlot`), for the web page and the HTML report alike: both hand this module the
+// body of GET /v1/jobs/{id}/charts (services/report/chart_data.py), so both draw one picture.
+//
+//   const charts = mountJobCharts(container, data);   // → { update(data), destroy() }
+//
+// Shared controls (x axis: step, epoch or training seconds; seeds: mean with a min-max band
+// or each run; smoothing) and one legend (click a label to hide it everywhere); per chart:
+// values on hover, drag to zoom and double-click to reset, log or linear y, PNG and CSV of
+// the visible series. Each chart's figure carries data-x-label, data-x-min and data-x-max
+// (and the contour data-levels and data-paths) so tests and scripts can read what is drawn.
+import { DASHES, align, colourOf, dashesFor, ema, formatValue, overSeeds } from "./series.js";
+
+const HEIGHT = 300;
+const X_AXES = { step: "step", epoch: "epoch", seconds: "training seconds" };
+// A curve with this many points or fewer, or under a tenth of the longest curve's (a
+// full-batch run beside mini-batch ones), is drawn with markers too, so it shows.
+const FEW_POINTS = 20;
+const AXIS = { stroke: "#555", grid: { stroke: "#eceef1", width: 1 }, ticks: { stroke: "#ddd" } };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (key === "on") for (const [event, fn] of Object.entries(value)) node.addEventListener(event, fn);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined && child !== false) {
+      node.append(child instanceof Node ? child : String(child));
+    }
+  }
+  return node;
+}
+
+function download(name, blob) {
+  const link = el("a", { href: URL.createObjectURL(blob), download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}
+
+function withAlpha(hex, alpha) {
+  const a = Math.round(alpha * 255).toString(16).padStart(2, "0");
+  return `${hex}${a}`;
+}
+
+function swatch(colour, dash) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", "26");
+  svg.setAttribute("height", "10");
+  svg.setAttribute("aria-hidden", "true");
+  const line = document.createElementNS(ns, "line");
+  for (const [k, v] of Object.entries({ x1: 1, y1: 5, x2: 25, y2: 5, stroke: colour })) {
+    line.setAttribute(k, String(v));
+  }
+  line.setAttribute("stroke-width", "2.5");
+  if (dash.length) line.setAttribute("stroke-dasharray", dash.join(" "));
+  svg.append(line);
+  return svg;
+}
+
+// ---------------------------------------------------------------- what each chart shows
+
+function stepCurves(data, state, field, smooth) {
+  // Per label: the smoothed mean with its band (or each run), and the raw curve faint behind.
+  const smoothing = smooth ? state.smoothing : 0;
+  return curvesOver(data, state, (run) => {
+    const s = data.steps[run.id];
+    if (!s) return null;
+    const x = { step: s.step, epoch: s.epoch, seconds: s.train_seconds }[state.x];
+    return { key: s.step, x, raw: s[field], y: ema(s.step, s[field], smoothing) };
+  }, smoothing > 0);
+}
+
+function epochCurves(data, state, field) {
+  return curvesOver(data, state, (run) => {
+    const e = data.epochs[run.id];
+    if (!e) return null;
+    const x = { step: e.step, epoch: e.epoch, seconds: e.train_seconds }[state.x];
+    return { key: e.epoch, x, raw: e[field], y: e[field] };
+  }, false);
+}
+
+function curvesOver(data, state, read, faint) {
+  const curves = [];
+  const means = new Map();
+  for (const { label } of data.labels) {
+    const runs = data.runs.filter((r) => r.label === label);
+    const read_ = runs.map((run) => ({ run, s: read(run) })).filter((r) => r.s && r.s.key.length);
+    if (!read_.length) continue;
+    const mean = overSeeds(read_.map(({ s }) => ({ key: s.key, x: s.x, y: s.y })));
+    means.set(label, mean);
+    if (state.seeds === "mean" || read_.length === 1) {
+      if (faint) {
+        const raw = overSeeds(read_.map(({ s }) => ({ key: s.key, x: s.x, y: s.raw })));
+        curves.push({ label, role: "raw", x: raw.x, y: raw.mean });
+      }
+      if (mean.seeds > 1) {
+        curves.push({ label, role: "hi", x: mean.x, y: mean.hi });
+        curves.push({ label, role: "lo", x: mean.x, y: mean.lo });
+      }
+      const name = mean.seeds > 1 ? `${label} (mean of ${mean.seeds})` : label;
+      curves.push({ label, role: "line", name, x: mean.x, y: mean.mean });
+    } else {
+      for (const { run, s } of read_) {
+        if (faint) curves.push({ label, role: "raw", x: s.x, y: s.raw });
+        curves.push({ label, role: "line", name: `${label} seed ${run.seed}`, x: s.x, y: s.y, thin: true });
+      }
+    }
+  }
+  return { curves, means };
+}
+
+function chartsFor(data, state) {
+  const r2 = data.task === "regression";
+  const target = data.target;
+  const ref = (columns) => (target && columns.includes(target.column) ? target : null);
+  const landscape = data.task === "landscape";
+  const smoothNote = state.smoothing > 0
+    ? `smoothed per step (debiased EMA, ${state.smoothing.toFixed(2)}); faint: unsmoothed`
+    : "unsmoothed";
+  const list = [];
+  if (landscape && data.landscape) list.push({ id: "contour", kind: "contour", title: `Trajectories on ${data.landscape.name}` });
+  if (landscape) {
+    list.push({
+      id: "distance-epoch", kind: "series", title: "Distance to the nearest minimum per epoch",
+      y: "distance", build: () => epochCurves(data, state, "distance"), log: true,
+      reference: ref(["distance"]), note: "unsmoothed",
+    });
+  }
+  list.push({
+    id: "loss-step", kind: "series", title: landscape ? "f(x, y) per step" : "Training loss per step",
+    y: landscape ? "f(x, y)" : "training loss (batch)", smooth: true, log: true,
+    build: () => stepCurves(data, state, "loss", true), note: smoothNote,
+  });
+  if (!landscape) {
+    list.push({
+      id: "loss-epoch", kind: "series", title: "Training loss per epoch",
+      y: "training loss (epoch mean)", log: true, build: () => epochCurves(data, state, "train_loss"),
+      reference: ref(["train_loss"]), note: "the epoch's sample-weighted mean batch loss; gd takes one step per epoch, so it compares here",
+    });
+    list.push({
+      id: "val-epoch", kind: "series", title: r2 ? "Validation R² per epoch" : "Validation accuracy per epoch",
+      y: r2 ? "validation R²" : "validation accuracy", log: false,
+      build: () => epochCurves(data, state, "val_accuracy"), reference: ref(["val_accuracy"]), note: "unsmoothed",
+    });
+  }
+  if (target && data.bars.length) {
+    list.push({ id: "steps-to-target", kind: "bars", title: "Steps to target", field: "steps_to_target", unit: "optimizer steps (median over the seeds that reached it)" });
+    list.push({ id: "seconds-to-target", kind: "bars", title: "Time to target", field: "seconds_to_target", unit: "training seconds (median over the seeds that reached it)" });
+  }
+  return list;
+}
+
+// ---------------------------------------------------------------- the module
+
+export function mountJobCharts(container, initial) {
+  const uPlot = globalThis.uPlot;
+  let data = initial;
+  if (!uPlot) {
+    container.textContent = "The chart library did not load: the numbers are in the tables.";
+    return { update() {}, destroy() {} };
+  }
+  const state = {
+    x: "epoch", // every optimizer compares per pass over the data (gd takes one step each)
+    seeds: "mean",
+    smoothing: data.smoothing ?? 0,
+    hidden: new Set(),
+    log: new Map(), // chart id → log y chosen by the user
+  };
+  const labelIndex = new Map(data.labels.map((l, i) => [l.label, i]));
+  let charts = [];
+  let signature = "";
+
+  const controls = el("div", { class: "ob-controls" });
+  const legend = el("div", { class: "ob-legend", role: "group", "aria-label": "optimizers: click to hide or show" });
+  const panels = el("div", { class: "ob-panels" });
+  container.classList.add("ob-charts");
+  container.replaceChildren(controls, legend, panels);
+
+  function colour(label) {
+    return colourOf(labelIndex.get(label) ?? 0);
+  }
+
+  function renderControls() {
+    const manySeeds = data.labels.some((l) => l.seeds > 1);
+    const pick = (name, testid, options, value, onChange) =>
+      el("label", {}, `${name} `,
+        el("select", { "data-testid": testid, on: { change: (e) => onChange(e.target.value) } },
+          Object.entries(options).map(([k, v]) => el("option", { value: k, selected: k === value }, v))));
+    const slider = el("input", {
+      type: "range", min: 0, max: 0.99, step: 0.01, value: state.smoothing,
+      "data-testid": "chart-smoothing", "aria-label": "smoothing",
+    });
+    const shown = el("output", {}, state.smoothing.toFixed(2));
+    slider.addEventListener("input", () => {
+      state.smoothing = Number(slider.value);
+      shown.textContent = state.smoothing.toFixed(2);
+      rebuild();
+    });
+    controls.replaceChildren(...[
+      pick("x axis", "chart-x", X_AXES, state.x, (v) => { state.x = v; rebuild({ keepZoom: false }); }),
+      manySeeds
+        ? pick("seeds", "chart-seeds", { mean: "mean and min-max band", each: "each run" }, state.seeds, (v) => { state.seeds = v; rebuild(); })
+        : null,
+      el("label", {}, "smoothing ", slider, " ", shown),
+    ].filter(Boolean));
+  }
+
+  function renderLegend(dash) {
+    legend.replaceChildren(...data.labels.map(({ label, seeds }) => {
+      const button = el("button", {
+        type: "button", class: "ob-key", "data-label": label, "aria-pressed": String(!state.hidden.has(label)),
+        title: `${seeds} run${seeds === 1 ? "" : "s"}: click to hide or show`,
+      }, swatch(colour(label), DASHES[dash.get(label) ?? 0]), label);
+      button.addEventListener("click", () => {
+        if (state.hidden.has(label)) state.hidden.delete(label);
+        else state.hidden.add(label);
+        button.setAttribute("aria-pressed", String(!state.hidden.has(label)));
+        for (const chart of charts) chart.show(label, !state.hidden.has(label));
+      });
+      return button;
+    }));
+  }
+
+  function figure(spec) {
+    const figureEl = el("figure", { class: "ob-chart", "data-chart": spec.id });
+    const buttons = el("span", { class: "ob-tools" });
+    const caption = el("figcaption", {}, el("span", { class: "ob-title" }, spec.title), buttons);
+    const plot = el("div", { class: "ob-plot", role: "img", "aria-label": spec.title });
+    const readout = el("div", { class: "ob-readout", "data-testid": "readout" }, "hover for values; drag to zoom, double-click to reset");
+    const note = el("p", { class: "ob-note" });
+    figureEl.append(caption, plot, readout, note);
+    return { figureEl, buttons, plot, readout, note };
+  }
+
+  function width() {
+    return Math.max(320, Math.min(container.clientWidth || 900, 1100) - 8);
+  }
+
+  // Draws every chart anew from data and state; a user's x zoom survives unless the x axis
+  // changed (its numbers would mean something else).
+  function rebuild({ keepZoom = true } = {}) {
+    const zooms = keepZoom ? new Map(charts.filter((c) => c.zoomed()).map((c) => [c.id, c.zoomed()])) : new Map();
+    for (const chart of charts) chart.destroy();
+    charts = [];
+    panels.replaceChildren();
+    const specs = chartsFor(data, state);
+    let dash = new Map();
+    for (const spec of specs) {
+      const parts = figure(spec);
+      panels.append(parts.figureEl);
+      let chart = null;
+      if (spec.kind === "series") {
+        const built = spec.build();
+        if (spec.id === "loss-step" || (spec.id === "distance-epoch" && !dash.size)) dash = dashesFor(data.labels.map((l) => l.label), built.means);
+        if (!built.curves.length) {
+          parts.plot.replaceWith(el("p", { class: "ob-empty" }, data.finished ? "Nothing was recorded for this chart." : "Waiting for the first points…"));
+          parts.readout.remove();
+          continue;
+        }
+        chart = seriesChart(spec, built, parts, dash, zooms.get(spec.id));
+      } else if (spec.kind === "bars") {
+        chart = barsChart(spec, parts);
+      } else {
+        chart = contourChart(spec, parts, () => dash);
+      }
+      charts.push(chart);
+    }
+    renderLegend(dash);
+  }
+
+  // ---------------------------------------------------------------- line charts
+
+  function seriesChart(spec, built, parts, dash, zoom) {
+    const { curves } = built;
+    const positive = curves.every((c) => c.y.every((v) => v === null || v > 0));
+    const log = positive && (state.log.has(spec.id) ? state.log.get(spec.id) : spec.log);
+    const table = align(curves.map((c) => ({ x: c.x, y: log ? c.y.map((v) => (v > 0 ? v : null)) : c.y })));
+    const series = [{ label: X_AXES[state.x] }];
+    const bands = [];
+    const longest = Math.max(...curves.map((c) => c.y.length));
+    curves.forEach((c, i) => {
+      const hue = colour(c.label);
+      const points = c.y.filter((v) => v !== null).length;
+      const base = { label: c.name || c.label, show: !state.hidden.has(c.label), spanGaps: true, value: (u, v) => formatValue(v) };
+      if (c.role === "raw") series.push({ ...base, stroke: withAlpha(hue, 0.28), width: 1, points: { show: false } });
+      else if (c.role === "hi" || c.role === "lo") series.push({ ...base, stroke: withAlpha(hue, 0), width: 0, points: { show: false } });
+      else {
+        series.push({
+          ...base, stroke: hue, width: c.thin ? 1.25 : 2, dash: DASHES[dash.get(c.label) ?? 0],
+          points: { show: points <= FEW_POINTS || points < longest / 10, size: 6, fill: hue, stroke: hue },
+        });
+      }
+      if (c.role === "lo") bands.push({ series: [i, i + 1], fill: withAlpha(hue, 0.16) });
+    });
+    const xLabel = X_AXES[state.x];
+    const opts = {
+      width: width(), height: HEIGHT, legend: { show: false }, bands, series,
+      cursor: { sync: { key: `optbench-${state.x}` }, drag: { x: true, y: false }, points: { size: 7 } },
+      scales: {
+        x: { time: false, range: (u, min, max) => (min === max ? [min - 0.5, max + 0.5] : [min, max]) },
+        y: log ? { distr: 3, log: 10 } : {},
+      },
+      axes: [{ ...AXIS, label: xLabel }, { ...AXIS, label: spec.y, size: 64, values: (u, splits) => splits.map(formatValue) }],
+      hooks: {
+        setCursor: [(u) => readSeries(u, parts.readout, curves, xLabel)],
+        setScale: [(u, key) => key === "x" && markRange(u, parts.figureEl, xLabel)],
+        draw: [(u) => spec.reference && drawReference(u, spec.reference)],
+      },
+    };
+    const u = new uPlot(opts, table, parts.plot);
+    let zoomed = null;
+    u.over.addEventListener("mouseup", () => {
+      setTimeout(() => {
+        const [lo, hi] = [table[0][0], table[0][table[0].length - 1]];
+        zoomed = u.scales.x.min > lo || u.scales.x.max < hi ? [u.scales.x.min, u.scales.x.max] : null;
+      });
+    });
+    u.over.addEventListener("dblclick", () => { zoomed = null; });
+    if (zoom) u.setScale("x", { min: zoom[0], max: zoom[1] });
+    markRange(u, parts.figureEl, xLabel);
+    const seedsNote = curves.some((c) => c.role === "hi") ? "line: mean over seeds, band: min-max over seeds" : state.seeds === "each" ? "one line per run" : "one run per optimizer";
+    const bucket = spec.smooth && data.bucket > 1 ? `; long series averaged into buckets of ${data.bucket} steps` : "";
+    parts.note.textContent = `${seedsNote}; ${spec.note}${bucket}; ${log ? "log" : "linear"} y.`;
+    tools(parts, spec, u, {
+      log: positive ? log : null,
+      csv: () => seriesCsv(u, curves, xLabel),
+    });
+    return {
+      id: spec.id,
+      zoomed: () => zoomed,
+      show(label, on) {
+        curves.forEach((c, i) => c.label === label && u.setSeries(i + 1, { show: on }));
+      },
+      resize: (w) => u.setSize({ width: w, height: HEIGHT }),
+      destroy: () => u.destroy(),
+    };
+  }
+
+  function readSeries(u, readout, curves, xLabel) {
+    const idx = u.cursor.idx;
+    if (idx === null || idx === undefined) return;
+    const x = u.data[0][idx];
+    const items = [];
+    curves.forEach((c, i) => {
+      if (c.role !== "line" || !u.series[i + 1].show) return;
+      const column = u.data[i + 1];
+      let best = null;
+      for (let d = 0; d < column.length && best === null; d++) {
+        const left = column[idx - d];
+        const right = column[idx + d];
+        if (left !== null && left !== undefined) best = left;
+        else if (right !== null && right !== undefined) best = right;
+      }
+      if (best !== null) items.push([c, best]);
+    });
+    readout.replaceChildren(
+      el("b", {}, `${xLabel} ${formatValue(x)}`),
+      ...items.map(([c, v]) => el("span", { class: "ob-value" }, el("i", { class: "ob-dot", "data-colour": colour(c.label) }), `${c.name || c.label} ${formatValue(v)}`)),
+    );
+    for (const dot of readout.querySelectorAll(".ob-dot")) dot.style.background = dot.dataset.colour;
+  }
+
+  function markRange(u, figureEl, xLabel) {
+    figureEl.dataset.xLabel = xLabel;
+    figureEl.dataset.xMin = String(u.scales.x.min);
+    figureEl.dataset.xMax = String(u.scales.x.max);
+  }
+
+  function drawReference(u, target) {
+    const y = u.valToPos(target.value, "y", true);
+    const { left, top, width: w, height: h } = u.bbox;
+    if (!(y >= top && y <= top + h)) return;
+    const ctx = u.ctx;
+    const ratio = uPlot.pxRatio;
+    ctx.save();
+    ctx.strokeStyle = "#444";
+    ctx.lineWidth = ratio;
+    ctx.setLineDash([4 * ratio, 4 * ratio]);
+    ctx.beginPath();
+    ctx.moveTo(left, y);
+    ctx.lineTo(left + w, y);
+    ctx.stroke();
+    ctx.fillStyle = "#444";
+    ctx.font = `${11 * ratio}px system-ui, sans-serif`;
+    ctx.textAlign = "right";
+    ctx.fillText(`target ${target.text}`, left + w - 4 * ratio, y - 4 * ratio);
+    ctx.restore();
+  }
+
+  function seriesCsv(u, curves, xLabel) {
+    const shown = curves.map((c, i) => [c, i + 1]).filter(([c, i]) => c.role !== "raw" && u.series[i].show);
+    const name = (c) => (c.role === "line" ? c.name || c.label : `${c.label} ${c.role === "hi" ? "max" : "min"}`);
+    const quote = (s) => `"${String(s).replaceAll('"', '""')}"`;
+    const lines = [[xLabel, ...shown.map(([c]) => name(c))].map(quote).join(",")];
+    const [lo, hi] = [u.scales.x.min, u.scales.x.max];
+    u.data[0].forEach((x, row) => {
+      if (x < lo || x > hi) return;
+      const values = shown.map(([, i]) => u.data[i][row]);
+      if (values.every((v) => v === null)) return;
+      lines.push([x, ...values.map((v) => (v === null ? "" : v))].join(","));
+    });
+    return `${lines.join("\n")}\n`;
+  }
+
+  // ---------------------------------------------------------------- bars
+
+  function barsChart(spec, parts) {
+    const rows = data.labels.map(({ label }) => data.bars.find((b) => b.label === label) || { label });
+    const n = rows.length;
+    const table = [rows.map((_, i) => i), ...rows.map((row, i) => rows.map((_, j) => (j === i ? row[spec.field] ?? null : null)))];
+    const bars = uPlot.paths.bars({ size: [0.6, 90] });
+    const series = [{}, ...rows.map((row) => ({
+      label: row.label, show: !state.hidden.has(row.label), fill: withAlpha(colour(row.label), 0.85),
+      stroke: colour(row.label), paths: bars, points: { show: false },
+    }))];
+    const max = Math.max(0, ...rows.map((r) => r[spec.field] ?? 0));
+    const opts = {
+      width: width(), height: 240, legend: { show: false }, series,
+      cursor: { drag: { x: false, y: false }, points: { show: false } },
+      scales: { x: { time: false, range: [-0.5, n - 0.5] }, y: { range: [0, max > 0 ? max * 1.15 : 1] } },
+      axes: [
+        { ...AXIS, grid: { show: false }, splits: () => rows.map((_, i) => i), values: (u, splits) => splits.map((i) => rows[i]?.label ?? "") },
+        { ...AXIS, label: spec.unit, size: 64, values: (u, splits) => splits.map(formatValue) },
+      ],
+      hooks: {
+        draw: [(u) => {
+          const ctx = u.ctx;
+          const ratio = uPlot.pxRatio;
+          ctx.save();
+          ctx.fillStyle = "#333";
+          ctx.font = `${11 * ratio}px system-ui, sans-serif`;
+          ctx.textAlign = "center";
+          rows.forEach((row, i) => {
+            if (!u.series[i + 1].show) return;
+            const x = u.valToPos(i, "x", true);
+            const value = row[spec.field];
+            const text = value === null || value === undefined ? "not reached" : `${formatValue(value)}${row.target_reached ? ` (${row.target_reached})` : ""}`;
+            const y = value === null || value === undefined ? u.valToPos(0, "y", true) - 6 * ratio : u.valToPos(value, "y", true) - 5 * ratio;
+            ctx.fillText(text, x, y);
+          });
+          ctx.restore();
+        }],
+        setCursor: [(u) => {
+          const i = u.cursor.idx;
+          if (i === null || i === undefined || !rows[i]) return;
+          const row = rows[i];
+          const value = row[spec.field];
+          parts.readout.replaceChildren(el("b", {}, row.label), ` ${value === null || value === undefined ? "not reached" : formatValue(value)}`,
+            row.target_reached ? ` · reached by ${row.target_reached}` : "", row.diverged ? ` · ${row.diverged} diverged` : "");
+        }],
+      },
+    };
+    const u = new uPlot(opts, table, parts.plot);
+    parts.figureEl.dataset.xLabel = "optimizer";
+    parts.note.textContent = `${spec.unit}; target ${data.target.text}, checked at the end of each epoch; a run that never reaches it is not counted as the budget.`;
+    tools(parts, spec, u, { log: null, csv: () => `label,${spec.field},target_reached\n${rows.map((r) => `"${r.label}",${r[spec.field] ?? ""},${r.target_reached ?? ""}`).join("\n")}\n` });
+    return {
+      id: spec.id, zoomed: () => null,
+      show: (label, on) => { const i = rows.findIndex((r) => r.label === label); if (i >= 0) u.setSeries(i + 1, { show: on }); },
+      resize: (w) => u.setSize({ width: w, height: 240 }),
+      destroy: () => u.destroy(),
+    };
+  }
+
+  // ---------------------------------------------------------------- the landscape
+
+  function contourChart(spec, parts, dashOf) {
+    const view = data.landscape;
+    const [x0, x1] = view.x_range;
+    const [y0, y1] = view.y_range;
+    const w = Math.min(width(), 760);
+    const h = Math.round(Math.max(300, Math.min(620, (w - 80) * ((y1 - y0) / (x1 - x0)) + 60)));
+    const paths = data.runs.map((run) => ({ run, s: data.steps[run.id] })).filter(({ s }) => s && s.x && s.x.length);
+    const ratio = uPlot.pxRatio;
+    let drawn = 0;
+    function draw(u) {
+      const ctx = u.ctx;
+      const { left, top, width: bw, height: bh } = u.bbox;
+      const px = (x, y) => [u.valToPos(x, "x", true), u.valToPos(y, "y", true)];
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(left, top, bw, bh);
+      ctx.clip();
+      view.levels.forEach((level, i) => {
+        const t = i / Math.max(view.levels.length - 1, 1);
+        ctx.strokeStyle = `rgba(${Math.round(90 + 110 * t)}, ${Math.round(120 + 90 * t)}, ${Math.round(170 + 60 * t)}, 0.9)`;
+        ctx.lineWidth = ratio;
+        for (const line of level.lines) {
+          ctx.beginPath();
+          line.forEach(([x, y], j) => { const [a, b] = px(x, y); if (j) ctx.lineTo(a, b); else ctx.moveTo(a, b); });
+          ctx.stroke();
+        }
+      });
+      drawn = 0;
+      const dash = dashOf();
+      for (const { run, s } of paths) {
+        if (state.hidden.has(run.label)) continue;
+        const hue = colour(run.label);
+        const points = s.x.map((x, i) => [x, s.y[i]]).filter(([x, y]) => x !== null && y !== null);
+        if (!points.length) continue;
+        drawn += 1;
+        ctx.strokeStyle = hue;
+        ctx.lineWidth = 1.75 * ratio;
+        ctx.setLineDash((DASHES[dash.get(run.label) ?? 0] || []).map((d) => d * ratio));
+        ctx.beginPath();
+        points.forEach(([x, y], j) => { const [a, b] = px(x, y); if (j) ctx.lineTo(a, b); else ctx.moveTo(a, b); });
+        ctx.stroke();
+        ctx.setLineDash([]);
+        const [sx, sy] = px(...points[0]);
+        const [ex, ey] = px(...points[points.length - 1]);
+        ctx.lineWidth = 1.5 * ratio;
+        ctx.fillStyle = "#fff";
+        ctx.beginPath(); ctx.arc(sx, sy, 4 * ratio, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
+        ctx.fillStyle = hue;
+        ctx.beginPath(); ctx.arc(ex, ey, 4 * ratio, 0, 2 * Math.PI); ctx.fill();
+      }
+      for (const [mx, my] of view.minima) star(ctx, ...px(mx, my), 7 * ratio);
+      ctx.restore();
+      parts.figureEl.dataset.paths = String(drawn);
+    }
+    function star(ctx, cx, cy, r) {
+      ctx.fillStyle = "#ffd400";
+      ctx.strokeStyle = "#222";
+      ctx.lineWidth = ratio;
+      ctx.beginPath();
+      for (let i = 0; i < 10; i++) {
+        const radius = i % 2 ? r * 0.45 : r;
+        const angle = -Math.PI / 2 + (i * Math.PI) / 5;
+        ctx.lineTo(cx + radius * Math.cos(angle), cy + radius * Math.sin(angle));
+      }
+      ctx.closePath();
+      ctx.fill();
+      ctx.stroke();
+    }
+    const opts = {
+      width: w, height: h, legend: { show: false },
+      series: [{ label: "x" }, { label: "y", stroke: "transparent", points: { show: false } }],
+      cursor: { drag: { x: true, y: true, uni: 30 }, points: { show: false } },
+      scales: { x: { time: false, auto: false, range: [x0, x1] }, y: { auto: false, range: [y0, y1] } },
+      axes: [{ ...AXIS, label: "x" }, { ...AXIS, label: "y", size: 56, values: (u, splits) => splits.map(formatValue) }],
+      hooks: {
+        draw: [draw],
+        setScale: [(u, key) => key === "x" && markRange(u, parts.figureEl, "x")],
+        setCursor: [(u) => {
+          const { left, top } = u.cursor;
+          if (left === undefined || left < 0) return;
+          const cx = u.posToVal(left, "x");
+          const cy = u.posToVal(top, "y");
+          let near = null;
+          for (const { run, s } of paths) {
+            if (state.hidden.has(run.label)) continue;
+            s.x.forEach((x, i) => {
+              if (x === null || s.y[i] === null) return;
+              const d = Math.hypot(u.valToPos(x, "x") - left, u.valToPos(s.y[i], "y") - top);
+              if (d < 12 && (!near || d < near.d)) near = { d, run, i, x, y: s.y[i], step: s.step[i] };
+            });
+          }
+          parts.readout.replaceChildren(el("b", {}, `(${formatValue(cx)}, ${formatValue(cy)})`),
+            near ? ` · ${near.run.label} seed ${near.run.seed}, step ${near.step}: (${formatValue(near.x)}, ${formatValue(near.y)})` : "");
+        }],
+      },
+    };
+    const u = new uPlot(opts, [[x0, x1], [null, null]], parts.plot);
+    u.over.addEventListener("dblclick", () => {
+      u.batch(() => { u.setScale("x", { min: x0, max: x1 }); u.setScale("y", { min: y0, max: y1 }); });
+    });
+    parts.figureEl.dataset.levels = String(view.levels.length);
+    markRange(u, parts.figureEl, "x");
+    parts.note.textContent = `each run's path: the point where each step evaluated f, from the start (open circle) to the last step (filled); ★ the minima; ${view.levels.length} contour levels of log f; drag a box to zoom, double-click to reset.`;
+    tools(parts, spec, u, { log: null, csv: () => `label,seed,step,x,y\n${paths.flatMap(({ run, s }) => s.x.map((x, i) => `"${run.label}",${run.seed},${s.step[i]},${x ?? ""},${s.y[i] ?? ""}`)).join("\n")}\n` });
+    return {
+      id: spec.id, zoomed: () => null,
+      show: () => u.redraw(false),
+      resize: (wd) => u.setSize({ width: Math.min(wd, 760), height: h }),
+      destroy: () => u.destroy(),
+    };
+  }
+
+  // ---------------------------------------------------------------- per-chart tools
+
+  function tools(parts, spec, u, { log, csv }) {
+    const button = (text, testid, onClick, extra = {}) => el("button", { type: "button", class: "ob-tool", "data-testid": testid, on: { click: onClick }, ...extra }, text);
+    parts.buttons.replaceChildren(...[
+      log === null ? null : button(log ? "log y" : "linear y", "chart-log", () => { state.log.set(spec.id, !log); rebuild(); }, { "aria-pressed": String(log), title: "switch between log and linear y" }),
+      button("PNG", "chart-png", () => pngOf(u, spec.title).toBlob((blob) => download(`${data.job_id.slice(0, 8)}-${spec.id}.png`, blob))),
+      button("CSV", "chart-csv", () => download(`${data.job_id.slice(0, 8)}-${spec.id}.csv`, new Blob([csv()], { type: "text/csv" }))),
+    ].filter(Boolean));
+  }
+
+  function pngOf(u, title) {
+    const ratio = uPlot.pxRatio;
+    const source = u.ctx.canvas;
+    const head = 28 * ratio;
+    const foot = 24 * ratio;
+    const canvas = document.createElement("canvas");
+    canvas.width = source.width;
+    canvas.height = source.height + head + foot;
+    const ctx = canvas.getContext("2d");
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.fillStyle = "#222";
+    ctx.font = `600 ${14 * ratio}px system-ui, sans-serif`;
+    ctx.fillText(title, 8 * ratio, 19 * ratio);
+    ctx.drawImage(source, 0, head);
+    let x = 8 * ratio;
+    ctx.font = `${11 * ratio}px system-ui, sans-serif`;
+    for (const { label } of data.labels) {
+      if (state.hidden.has(label)) continue;
+      ctx.fillStyle = colour(label);
+      ctx.fillRect(x, canvas.height - 14 * ratio, 16 * ratio, 3 * ratio);
+      ctx.fillStyle = "#222";
+      ctx.fillText(label, x + 20 * ratio, canvas.height - 9 * ratio);
+      x += (28 + label.length * 7) * ratio;
+    }
+    return canvas;
+  }
+
+  function signatureOf(d) {
+    let points = 0;
+    for (const s of Object.values(d.steps)) points += s.step.length;
+    for (const e of Object.values(d.epochs)) points += e.epoch.length;
+    return `${d.status}|${d.runs.length}|${points}|${JSON.stringify(d.bars)}`;
+  }
+
+  const onResize = () => { const w = width(); for (const chart of charts) chart.resize(w); };
+  window.addEventListener("resize", onResize);
+  renderControls();
+  rebuild();
+  signature = signatureOf(data);
+  container.dataset.chartsReady = "true";
+
+  return {
+    update(next) {
+      const sign = signatureOf(next);
+      if (sign === signature) return;
+      signature = sign;
+      const relabel = next.labels.map((l) => `${l.label}:${l.seeds}`).join() !== data.labels.map((l) => `${l.label}:${l.seeds}`).join();
+      data = next;
+      next.labels.forEach((l, i) => labelIndex.set(l.label, i));
+      if (relabel) renderControls();
+      rebuild();
+    },
+    destroy() {
+      window.removeEventListener("resize", onResize);
+      for (const chart of charts) chart.destroy();
+      charts = [];
+      container.replaceChildren();
+      delete container.dataset.chartsReady;
+    },
+  };
 }

@@ -1,0 +1,58 @@
+"""The chart code the report inlines: the vendored uPlot and the page's own chart modules
+(services/web/), read from the package once, so the report and the web page run one
+implementation and the report stays one self-contained offline file."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import re
+from pathlib import Path
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+# The chart modules in dependency order; inlined into one module, their imports go.
+MODULES = ("js/series.js", "js/charts.js")
+_IMPORT = re.compile(r"^import\s[^;]*;\s*$", re.MULTILINE)
+_BOOT = """
+const chartData = JSON.parse(document.getElementById("ob-chart-data").textContent);
+mountJobCharts(document.getElementById("ob-charts"), chartData);
+"""
+
+
+def _read(name: str) -> str:
+    return (WEB_DIR / name).read_text(encoding="utf-8")
+
+
+@functools.cache
+def library() -> str:
+    """uPlot itself: a classic script defining the global ``uPlot``."""
+    return _read("vendor/uPlot.iife.min.js")
+
+
+@functools.cache
+def module() -> str:
+    """series.js and charts.js as one inline module (imports removed), then the boot code
+    that mounts the charts on the embedded data."""
+    return "\n".join(_IMPORT.sub("", _read(name)) for name in MODULES) + _BOOT
+
+
+@functools.cache
+def styles() -> str:
+    return _read("vendor/uPlot.min.css") + "\n" + _read("charts.css")
+
+
+def script_hash(source: str) -> str:
+    """A CSP source allowing exactly this inline script."""
+    digest = hashlib.sha256(source.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+def csp() -> str:
+    """The report's Content-Security-Policy: its two inline scripts and nothing else run,
+    nothing is fetched; images only from data: and blob: (the PNG downloads)."""
+    scripts = " ".join(script_hash(s) for s in (library(), module()))
+    return (
+        f"default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; "
+        "img-src data: blob:; base-uri 'none'; form-action 'none'"
+    )
