@@ -80,8 +80,16 @@ def test_submit_the_lecture_preset_and_watch_it_finish(
     )
     driver.save_screenshot(str(SCREENSHOT))
 
-    # The charts are charts.js's (tests/e2e/test_charts.py): here, their place on the page.
-    assert len(by_testid(driver, "charts")) == 1
+    # The charts are charts.js's (tests/e2e/test_charts.py): here, that they were mounted in
+    # their section and that the page's own button colours do not make theirs unreadable.
+    charts = by_testid(driver, "charts")
+    assert len(charts) == 1 and charts[0].get_attribute("aria-busy") is None
+    unreadable = driver.execute_script(
+        "return [...document.querySelectorAll('[data-testid=charts] button')]"
+        ".filter((b) => { const s = getComputedStyle(b); return s.color === s.backgroundColor; })"
+        ".map((b) => b.textContent);"
+    )
+    assert unreadable == [], unreadable
 
     table = by_testid(driver, "summary-table")[0]
     assert table.get_attribute("data-ranked") == "final"
