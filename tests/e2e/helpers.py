@@ -3,7 +3,6 @@ timeout), find elements by ``data-testid``, and pick the console's errors."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,18 +48,3 @@ def by_testid(driver: Any, testid: str, within: Any = None) -> list[Any]:
 def severe(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The console entries logged as errors."""
     return [entry for entry in entries if entry.get("level") == "SEVERE"]
-
-
-def page_errors(driver: Any, url: str) -> list[dict[str, Any]]:
-    """The console's errors since the last look, less one kind while the server has no
-    ``GET /v1/jobs/{id}/charts`` (it comes with the chart module): the job page asks it on
-    each refresh, and the browser logs each 404. Once the route is in the server's OpenAPI,
-    its failures count like any other."""
-    import httpx
-
-    errors = severe(driver.get_log("browser"))
-    paths = httpx.get(f"{url}/openapi.json", timeout=10).json()["paths"]
-    if any(path.startswith("/v1/jobs/") and path.endswith("/charts") for path in paths):
-        return errors
-    missing = re.compile(r"/v1/jobs/[0-9a-f-]+/charts - .* 404")
-    return [entry for entry in errors if not missing.search(entry["message"])]

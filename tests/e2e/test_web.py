@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.helpers import SCREENSHOT, by_testid, page_errors, severe, tails, wait_until
+from tests.e2e.helpers import SCREENSHOT, by_testid, severe, tails, wait_until
 from tests.support import local_client
 
 LABELS = ["gd", "sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "adam"]
@@ -128,7 +128,7 @@ def test_submit_the_lecture_preset_and_watch_it_finish(
     assert by_testid(driver, "job-status", row)[0].get_attribute("data-status") == "succeeded"
     assert by_testid(driver, "job-progress", row)[0].get_attribute("value") == "1"
 
-    errors = page_errors(driver, url)
+    errors = severe(driver.get_log("browser"))
     assert not errors, errors
 
 
@@ -300,7 +300,7 @@ def test_a_running_job_can_be_cancelled_from_its_page(
     )
     assert not by_testid(driver, "cancel-job")[0].is_displayed()
     assert httpx.get(f"{url}/v1/jobs/{job['id']}", timeout=10).json()["status"] == "cancelled"
-    assert page_errors(driver, url) == []
+    assert severe(driver.get_log("browser")) == []
 
 
 def iris_spec(name: str, epochs: int, seeds: list[int] | None = None) -> dict[str, Any]:
@@ -424,7 +424,7 @@ def test_the_list_shows_and_filters_jobs_and_the_job_pages_answer_like_the_repor
         lambda: by_testid(driver, "jobs-no-match")[0].is_displayed(), 15, "model", logs, driver
     )
 
-    errors = page_errors(driver, url)
+    errors = severe(driver.get_log("browser"))
     assert not errors, errors
 
 
@@ -462,7 +462,7 @@ def test_ranks_wait_for_the_job_to_finish(browser: Any, server: tuple[str, list[
     finally:
         for job_id in ids:
             httpx.post(f"{url}/v1/jobs/{job_id}/cancel", timeout=10)
-    errors = page_errors(driver, url)
+    errors = severe(driver.get_log("browser"))
     assert not errors, errors
 
 
