@@ -62,11 +62,21 @@ class ApiClient:
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(self._request("POST", "/v1/jobs", json=spec))
 
-    def jobs(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        """A page of the caller's jobs, newest first (``GET /v1/jobs``)."""
+    def jobs(
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        name: str | None = None,
+        dataset: str | None = None,
+        model: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of the caller's jobs, newest first (``GET /v1/jobs``), narrowed by status,
+        a part of the name, the data set and the model when given."""
         params: dict[str, Any] = {"limit": limit, "offset": offset}
-        if status:
-            params["status"] = status
+        filters = {"status": status, "name": name, "dataset": dataset, "model": model}
+        params.update({key: value for key, value in filters.items() if value})
         return dict(self._request("GET", "/v1/jobs", params=params))
 
     def job(self, job_id: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from services.db.session import unit_of_work
 from services.errors import Conflict, InvalidSpec, LimitExceeded, OptbenchError, TooManyRequests
 from services.queue import enqueue_job
 from services.settings import get_settings
-from services.spec import JobSpec
+from services.spec import DATASET_MODELS, MODEL_MODELS, JobSpec
 from services.spec.job import TASK_METRICS
 from services.summary import current_summary
 from services.telemetry import JOBS_REJECTED, JOBS_SUBMITTED
@@ -200,11 +200,39 @@ def check_owned(job_id: uuid.UUID | str, *, owner: str | None) -> None:
 
 
 def listing(
-    status: str | None, limit: int, offset: int, *, owner: str | None = None
+    status: str | None,
+    limit: int,
+    offset: int,
+    *,
+    owner: str | None = None,
+    name: str | None = None,
+    dataset: str | None = None,
+    model: str | None = None,
 ) -> tuple[list[Job], int]:
-    """The owner's jobs (everyone's for None), newest first, and how many there are."""
+    """The owner's jobs (everyone's for None), newest first, and how many there are.
+
+    Filters (each optional, all of them must hold): ``name`` a substring of the job's name,
+    case-insensitive; ``dataset`` and ``model`` the spec's ``dataset.name`` and ``model.name``
+    exactly (an unknown name is a 422 listing the known ones, not an empty page). They are
+    SQL on the stored spec JSON: SQLAlchemy's JSON path renders as ``json_extract`` on SQLite
+    and ``#>>`` on PostgreSQL, so both databases filter before the page is cut."""
+    conditions = []
+    if name:
+        conditions.append(Job.name.icontains(name, autoescape=True))
+    for field, value, known in (
+        ("dataset", dataset, DATASET_MODELS),
+        ("model", model, MODEL_MODELS),
+    ):
+        if not value:
+            continue
+        if value not in known:
+            message = f"no {field} named '{value}'; use one of {', '.join(known)}"
+            raise InvalidSpec(f"{field}: {message}", errors=[{"field": field, "message": message}])
+        conditions.append(Job.spec[(field, "name")].as_string() == value)
     with unit_of_work() as session:
-        return store.list_jobs_of(session, owner, status=status, limit=limit, offset=offset)
+        return store.list_jobs_of(
+            session, owner, status=status, limit=limit, offset=offset, where=conditions
+        )
 
 
 def summary(job_id: uuid.UUID | str, *, owner: str | None = None) -> dict[str, Any]:

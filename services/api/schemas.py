@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from services.db import store
-from services.db.models import Job, Run
+from services.db.models import FINISHED, Job, Run
 from services.spec.data import Task
 from services.spec.job import TargetMetric
 
@@ -55,6 +55,9 @@ class JobOut(BaseModel):
     progress: ProgressOut
     runs: list[RunOut]
     spec: dict[str, Any]
+    # The rank-1 label of the summary stored when the job finished (null before, and for a
+    # job that ended without one): read from the job row, no query per listed job.
+    best_label: str | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -75,7 +78,15 @@ class JobOut(BaseModel):
             ),
             runs=[RunOut.of(run) for run in job.runs],
             spec=job.spec,
+            best_label=_best_label(job),
         )
+
+
+def _best_label(job: Job) -> str | None:
+    if job.status not in FINISHED or not isinstance(job.summary, dict):
+        return None
+    best = job.summary.get("best")
+    return best if isinstance(best, str) else None
 
 
 class JobPage(BaseModel):

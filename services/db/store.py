@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
 from services.db.models import (
@@ -127,14 +127,18 @@ def list_jobs_of(
     status: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> tuple[list[Job], int]:
-    """One owner's jobs (everyone's for None), newest first, and how many there are."""
+    """One owner's jobs (everyone's for None), newest first, and how many there are;
+    ``where``: more conditions on the job row (services/jobs.py's filters)."""
     query = select(Job).options(selectinload(Job.runs)).order_by(Job.created_at.desc(), Job.id)
     count = select(func.count()).select_from(Job)
     if owner is not None:
         query, count = query.where(Job.owner == owner), count.where(Job.owner == owner)
     if status:
         query, count = query.where(Job.status == status), count.where(Job.status == status)
+    for condition in where:
+        query, count = query.where(condition), count.where(condition)
     return list(session.scalars(query.limit(limit).offset(offset))), int(session.scalar(count) or 0)
 
 

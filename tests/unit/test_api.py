@@ -7,6 +7,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -118,6 +119,7 @@ OPERATION_IDS = {
     ("GET", "/v1/jobs/{job_id}/summary"): "getSummary",
     ("GET", "/v1/jobs/{job_id}/metrics"): "getMetrics",
     ("GET", "/v1/jobs/{job_id}/report"): "getReport",
+    ("GET", "/v1/jobs/{job_id}/charts"): "getChartData",
     ("POST", "/v1/datasets"): "uploadDataset",
     ("GET", "/v1/datasets"): "listDatasets",
     ("GET", "/v1/datasets/{dataset_id}"): "getDataset",
@@ -161,6 +163,61 @@ def test_the_summary_of_a_queued_job_validates_against_its_model(client: TestCli
         o["name"] for o in LECTURE_SPEC["optimizers"]
     ]
     assert set(body["optimizers"][0]) >= {"stats", "paired", "rank", "target_reached"}
+
+
+def _stored_job(name: str, dataset: dict[str, Any], model: dict[str, Any]) -> str:
+    """A job row stored directly (no broker: the list reads only the database)."""
+    from services.db import store
+    from services.db.session import unit_of_work
+    from services.spec import JobSpec
+
+    spec = JobSpec.model_validate(
+        {"name": name, "dataset": dataset, "model": model, "optimizers": [{"name": "adam"}]}
+    )
+    with unit_of_work() as session:
+        return str(store.create_job(session, spec).id)
+
+
+def test_the_job_list_filters_by_name_data_set_and_model_in_sql(database: str) -> None:
+    """On SQLite and PostgreSQL alike: the filters combine, the name is a case-insensitive
+    substring with LIKE's wildcards taken literally, and ``total`` counts the filtered jobs."""
+    from services.db import store
+    from services.db.session import unit_of_work
+
+    mlp = {"name": "mlp", "hidden": [8]}
+    lecture = _stored_job("Lecture on digits", {"name": "digits"}, mlp)
+    iris = _stored_job("the lecture, iris", {"name": "iris"}, mlp)
+    _stored_job("valley", {"name": "rosenbrock"}, {"name": "point"})
+    linear = _stored_job("100%_linear", {"name": "digits"}, {"name": "linear"})
+    with local_client(create_app()) as client:
+
+        def ids(**params: str) -> list[str]:
+            page = client.get("/v1/jobs", params=params).json()
+            assert page["total"] == len(page["items"]), page
+            return sorted(job["id"] for job in page["items"])
+
+        assert ids(name="LECTURE") == sorted([lecture, iris])
+        assert ids(dataset="digits") == sorted([lecture, linear])
+        assert ids(dataset="digits", model="mlp") == [lecture]
+        assert ids(name="lecture", dataset="iris") == [iris]
+        assert ids(name="%") == [linear] and ids(name="%_l") == [linear]
+        assert ids(name="0_l") == []  # "_" is no wildcard
+        assert ids(name="lecture", status="running") == []
+        assert len(ids()) == 4
+
+        for field, value in (("dataset", "digitz"), ("model", "transformer")):
+            response = client.get("/v1/jobs", params={field: value})
+            assert response.status_code == 422, response.text
+            error = response.json()["errors"][0]
+            assert error["field"] == field and "use one of" in error["message"], error
+
+        # best_label: null until the job finishes, then the stored summary's rank-1 label.
+        assert {job["best_label"] for job in client.get("/v1/jobs").json()["items"]} == {None}
+        with unit_of_work() as session:
+            store.finish_job(session, uuid.UUID(lecture), summary={"best": "adam"})
+        listed = {job["id"]: job["best_label"] for job in client.get("/v1/jobs").json()["items"]}
+        assert listed[lecture] == "adam" and listed[iris] is None
+        assert client.get(f"/v1/jobs/{lecture}").json()["best_label"] == "adam"
 
 
 def test_health_readiness_metrics_and_openapi(client: TestClient) -> None:
@@ -282,3 +339,22 @@ def test_openapi_documents_every_error_the_api_sends_as_a_problem(client: TestCl
     ):
         assert response.headers["content-type"] == "application/problem+json"
         Problem.model_validate(response.json())
+
+
+def test_the_client_sends_only_the_job_filters_it_is_given() -> None:
+    import httpx
+
+    from services.client import ApiClient
+
+    seen: list[httpx.QueryParams] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.params)
+        return httpx.Response(200, json={"items": [], "total": 0, "limit": 5, "offset": 0})
+
+    with ApiClient("http://optbench.invalid") as client:
+        client.http = httpx.Client(base_url=client.base_url, transport=httpx.MockTransport(answer))
+        client.jobs(limit=5, name="lecture", dataset="digits")
+        client.jobs(status="running", model="mlp")
+    assert dict(seen[0]) == {"limit": "5", "offset": "0", "name": "lecture", "dataset": "digits"}
+    assert dict(seen[1]) == {"limit": "50", "offset": "0", "status": "running", "model": "mlp"}

@@ -38,7 +38,7 @@ SPEC: dict[str, Any] = {
     "optimizers": [{"name": "sgd", "lr": 0.1}],
     "epochs": 1,
 }
-PUBLIC = ["/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/web/app.js"]
+PUBLIC = ["/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/web/js/main.js"]
 
 
 def npz() -> bytes:

@@ -89,9 +89,23 @@ def list_jobs(
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
+    name: Annotated[
+        str | None,
+        Query(max_length=200, description="a part of the job's name (case-insensitive)"),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        Query(max_length=64, description="the spec's data set name, e.g. digits"),
+    ] = None,
+    model: Annotated[
+        str | None, Query(max_length=64, description="the spec's model name, e.g. mlp")
+    ] = None,
 ) -> JobPage:
-    """The caller's jobs, newest first."""
-    items, total = jobs.listing(status, limit, offset, owner=owner)
+    """The caller's jobs, newest first; ``name``, ``dataset``, ``model`` and ``status``
+    narrow the list (all that are given must hold; an unknown data set or model is a 422)."""
+    items, total = jobs.listing(
+        status, limit, offset, owner=owner, name=name, dataset=dataset, model=model
+    )
     return JobPage(items=[JobOut.of(job) for job in items], total=total, limit=limit, offset=offset)
 
 

@@ -1,8 +1,10 @@
-"""The web page: ``/`` serves a single-page app (plain HTML, JS and CSS from services/web/).
+"""The web page: ``/`` serves a single-page app (plain HTML, ES modules and CSS from
+services/web/).
 
-No build step, no CDN: the three files are package data and every request the page makes
-goes back to this API (a Content-Security-Policy of ``'self'`` makes sure of it).
-``GET /v1/presets`` gives the form its example specs.
+No build step, no CDN: the files are package data (services/web/js/ the page's modules,
+services/web/vendor/ the chart library) and every request the page makes goes back to this
+API (a Content-Security-Policy of ``'self'`` makes sure of it). ``GET /v1/presets`` gives
+the form its example specs.
 """
 
 from __future__ import annotations
@@ -18,10 +20,24 @@ from services.errors import NotFound
 from services.spec import LECTURE_SPEC
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
-_STATIC = {
-    "app.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
+_MEDIA_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
 }
+
+
+def _static_files(folder: Path) -> dict[str, Path]:
+    """Every .js and .css file under ``folder`` by its path relative to it ("js/main.js").
+    Made once at import: a request can only name a file of this list, so no path it sends
+    (``..``, an absolute path, a symlink added later) reaches anything else."""
+    return {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix in _MEDIA_TYPES
+    }
+
+
+STATIC_FILES = _static_files(WEB_DIR)
 _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -38,18 +54,21 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/", operation_id="getWebPage")
 def index() -> FileResponse:
-    """The single-page app (hash routes: ``#/`` jobs, ``#/jobs/<id>`` one job, ``#/new``)."""
+    """The single-page app (hash routes: ``#/`` jobs, ``#/jobs/<id>`` one job, ``#/new`` the
+    form, ``#/key`` the API key)."""
     return FileResponse(
         WEB_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_HEADERS
     )
 
 
-@router.get("/web/{name}", operation_id="getWebFile")
+@router.get("/web/{name:path}", operation_id="getWebFile")
 def static_file(name: str) -> FileResponse:
-    """The page's script and style sheet (a fixed list: nothing else under the folder)."""
-    if name not in _STATIC:
-        raise NotFound(f"no web file named '{name}'")
-    return FileResponse(WEB_DIR / name, media_type=_STATIC[name], headers=_HEADERS)
+    """The page's scripts and style sheets: a .js or .css file under services/web/ (the list
+    made at import; anything else is a 404)."""
+    path = STATIC_FILES.get(name)
+    if path is None:
+        raise NotFound(f"no web file named '{name}' (the page serves only its .js and .css files)")
+    return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix], headers=_HEADERS)
 
 
 @router.get(
