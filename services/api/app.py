@@ -56,6 +56,7 @@ def create_app() -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(system.router)
     app.include_router(web.router)
+    app.include_router(web.presets_router)
     # HTTP requests and latency by route template (never by raw path: ids stay out).
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app)
     register_jobs_collector(job_cases.counts_by_status)

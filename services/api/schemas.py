@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -203,3 +203,18 @@ class CatalogOut(BaseModel):
     optimizers: list[CatalogOptimizer]
     schedules: list[CatalogEntry]
     refused_optimizers: dict[str, str]  # torch.optim class -> why a job cannot name it
+
+
+# --- GET /healthz, /readyz (services/api/routes/system.py) ---
+
+
+class HealthOut(BaseModel):
+    """Liveness: the process answers."""
+
+    status: Literal["ok"]
+
+
+class ReadinessOut(BaseModel):
+    """Readiness: the database answers (otherwise a 503 problem+json, not this)."""
+
+    status: Literal["ready"]

@@ -150,7 +150,15 @@ def running_cluster(
         _stop(processes)
 
 
+# The session's cluster lives until the last test of the session, unit tests included, on
+# the database they store into directly: its API's reconciler would send their queued jobs
+# (and their runs with aged heartbeats) to its worker, which trained them alongside the test
+# (test_crash_resume found a run "succeeded" before its simulated crash). Its jobs are sent
+# at submission; the reconciler's own tests run reconcilers of their own.
+SESSION_CLUSTER_ENV = {"OPTBENCH_RECONCILE_INTERVAL_SECONDS": "0"}
+
+
 @pytest.fixture(scope="session")
 def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_cluster(postgres_url, tmp_path_factory) as running:
+    with running_cluster(postgres_url, tmp_path_factory, env=SESSION_CLUSTER_ENV) as running:
         yield running

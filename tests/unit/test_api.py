@@ -124,6 +124,7 @@ OPERATION_IDS = {
     ("GET", "/v1/datasets"): "listDatasets",
     ("GET", "/v1/datasets/{dataset_id}"): "getDataset",
     ("GET", "/v1/catalog"): "getCatalog",
+    ("GET", "/v1/presets"): "getPresets",
     ("GET", "/metrics"): "getPrometheusMetrics",
     ("GET", "/healthz"): "getHealth",
     ("GET", "/readyz"): "getReadiness",

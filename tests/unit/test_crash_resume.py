@@ -118,7 +118,13 @@ def test_a_job_whose_worker_died_resumes_to_the_uninterrupted_series(checkpointi
         execute_job(job_id, extra_hooks=(dying,))
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
-        assert job.status == "running" and {run.status for run in job.runs} == {"running"}
+        # Every run died here, held by this process: none trained by another one (a live
+        # worker on this database takes its queued jobs too: SESSION_CLUSTER_ENV in
+        # tests/integration/conftest.py keeps the session's cluster from sending them).
+        held = {(run.label, run.status, run.worker) for run in job.runs}
+        assert job.status == "running"
+        me = leases.worker_name()
+        assert held == {(label, "running", me) for label in ("sgd", "adam", "nag")}
         saved = {
             row.run_id: row.step
             for row in session.scalars(

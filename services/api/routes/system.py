@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from services.api.errors import problems
-from services.api.schemas import CatalogOut
+from services.api.schemas import CatalogOut, HealthOut, ReadinessOut
 from services.api.security import AUTHENTICATED
 from services.catalog import catalog
 from services.db.session import unit_of_work
@@ -35,21 +35,29 @@ def get_catalog() -> dict[str, Any]:
     operation_id="getPrometheusMetrics",
     tags=["system"],
     response_class=Response,
+    # Not JSON: the Prometheus text format, described so a generated client reads it as text.
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def prometheus_metrics() -> Response:
     """Prometheus exposition of this API process (workers serve their own)."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/healthz", operation_id="getHealth", tags=["system"])
-def healthz() -> dict[str, str]:
+@router.get("/healthz", operation_id="getHealth", tags=["system"], response_model=HealthOut)
+def healthz() -> HealthOut:
     """Liveness: the process answers."""
-    return {"status": "ok"}
+    return HealthOut(status="ok")
 
 
-@router.get("/readyz", operation_id="getReadiness", tags=["system"], responses=problems(503))
-def readyz() -> dict[str, str]:
+@router.get(
+    "/readyz",
+    operation_id="getReadiness",
+    tags=["system"],
+    response_model=ReadinessOut,
+    responses=problems(503),
+)
+def readyz() -> ReadinessOut:
     """Readiness: the database answers (503 problem+json otherwise)."""
     with unit_of_work() as session:
         session.execute(text("SELECT 1"))
-    return {"status": "ready"}
+    return ReadinessOut(status="ready")

@@ -10,14 +10,13 @@ the form its example specs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from services.api.security import AUTHENTICATED
 from services.errors import NotFound
-from services.spec import LECTURE_SPEC
+from services.spec import LECTURE_SPEC, JobSpec
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 _MEDIA_TYPES = {
@@ -71,14 +70,21 @@ def static_file(name: str) -> FileResponse:
     return FileResponse(path, media_type=_MEDIA_TYPES[path.suffix], headers=_HEADERS)
 
 
-@router.get(
+# The presets are API data, typed in /openapi.json for generated clients, unlike the page's
+# files above (``router`` keeps them out of the schema, and a route cannot opt back in): their
+# own router, which services/api/app.py includes.
+presets_router = APIRouter(tags=["jobs"])
+
+
+@presets_router.get(
     "/v1/presets",
     operation_id="getPresets",
-    include_in_schema=True,
-    tags=["jobs"],
+    response_model=dict[str, JobSpec],
+    # Each spec as written (no defaults filled in): what the form shows and submits.
+    response_model_exclude_unset=True,
     dependencies=AUTHENTICATED,
 )
-def presets() -> dict[str, Any]:
+def presets() -> dict[str, JobSpec]:
     """Example job specs by name (the web form's preset buttons): ``lecture`` is the
     lecture's exercise, eight optimizers on digits."""
-    return {"lecture": LECTURE_SPEC}
+    return {"lecture": JobSpec.model_validate(LECTURE_SPEC)}
