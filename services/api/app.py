@@ -47,7 +47,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="optbench", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # One schema per model (no -Input/-Output pairs): a spec reads back as it was written,
+    # so generated clients get one JobSpec type for both directions.
+    app = FastAPI(
+        title="optbench",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        separate_input_output_schemas=False,
+    )
     errors.install(app)
     security.install(app)  # before the instrumentator, so that its middleware counts 401s
     app.include_router(jobs.router)
