@@ -149,8 +149,8 @@ function chartsFor(data, state) {
     });
   }
   if (target && data.bars.length) {
-    list.push({ id: "steps-to-target", kind: "bars", title: "Steps to target", field: "steps_to_target", unit: "optimizer steps (median over the seeds that reached it)" });
-    list.push({ id: "seconds-to-target", kind: "bars", title: "Time to target", field: "seconds_to_target", unit: "training seconds (median over the seeds that reached it)" });
+    list.push({ id: "steps-to-target", kind: "bars", title: "Steps to target", field: "steps_to_target", unit: "optimizer steps", note: "optimizer steps, the median over the seeds that reached it" });
+    list.push({ id: "seconds-to-target", kind: "bars", title: "Time to target", field: "seconds_to_target", unit: "training seconds", note: "training seconds (evaluation excluded), the median over the seeds that reached it" });
   }
   return list;
 }
@@ -457,7 +457,7 @@ export function mountJobCharts(container, initial) {
     };
     const u = new uPlot(opts, table, parts.plot);
     parts.figureEl.dataset.xLabel = "optimizer";
-    parts.note.textContent = `${spec.unit}; target ${data.target.text}, checked at the end of each epoch; a run that never reaches it is not counted as the budget.`;
+    parts.note.textContent = `${spec.note}; target ${data.target.text}, checked at the end of each epoch; a run that never reaches it is not counted as the budget.`;
     tools(parts, spec, u, { log: null, csv: () => `label,${spec.field},target_reached\n${rows.map((r) => `"${r.label}",${r[spec.field] ?? ""},${r.target_reached ?? ""}`).join("\n")}\n` });
     return {
       id: spec.id, zoomed: () => null,
