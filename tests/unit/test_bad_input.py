@@ -66,15 +66,29 @@ def test_a_lone_surrogate_in_the_job_name_is_a_422(client: TestClient) -> None:
     response = client.post(
         "/v1/jobs", content=body.encode(), headers={"content-type": "application/json"}
     )
-    assert "surrogate" in problem_fields(response)["name"]
+    assert "name" in problem_fields(response)  # (pydantic's str already refused these)
 
 
 def test_every_string_of_the_spec_is_checked_where_it_is() -> None:
-    # The check sits on the spec's base model: nested models and optimizer entries too.
+    # The check sits on the spec's base model, so every model has it, however built.
+    from services.spec.base import StrictModel
+
+    class Nested(StrictModel):
+        note: str
+        tags: list[str] = []
+
+    class Outer(StrictModel):
+        inner: Nested
+
+    with pytest.raises(ValueError, match=r"inner\.note\n.*control character, U\+0000"):
+        Outer.model_validate({"inner": {"note": "a\x00"}})
+    with pytest.raises(ValueError, match=r"inner\.tags\n.*U\+001B"):
+        Outer.model_validate({"inner": {"note": "fine", "tags": ["ok", "\x1b[31m"]}})
+    # a field with a pattern refuses them by its pattern
     entries = [{"name": "adam", "label": "a\x00"}]
-    with pytest.raises(ValueError, match=r"optimizers\.0\.label|optimizers\.0\.adam\.label"):
+    with pytest.raises(ValueError, match=r"optimizers\.0\.adam\.label"):
         JobSpec.model_validate(spec(optimizers=entries))
-    assert JobSpec.model_validate(spec(name="tabs and ünïcode: fine")).name.endswith("fine")
+    assert JobSpec.model_validate(spec(name="spaces, ünïcode, 表情 🙂: fine")).name.endswith("fine")
 
 
 @pytest.mark.parametrize(
@@ -138,7 +152,11 @@ def test_cursors_decode_strictly() -> None:
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"runs": "a\x00"}, "runs"), ({"fields": "loss\x00"}, "fields"), ({"cursor": "\x00"}, "cursor")],
+    [
+        ({"runs": "a\x00"}, "query.runs"),
+        ({"fields": "loss\x00"}, "query.fields"),
+        ({"cursor": "\x00"}, "query.cursor"),
+    ],
 )
 def test_a_control_character_in_a_query_parameter_is_a_422_naming_it(
     client: TestClient, params: dict[str, str], field: str
@@ -176,7 +194,7 @@ def test_an_unexpected_error_is_logged_with_the_request_id_and_class_only(
         raise IntegrityError(f"INSERT INTO job (name) VALUES ('{secret}')", {"name": secret}, None)  # type: ignore[arg-type]
 
     monkeypatch.setattr("services.jobs.submit", fail)
-    quiet = TestClient(client.app, base_url=str(client.base_url), raise_server_exceptions=False)
+    quiet = local_client(client.app, raise_server_exceptions=False)
     quiet.headers.update({"X-Request-ID": "trace-me-42"})
     with caplog.at_level(logging.DEBUG):
         response = quiet.post("/v1/jobs", json=spec(name=secret))
