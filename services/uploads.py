@@ -112,6 +112,7 @@ def store_upload(
         label = f"label column '{label_column}'"
 
     normalised = normalise(x, y, task, label=label, describe=describe)
+    del x, y  # (memory: from here on only the stored arrays, then only their NPZ, are held)
     dataset = Dataset(
         owner=owner,
         name=name,
@@ -123,6 +124,7 @@ def store_upload(
         size_bytes=len(content),
         data=normalised.to_npz(),
     )
+    del normalised
     with unit_of_work() as session:
         session.add(dataset)
         session.flush()
@@ -196,12 +198,21 @@ class Normalised:
         self.x, self.y, self.task, self.classes = x, y, task, classes
 
     def to_npz(self) -> bytes:
+        """The NPZ to store: the buffer it was written to, not a copy (the database drivers
+        take any bytes-like object)."""
         arrays: dict[str, Any] = {"x": self.x, "y": self.y, "task": np.array(self.task)}
         if self.classes is not None:
             arrays["classes"] = self.classes
+        # Sized once, up front: a BytesIO growing as savez writes copies itself at each step
+        # (old and new buffer at once, 2x the NPZ). The rest beyond what savez wrote is cut.
+        estimate = sum(np.asarray(a).nbytes for a in arrays.values()) + (64 << 10)
         buffer = io.BytesIO()
+        buffer.seek(estimate)
+        buffer.write(b"\0")
+        buffer.seek(0)
         np.savez(buffer, **arrays)
-        return buffer.getvalue()
+        buffer.truncate()
+        return buffer.getbuffer()  # type: ignore[return-value]
 
 
 def normalise(
