@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1, description="largest data set upload accepted (413 above)"
     )
+    max_upload_columns: int = Field(
+        default=20_000,
+        ge=2,
+        description="columns of a CSV upload, checked on its header before any row is "
+        "parsed (422 above)",
+    )
     # --- authentication (services/auth.py, services/api/security.py) ------------------------
     auth: Literal["loopback", "required"] = Field(
         default="loopback",

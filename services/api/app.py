@@ -9,12 +9,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from services import jobs as job_cases
 from services import reconcile
-from services.api import errors, security
+from services.api import errors, request_context, security
 from services.api.routes import datasets, jobs, metrics, system, web
 from services.api.routes import report as report_routes
 from services.settings import get_settings
@@ -55,6 +55,7 @@ def create_app() -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         separate_input_output_schemas=False,
+        dependencies=[Depends(errors.refuse_control_characters_in_parameters)],
     )
     errors.install(app)
     security.install(app)  # before the instrumentator, so that its middleware counts 401s
@@ -69,4 +70,5 @@ def create_app() -> FastAPI:
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app)
     register_jobs_collector(job_cases.counts_by_status)
     set_build_info()  # the API has no torch: its build info names optbench's version only
+    request_context.install(app)  # last: outermost, it catches what every other one raises
     return app
