@@ -29,8 +29,8 @@ and epoch's metrics. Errors are `application/problem+json` and name the field to
 
 Every `/v1` route needs an API key, `Authorization: Bearer ob_...` (`optbench keys create
 --owner NAME`), except, under `OPTBENCH_AUTH=loopback` (the default on the embedded SQLite
-database only), requests from this machine, which act as owner `local`. Jobs and data sets belong to their owner: another
-owner's are 404.
+database only), requests from this machine, which act as owner `local`. Jobs and data sets
+belong to their owner: another owner's are 404.
 """
 
 
