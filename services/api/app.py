@@ -28,9 +28,9 @@ under common random numbers (same initial weights, same batches), and store ever
 and epoch's metrics. Errors are `application/problem+json` and name the field to change.
 
 Every `/v1` route needs an API key, `Authorization: Bearer ob_...` (`optbench keys create
---owner NAME`), except, under the default `OPTBENCH_AUTH=loopback`, requests from this
-machine, which act as owner `local`. Jobs and data sets belong to their owner: another
-owner's are 404.
+--owner NAME`), except, under `OPTBENCH_AUTH=loopback` (the default on the embedded SQLite
+database only), requests from this machine, which act as owner `local`. Jobs and data sets
+belong to their owner: another owner's are 404.
 """
 
 

@@ -181,7 +181,8 @@ PROBLEMS = {
     409: "the job's state does not allow it",
     413: "the request body is over its size limit",
     422: "the request does not validate: the problem names each field to change",
-    429: "too many jobs in flight (Retry-After)",
+    429: "too many jobs in flight, or too many failed authentications from this address "
+    "(Retry-After)",
     503: "the database cannot be reached (Retry-After)",
 }
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -203,7 +204,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     for path, item in schema.get("paths", {}).items():
         for operation in item.values():
             responses = operation.setdefault("responses", {})
-            added = [401, 503] if path.startswith("/v1") else []
+            added = [401, 429, 503] if path.startswith("/v1") else []
             added += [400] if "requestBody" in operation else []
             for status in added:
                 responses.setdefault(str(status), {"description": PROBLEMS[status]})

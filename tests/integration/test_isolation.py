@@ -51,9 +51,10 @@ def secured(
     postgres_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Cluster, dict[str, Any]]]:
     """The API with OPTBENCH_AUTH=required; alice's data set and finished job, the keys."""
-    with running_cluster(
-        postgres_url, tmp_path_factory, redis_url=REDIS_URL, env={"OPTBENCH_AUTH": "required"}
-    ) as cluster:
+    # Every route is asked with a revoked key on purpose: no failed-authentication limit
+    # here (that one: tests/unit/test_auth_hardening.py).
+    env = {"OPTBENCH_AUTH": "required", "OPTBENCH_AUTH_FAILURES_PER_MINUTE": "100000"}
+    with running_cluster(postgres_url, tmp_path_factory, redis_url=REDIS_URL, env=env) as cluster:
         keys = {owner: create_key(postgres_url, owner) for owner in ("alice", "bob", "carol")}
         revoked = optbench(postgres_url, "keys", "revoke", keys["carol"]["id"])
         assert revoked.returncode == 0, revoked.stderr

@@ -66,7 +66,9 @@ def app_factory(embedded_home: Path, monkeypatch: pytest.MonkeyPatch) -> Callabl
 
 @pytest.fixture
 def app(app_factory: Callable[..., Any]) -> Any:
-    return app_factory()
+    # These tests send wrong keys on every route on purpose: past the failed-authentication
+    # limit they would get 429s (that limit: tests/unit/test_auth_hardening.py).
+    return app_factory(auth_failures_per_minute="100000")
 
 
 @pytest.fixture
