@@ -217,6 +217,7 @@ def test_delete_removes_a_finished_job_and_refuses_a_running_one(
     err = capsys.readouterr().err
     assert "409" in err and "cancel it first" in err
     assert main(["cancel", long["id"], "--url", api_url]) == 0
+    assert "cancelled" in capsys.readouterr().out
     # The worker stops at its next flush, then lets go of its runs: deletable at once after.
     deadline, code = time.monotonic() + 30, 1
     while time.monotonic() < deadline:
