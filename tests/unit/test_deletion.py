@@ -166,6 +166,26 @@ def test_a_cancelled_job_whose_worker_is_still_stopping_is_409_until_it_stopped(
     assert client.delete(f"/v1/jobs/{job_id}").status_code == 200
 
 
+def test_a_failed_job_whose_other_parts_still_train_is_409_until_they_end(
+    client: TestClient, db: str
+) -> None:
+    job_id = stored_job()
+    with unit_of_work() as session:
+        job = store.lock_job(session, job_id)
+        job.status = "running"
+        first, second = job.runs[0], job.runs[1]
+        first.status, first.worker = "running", "elsewhere:1"  # another part, still training
+        first.heartbeat_at = store.database_now(session)
+        store.fail_runs(session, job, [second.id], "RuntimeError: boom")
+        store.fail_job(session, job, "RuntimeError: boom")  # one part failed the job
+    response = client.delete(f"/v1/jobs/{job_id}")
+    assert response.status_code == 409, response.text
+    assert f"runs {first.id} were written" in response.json()["detail"]
+    with unit_of_work() as session:  # that part finished its run
+        session.get_one(Run, first.id).status = "succeeded"
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 200
+
+
 def test_a_failure_half_way_deletes_nothing(
     client: TestClient, db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
