@@ -85,6 +85,11 @@ class ApiClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return dict(self._request("POST", f"/v1/jobs/{job_id}/cancel"))
 
+    def delete(self, job_id: str) -> dict[str, Any]:
+        """Delete a finished job and everything stored under it (``DELETE /v1/jobs/{id}``):
+        its id and the rows of each kind that went."""
+        return dict(self._request("DELETE", f"/v1/jobs/{job_id}"))
+
     def summary(self, job_id: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/v1/jobs/{job_id}/summary"))
 

@@ -155,6 +155,26 @@ class Settings(BaseSettings):
         ge=1,
         description="jobs queued or running per owner (429 with Retry-After above)",
     )
+    # --- quotas and retention (services/quotas.py, services/retention.py) -----------------
+    max_datasets_per_owner: int = Field(
+        default=100,
+        ge=1,
+        description="data sets one owner may keep stored (an upload past it: 429; delete one "
+        "with DELETE /v1/datasets/{id})",
+    )
+    max_dataset_bytes_per_owner: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1,
+        description="bytes of uploads (their size_bytes) one owner may keep stored (an upload "
+        "past it: 413)",
+    )
+    job_retention_days: float = Field(
+        default=0.0,
+        ge=0,
+        description="finished jobs (succeeded, failed, cancelled) are deleted with their runs "
+        "and metrics this many days after they finished, by the API (on start, then hourly); "
+        "0 = kept until deleted",
+    )
     # --- availability (services/reconcile.py, services/api/errors.py) ----------------------
     reconcile_interval_seconds: float = Field(
         default=30.0,

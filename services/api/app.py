@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from services import jobs as job_cases
-from services import reconcile
+from services import reconcile, retention
 from services.api import errors, request_context, security
 from services.api.routes import datasets, jobs, metrics, system, web
 from services.api.routes import report as report_routes
@@ -36,11 +36,15 @@ belong to their owner: another owner's are 404.
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """While the API serves: send queued jobs the broker does not hold (services/reconcile.py)."""
-    interval = get_settings().reconcile_interval_seconds
-    task = asyncio.create_task(reconcile.run_forever(interval)) if interval > 0 else None
+    """While the API serves: send queued jobs the broker does not hold (services/reconcile.py);
+    with OPTBENCH_JOB_RETENTION_DAYS set, delete finished jobs past it (services/retention.py)."""
+    settings = get_settings()
+    interval = settings.reconcile_interval_seconds
+    tasks = [asyncio.create_task(reconcile.run_forever(interval))] if interval > 0 else []
+    if settings.job_retention_days > 0:
+        tasks.append(asyncio.create_task(retention.run_forever()))
     yield
-    if task is not None:
+    for task in tasks:
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task

@@ -1,4 +1,4 @@
-"""The commands that talk to the API: submit, list, status, cancel, watch, summary.
+"""The commands that talk to the API: submit, list, status, cancel, delete, watch, summary.
 
 ``list`` decisions: ``--name`` (substring), ``--dataset`` and ``--model`` (the spec's
 ``dataset.name`` / ``model.name``, any case, whole names) are matched here, on the pages the
@@ -130,6 +130,25 @@ def cancel(job: str, url: str | None, key: str | None, as_json: bool) -> int:
     with client(url, key) as api:
         state = api.cancel(full_id(job, lambda: remote_ids(api)))
     _print_job(state, as_json)
+    return OK
+
+
+@cli.command(short_help="Delete a finished job and its runs, metrics and checkpoints.")
+@job_argument
+@remote_options
+def delete(job: str, url: str | None, key: str | None, as_json: bool) -> int:
+    """Delete JOB (succeeded, failed or cancelled) with its runs, step and epoch metrics and
+    checkpoints, for good. A queued or running job is refused: cancel it first (exit 1)."""
+    with client(url, key) as api:
+        deleted = api.delete(full_id(job, lambda: remote_ids(api)))
+    if as_json:
+        print_json(deleted)
+    else:
+        rows = deleted["deleted"]
+        print(
+            f"deleted job {deleted['id']}: {rows['runs']} runs, {rows['step_rows']} step rows, "
+            f"{rows['epoch_rows']} epoch rows, {rows['checkpoints']} checkpoints"
+        )
     return OK
 
 

@@ -113,17 +113,22 @@ def test_another_owner_gets_404_on_every_route_with_an_id(
         url = fill(path, world["ids"])
         if url is None:
             continue
-        own = cluster.client.request(method, url, headers=alice)
         # The 404 below is not a broken path: the owner reaches it (cancelling her finished
-        # job is refused as 409, after the owner check).
-        reached = {200, 409} if path.endswith("/cancel") else {200}
-        assert own.status_code in reached, (url, own.text)
+        # job is refused as 409, after the owner check). Her own DELETE would delete what
+        # the other routes need: after bob's 404, her GET shows it is still there.
+        if method != "DELETE":
+            own = cluster.client.request(method, url, headers=alice)
+            reached = {200, 409} if path.endswith("/cancel") else {200}
+            assert own.status_code in reached, (url, own.text)
         other = cluster.client.request(method, url, headers=bob)
         assert other.status_code == 404, (method, url, other.text)
         assert other.headers["content-type"] == PROBLEM
         assert "alice" not in other.text  # neither her job's nor her data set's name
+        if method == "DELETE":
+            assert cluster.client.get(url, headers=alice).status_code == 200, url
         checked.append(path)
     assert "/v1/jobs/{job_id}/report" in checked and "/v1/datasets/{dataset_id}" in checked
+    assert ("DELETE", "/v1/jobs/{job_id}") in operations(cluster)
 
 
 def test_listings_and_specs_see_only_the_owner_s(
