@@ -69,21 +69,35 @@ _NOT_INDEPENDENT = {
 
 
 class StoredRun(Protocol):
-    """What these functions read of a run: a ``Run`` row, or the report's ``RunInfo``."""
+    """What these functions read of a run: a ``Run`` row, or the report's ``RunInfo``
+    (read-only members, so that a frozen dataclass fits)."""
 
-    id: int
-    label: str
-    optimizer: str
-    seed: int
-    status: str
-    steps_done: int
-    total_steps: int | None
-    diverged: bool
-    hyperparameters: dict[str, Any]
-    role: str
-    trial: int | None
-    pruned_at_epoch: int | None
-    selection_score: float | None
+    @property
+    def id(self) -> int: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def steps_done(self) -> int: ...
+    @property
+    def total_steps(self) -> int | None: ...
+    @property
+    def diverged(self) -> bool: ...
+    @property
+    def hyperparameters(self) -> dict[str, Any]: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def trial(self) -> int | None: ...
+    @property
+    def pruned_at_epoch(self) -> int | None: ...
+    @property
+    def selection_score(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
