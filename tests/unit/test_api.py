@@ -118,6 +118,7 @@ OPERATION_IDS = {
     ("POST", "/v1/jobs/{job_id}/cancel"): "cancelJob",
     ("GET", "/v1/jobs/{job_id}/summary"): "getSummary",
     ("GET", "/v1/jobs/{job_id}/metrics"): "getMetrics",
+    ("GET", "/v1/jobs/{job_id}/trials"): "listTrials",
     ("GET", "/v1/jobs/{job_id}/report"): "getReport",
     ("GET", "/v1/jobs/{job_id}/charts"): "getChartData",
     ("POST", "/v1/datasets"): "uploadDataset",
