@@ -119,6 +119,7 @@ OPERATION_IDS = {
     ("DELETE", "/v1/jobs/{job_id}"): "deleteJob",
     ("GET", "/v1/jobs/{job_id}/summary"): "getSummary",
     ("GET", "/v1/jobs/{job_id}/metrics"): "getMetrics",
+    ("GET", "/v1/jobs/{job_id}/trials"): "listTrials",
     ("GET", "/v1/jobs/{job_id}/report"): "getReport",
     ("GET", "/v1/jobs/{job_id}/charts"): "getChartData",
     ("POST", "/v1/datasets"): "uploadDataset",
