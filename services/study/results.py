@@ -203,7 +203,8 @@ def _best_setting(
     if rerun_trial is not None:
         chosen = next((t for t in mine if t.trial == rerun_trial), None)
     else:
-        done = [t for t in mine if t.status in ("completed", "pruned", "diverged")]
+        # a diverged setting is never the answer, however good it looked before it blew up
+        done = [t for t in mine if t.status in ("completed", "pruned")]
         chosen = best([(t, t.selection_score) for t in done], higher)
     if chosen is None:
         return None

@@ -138,9 +138,9 @@ def test_study_block_while_searching_with_the_expected_best_of_k() -> None:
     # E[max of k] over the completed 0.5, 0.7, 0.9 (the pruned and diverged left out):
     # k=1: the mean 0.7; k=2: 0.5/9 + 0.7*3/9 + 0.9*5/9; k=3: (0.5 + 0.7*7 + 0.9*19)/27
     assert sgd["expected_best_of_k"] == [approx(0.7), approx(7.1 / 9), approx(22.5 / 27)]
-    # no completed adam trial yet: no curve; the best so far is the diverged trial's score
-    # before it diverged, the only finished one (phases.py's rule takes any finite score)
-    assert adam["expected_best_of_k"] == [] and adam["best"]["trial"] == 0
+    # no completed adam trial yet: no curve, and no best so far: the only finished one
+    # diverged, and a diverged setting is never chosen (phases.py's rule too)
+    assert adam["expected_best_of_k"] == [] and adam["best"] is None
     assert block["budget_note"] is None
 
 
