@@ -651,11 +651,10 @@ export function mountJobCharts(container, initial) {
 
   function trialText(p, key) {
     const status = p.status === "pruned" ? `pruned at epoch ${p.prunedAt}` : p.status;
+    const value = typeof p.value === "number" ? formatValue(p.value) : String(p.value);
     return [
-      dot(colour(p.label)),
-      el("b", {}, `${p.label} trial ${p.trial}`),
-      ` · ${key} ${typeof p.value === "number" ? formatValue(p.value) : String(p.value)}`,
-      ` · score ${formatValue(p.score)} · ${status}${p.best ? " · best" : ""}`,
+      el("span", { class: "ob-value" }, dot(colour(p.label)), el("b", {}, `${p.label} trial ${p.trial}`),
+        ` · ${key} ${value} · score ${formatValue(p.score)} · ${status}${p.best ? " · best" : ""}`),
     ];
   }
 
