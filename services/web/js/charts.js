@@ -9,6 +9,11 @@
 // values on hover, drag to zoom and double-click to reset, log or linear y, PNG and CSV of
 // the visible series. Each chart's figure carries data-x-label, data-x-min and data-x-max
 // (and the contour data-levels and data-paths) so tests and scripts can read what is drawn.
+//
+// A tuning study (data.study, services/report/study_data.py) adds, first, a tuneability
+// scatter per searched key (data-points, data-best, data-diverged, data-x-scale) and the
+// expected best score after k trials (data-points; a note instead for grid and TPE), and
+// its loss and accuracy charts draw the reruns and the one-shot baselines, not the trials.
 import {
   DASHES, PLOTTED, align, bestOfKCurves, colourIndex, colourOf, ema, formatValue, labelDashes, overSeeds,
   tuneabilityPoints,
