@@ -26,7 +26,7 @@ class RunInfo:
     test_loss: float | None
     test_accuracy: float | None
     hyperparameters: dict[str, Any]
-    # A tuning study's (services/db/models.py Run): what the trials table reads.
+    # A tuning study's (services/study/): the run's role, trial number, pruning rung, score.
     role: str = "run"
     trial: int | None = None
     pruned_at_epoch: int | None = None
