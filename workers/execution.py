@@ -90,7 +90,9 @@ def execute_job(
             experiment,
             settings.job_parts,
             settings.torch_threads,
-            max_parts=None if send_part is not None else 1,
+            # A pruned study trains as one part: its rule ranks the trials that train
+            # together, so the trials of one entry must not be spread over workers.
+            max_parts=None if send_part is not None and not experiment.config.pruning else 1,
         )
         with unit_of_work() as session:
             job = store.lock_job(session, job_key)

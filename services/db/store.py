@@ -218,6 +218,8 @@ def finish_run(session: Session, run_id: int, result: RunOutcome) -> None:
     run.test_loss, run.test_accuracy = result.test_loss, result.test_accuracy
     run.fused, run.fusion = result.fused, result.fusion
     run.pruned_at_epoch = result.pruned_at_epoch
+    if result.pruned_at_epoch is not None:  # it will train no more: progress counts it done
+        run.total_steps = result.steps
 
 
 def finish_job(
