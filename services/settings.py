@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     )
     # --- compute and wall time (services/limits.py, services/compute.py, workers/timelimits.py)
     max_job_flops: float = Field(
-        default=1e16,
+        default=2e15,
         gt=0,
         description="compute estimate of one job: runs x steps x samples per step x training "
         "FLOPs per sample of its model, estimated at submission (422 above)",
