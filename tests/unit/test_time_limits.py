@@ -153,3 +153,12 @@ def test_deadlines_say_which_limit_passed() -> None:
     job_first = Deadlines("job j", "part 2/3", 100.0, 50.0, 0.0, 120.0)
     with pytest.raises(TimeLimitExceeded, match=r"^job j ran for 130 s, .* 120 s"):
         job_first.check(now=130.0)
+
+
+def test_the_limits_have_sane_defaults(embedded_home: Path) -> None:
+    get_settings.cache_clear()
+    settings = get_settings()
+    assert settings.max_job_seconds == 24 * HOUR  # a day
+    assert settings.max_part_seconds == 6 * HOUR  # what another owner waits at most
+    assert settings.max_part_seconds <= settings.max_job_seconds
+    assert settings.max_job_flops == 2e15
