@@ -7,7 +7,6 @@ is tests/integration/test_fairness.py."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -29,9 +28,8 @@ from services.queue import (
 from services.settings import Settings, get_settings
 from services.spec import JobSpec
 from tests.conftest import reset_process_state
-from tests.support import require_port
+from tests.integration.faults_support import RedisServer
 
-REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS_FAIR", "redis://127.0.0.1:6379/8")
 SPEC = JobSpec.model_validate(
     {
         "dataset": {"name": "iris"},
@@ -42,16 +40,26 @@ SPEC = JobSpec.model_validate(
 )
 
 
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of this module's own: no worker of another test can take a message."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def redis_broker(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    require_port("127.0.0.1", 6379, "Redis")
+def redis_broker(
+    database: str, own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     import redis
 
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    monkeypatch.setenv("OPTBENCH_BROKER_URL", REDIS_URL)
+    redis.Redis.from_url(own_redis.url).flushdb()
+    monkeypatch.setenv("OPTBENCH_BROKER_URL", own_redis.url)
     reset_process_state()
-    yield REDIS_URL
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    yield own_redis.url
+    reset_process_state()
 
 
 def submit(owner: str) -> uuid.UUID:
