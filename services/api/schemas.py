@@ -252,7 +252,7 @@ class TrialPage(BaseModel):
     job_id: uuid.UUID
     selection_metric: str
     higher_is_better: bool
-    sampler: Literal["grid", "random", "quasirandom", "tpe"]
+    sampler: Literal["grid", "random", "quasirandom", "tpe"] | None  # None: not a study
     searched: dict[str, list[str]]  # label -> its searched keys
     items: list[TrialOut]
     total: int

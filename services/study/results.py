@@ -50,7 +50,6 @@ from typing import Any, Protocol
 from services.db import metric_queries, store
 from services.db.models import BASELINE, FINISHED, RERUN, SUCCEEDED, TRIAL
 from services.db.session import unit_of_work
-from services.errors import NotFound
 from services.spec import JobSpec
 from services.study.phases import BASELINE_SUFFIX, sampled_values
 from services.study.protocol import best, expected_best_of_k, selection_score
@@ -334,7 +333,7 @@ class TrialListing:
     job_id: uuid.UUID
     selection_metric: str
     higher_is_better: bool
-    sampler: str
+    sampler: str | None  # None: a plain comparison (no tuning), which has no trials
     searched: dict[str, list[str]]  # label -> its searched keys, in the spec's order
     items: list[Trial]
     total: int
@@ -344,14 +343,21 @@ def list_trials(
     job_id: uuid.UUID | str, *, owner: str | None, limit: int | None, offset: int = 0
 ) -> TrialListing:
     """A page of the owner's study's trials (all from ``offset`` when ``limit`` is None);
-    NotFound for another owner's job, one that does not exist, or a job without tuning."""
+    NotFound for another owner's job or one that does not exist. A plain comparison (no
+    ``tuning``) has no trials: an empty page, ``sampler`` null, so that every job answers
+    the route alike."""
     with unit_of_work() as session:
         job = store.get_owned_job(session, job_id, owner)
         spec = JobSpec.model_validate(job.spec)
         if spec.tuning is None:
-            raise NotFound(
-                f"job {job.id} is not a tuning study (its spec has no 'tuning' block), so it "
-                f"has no trials; its runs are at GET /v1/jobs/{job.id}"
+            return TrialListing(
+                job_id=job.id,
+                selection_metric=spec.selection_metric,
+                higher_is_better=higher_is_better(spec),
+                sampler=None,
+                searched={},
+                items=[],
+                total=0,
             )
         unscored = [r.id for r in job.runs if r.role == TRIAL and r.selection_score is None]
         epochs = metric_queries.series(session, unscored, "epoch", fields=[selection_column(spec)])

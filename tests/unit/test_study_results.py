@@ -374,9 +374,10 @@ def test_the_trials_of_another_owner_or_a_plain_job_are_not_found(client: TestCl
     )
     with unit_of_work() as session:
         plain_id = store.create_job(session, plain).id
-    response = client.get(f"/v1/jobs/{plain_id}/trials")
-    assert response.status_code == 404
-    assert "not a tuning study" in response.json()["detail"]
+    response = client.get(f"/v1/jobs/{plain_id}/trials")  # a plain job: no trials
+    assert response.status_code == 200
+    assert (response.json()["items"], response.json()["total"]) == ([], 0)
+    assert response.json()["sampler"] is None
     assert client.get(f"/v1/jobs/{plain_id}/trials", params={"limit": 0}).status_code == 422
 
 
