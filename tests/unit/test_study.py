@@ -331,9 +331,15 @@ def test_a_study_s_trials_repeat_from_the_job_s_seed_and_differ_for_another(
 
 @pytest.fixture
 def one_part(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every phase of a study one part (no second worker process here), checkpoints often
-    (the crash tests resume from them)."""
+    """Every phase of a study one part (no second worker process here)."""
     monkeypatch.setenv("OPTBENCH_JOB_PARTS", "1")
+    reset_process_state()
+
+
+@pytest.fixture
+def checkpointing(one_part: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoints often, for the crash test to resume from (flushes of 4 steps: a death
+    lands between two of them)."""
     monkeypatch.setenv("OPTBENCH_FLUSH_EVERY_STEPS", "4")
     monkeypatch.setenv("OPTBENCH_CHECKPOINT_EVERY_STEPS", "8")
     monkeypatch.setenv("OPTBENCH_CHECKPOINT_MIN_SECONDS", "0")
@@ -548,7 +554,7 @@ def outcome(job_id: str) -> list[tuple[Any, ...]]:
 
 
 def test_a_study_whose_worker_dies_in_the_search_and_in_the_reruns_loses_and_repeats_nothing(
-    database: str, one_part: None
+    database: str, checkpointing: None
 ) -> None:
     reference = stored_study(STUDY)
     assert execute_part(reference, search(reference), threads=1) == "succeeded"
