@@ -22,7 +22,7 @@ from services.api.app import create_app
 from services.db import store
 from services.db.models import BASELINE, RERUN, TRIAL, EpochMetric, Run, StepMetric
 from services.db.session import unit_of_work
-from services.spec import JobSpec
+from services.spec import LECTURE_SPEC, LECTURE_TUNED_SPEC, JobSpec
 from services.spec.tuning import Distribution, TuningSpec
 from services.study import phases, sampling
 from services.study.pruning import to_prune
@@ -218,6 +218,46 @@ def test_a_bad_space_is_a_422_naming_the_field_and_what_is_allowed(
     for words in said:
         assert words in detail, (wrong, detail)
     assert api.get("/v1/jobs").json()["total"] == 0  # nothing stored
+
+
+def test_the_tuned_preset_searches_each_lecture_rate_around_its_own_value() -> None:
+    spec = JobSpec.model_validate(LECTURE_TUNED_SPEC)
+    plain = JobSpec.model_validate(LECTURE_SPEC).optimizers
+    assert [e.name for e in spec.optimizers] == [e.name for e in plain]
+    for entry, lecture in zip(spec.optimizers, plain, strict=True):
+        assert entry.search is not None and set(entry.search) == {"lr"}
+        distribution = entry.search["lr"]
+        low, high = distribution.values
+        assert distribution.kind == "log_uniform" and high / low == pytest.approx(100)
+        assert low < lecture.lr < high, entry.name  # type: ignore[attr-defined]
+        # the one-shot baseline (and the point searched around) is the lecture's setting
+        assert entry.hyperparameters() == lecture.hyperparameters()
+    assert spec.tuning is not None and spec.tuning.pruning is not None
+    assert (spec.tuning.sampler, spec.tuning.budget("gd"), spec.rerun_seeds) == (
+        "quasirandom", 16, [1, 2, 3, 4, 5]
+    )  # fmt: skip
+    assert spec.tuning.baseline and spec.tuning.pruning.rungs(spec.epochs) == [2, 6]
+    trials = phases.first_runs(spec)
+    assert len(trials) == 8 * 16
+    for run in trials:
+        entry = next(o for o in LECTURE_TUNED_SPEC["optimizers"] if o["name"] == run.label)
+        low, high = entry["search"]["lr"]["log_uniform"]
+        assert low <= run.hyperparameters["lr"] <= high
+
+
+def test_the_demo_submits_the_tuned_preset_or_a_smaller_one_when_told() -> None:
+    from services.demo import demo_spec
+
+    assert demo_spec(tuned=True) == LECTURE_TUNED_SPEC
+    assert demo_spec() == {**LECTURE_SPEC, "epochs": 10}
+    smaller = demo_spec(tuned=True, epochs=3, trials=4)
+    assert smaller["epochs"] == 3 and smaller["tuning"]["trials"] == 4
+    assert {**smaller, "epochs": 10, "tuning": LECTURE_TUNED_SPEC["tuning"]} == LECTURE_TUNED_SPEC
+    assert LECTURE_TUNED_SPEC["tuning"]["trials"] == 16  # the preset itself is left alone
+    spec = JobSpec.model_validate(smaller)
+    assert spec.tuning is not None and spec.tuning.budget("adam") == 4
+    with pytest.raises(ValueError, match="--trials needs --tuned"):
+        demo_spec(trials=4)
 
 
 # --- the samplers ------------------------------------------------------------------------
