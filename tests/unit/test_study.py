@@ -229,7 +229,7 @@ def test_the_tuned_preset_searches_each_lecture_rate_around_its_own_value() -> N
         distribution = entry.search["lr"]
         low, high = distribution.values
         assert distribution.kind == "log_uniform" and high / low == pytest.approx(100)
-        assert low < lecture.lr < high, entry.name  # type: ignore[attr-defined]
+        assert low < lecture.lr < high, entry.name
         # the one-shot baseline (and the point searched around) is the lecture's setting
         assert entry.hyperparameters() == lecture.hyperparameters()
     assert spec.tuning is not None and spec.tuning.pruning is not None
