@@ -6,7 +6,7 @@ the per-optimizer table. Results stay in the embedded database: ``optbench api``
 
 ``--tuned`` submits the tuning study instead (``LECTURE_TUNED_SPEC``: each optimizer's
 learning rate searched, the best rerun on fresh seeds beside the lecture's value); its
-``epochs`` and ``trials`` can be made smaller for a quick look (the tests do), and it says
+``epochs`` and ``trials`` can be made smaller for a quick look, and it says
 which commands show the trials and the report afterwards.
 
 It needs no API key: the API listens on 127.0.0.1, and under ``OPTBENCH_AUTH=loopback`` (the

@@ -126,7 +126,8 @@ def test_optbench_demo_tuned_on_the_embedded_default(tmp_path: Path) -> None:
     assert "(128 trials; the best of each is rerun afterwards)" in result.stdout
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
-    assert [line.split()[0] for line in lines[header + 2 : header + 10]] == LABELS
+    table = [line.split()[0] for line in lines[header + 2 :] if line.strip()]
+    assert set(LABELS) <= set(table), result.stdout  # a row per optimizer (tuned, at least)
     assert f"GET /v1/jobs/{job_id}/trials" in result.stdout
 
     database = f"sqlite:///{tmp_path / 'optbench.db'}"
