@@ -546,6 +546,60 @@ def test_reruns_use_seeds_the_search_never_used_the_same_for_every_entry(
         assert len(seeded) == 1 and seeded != search_loss
 
 
+def test_tpe_rounds_are_drawn_from_the_stored_trials_alone(
+    embedded_home: Path, one_part: None
+) -> None:
+    """A tpe study trains a round, then draws the next from what is stored (no sampler state
+    is kept anywhere else, so a worker that dies between rounds loses nothing): its second
+    round is exactly what the sampler draws from the first round's stored settings and
+    scores; then the reruns follow."""
+    spec = study(sampler="tpe", trials=4, pruning=None, epochs=2)
+    spec["tuning"]["round_size"] = 2
+    job_id = stored_study(spec)
+    first = runs_of(job_id)
+    assert sorted((r["label"], r["trial"]) for r in first) == sorted(
+        (label, n) for label in LABELS for n in (0, 1)
+    )
+    sent: list[Part] = []
+    assert execute_job(job_id, send_part=lambda *p: sent.append(p)) == "running"
+    ((_, second_round, *_),) = sent
+    runs = runs_of(job_id)
+    job_spec = JobSpec.model_validate(spec)
+    assert job_spec.tuning is not None
+    for entry in job_spec.optimizers:
+        label = entry.display_label
+        stored = sorted(
+            (r for r in runs if r["label"] == label and r["id"] not in second_round),
+            key=lambda r: r["trial"],
+        )
+        values = epoch_values([r["id"] for r in stored], "val_accuracy")
+        history = [
+            ({"lr": r["hyperparameters"]["lr"]}, max(values[r["id"]].values())) for r in stored
+        ]
+        expected = sampling.draw(
+            entry.search or {},
+            job_spec.tuning,
+            seed=sampling.study_seed(3, label),
+            count=2,
+            history=history,
+        )
+        drawn = sorted(
+            (r for r in runs if r["label"] == label and r["id"] in second_round),
+            key=lambda r: r["trial"],
+        )
+        assert [r["trial"] for r in drawn] == [2, 3]
+        assert [{"lr": r["hyperparameters"]["lr"]} for r in drawn] == expected
+    assert execute_part(job_id, second_round, threads=1, send_part=lambda *p: sent.append(p)) == (
+        "running"
+    )
+    (_, (_, reruns, *_)) = sent
+    assert execute_part(job_id, reruns, threads=1) == "succeeded"
+    runs = runs_of(job_id)
+    for label in LABELS:
+        assert sorted(r["trial"] for r in of(runs, TRIAL, label)) == [0, 1, 2, 3]
+        assert sorted(r["seed"] for r in of(runs, RERUN, label)) == [4, 5]
+
+
 # --- a worker's death mid-study ------------------------------------------------------------
 
 
