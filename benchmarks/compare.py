@@ -285,6 +285,7 @@ def service(args: argparse.Namespace, data_dir: Path, scratch: Path) -> Iterator
             **os.environ,
             "OPTBENCH_DATABASE_URL": url.render_as_string(hide_password=False),
             "OPTBENCH_BROKER_URL": args.redis_url,
+            "OPTBENCH_AUTH": "loopback",  # its client sends no key (PostgreSQL's default: required)
             "OPTBENCH_HOME": str(scratch / "home"),
             "OPTBENCH_DATA_DIR": str(data_dir),
             "OPTBENCH_WORKER_METRICS_PORT": str(metrics_port),

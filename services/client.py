@@ -85,8 +85,25 @@ class ApiClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return dict(self._request("POST", f"/v1/jobs/{job_id}/cancel"))
 
+    def delete(self, job_id: str) -> dict[str, Any]:
+        """Delete a finished job and everything stored under it (``DELETE /v1/jobs/{id}``):
+        its id and the rows of each kind that went."""
+        return dict(self._request("DELETE", f"/v1/jobs/{job_id}"))
+
     def summary(self, job_id: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/v1/jobs/{job_id}/summary"))
+
+    def trials(self, job_id: str, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+        """A page of a study's trials (``GET /v1/jobs/{id}/trials``; the API's default page
+        size without ``limit``)."""
+        params: dict[str, Any] = {"offset": offset}
+        if limit is not None:
+            params["limit"] = limit
+        return dict(self._request("GET", f"/v1/jobs/{job_id}/trials", params=params))
+
+    def trials_csv(self, job_id: str) -> str:
+        """Every trial of a study as CSV (``?format=csv``)."""
+        return self._send("GET", f"/v1/jobs/{job_id}/trials", params={"format": "csv"}).text
 
     def report(self, job_id: str) -> str:
         """The job's self-contained HTML report."""

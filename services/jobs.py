@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from services import limits
 from services.db import metric_queries, store
-from services.db.models import Dataset, Job, Run, utcnow
+from services.db.models import FINISHED, Dataset, Job, Run, utcnow
 from services.db.session import unit_of_work
 from services.errors import Conflict, InvalidSpec, LimitExceeded, OptbenchError, TooManyRequests
 from services.queue import enqueue_job
@@ -30,6 +31,7 @@ from services.spec import DATASET_MODELS, MODEL_MODELS, JobSpec
 from services.spec.job import TASK_METRICS
 from services.summary import current_summary
 from services.telemetry import JOBS_REJECTED, JOBS_SUBMITTED
+from services.uploads import owned_dataset
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +193,75 @@ def cancel(job_id: uuid.UUID | str, *, owner: str | None = None) -> Job:
                 "cancelled"
             )
         return job
+
+
+@dataclass
+class Deleted:
+    """What a job's deletion removed: the job's id and the rows of each kind
+    (``store.delete_job_rows``)."""
+
+    job_id: uuid.UUID
+    rows: dict[str, int]
+
+
+class StillStopping(Conflict):
+    """A cancelled (or failed) job whose workers may still be writing its runs."""
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after_seconds=retry_after, **extra)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+def delete(job_id: uuid.UUID | str, *, owner: str | None = None) -> Deleted:
+    """Delete a finished job with its runs, step and epoch rows, rollups and checkpoints, in
+    one transaction (all of it or, on any error, nothing).
+
+    A queued or running job is a Conflict ("cancel it first"): its workers would write rows
+    for runs that no longer exist. So is a finished job whose workers may still be writing
+    (a cancelled job's workers stop at their next flush; a failed job's other parts finish
+    their runs): ``StillStopping``, with Retry-After. The job's row is locked first
+    (``store.lock_job``), so a part finalising it or the reconciler wait, then find it gone."""
+    settings = get_settings()
+    with unit_of_work() as session:
+        owned = store.get_owned_job(session, job_id, owner, with_runs=False)
+        job = store.lock_job(session, owned.id)
+        if job.status not in FINISHED:
+            raise Conflict(
+                f"job {job.id} is {job.status}: cancel it first (POST /v1/jobs/{job.id}/cancel "
+                "or `optbench cancel`), then delete it"
+            )
+        writing = store.runs_still_written(session, job, settings.heartbeat_timeout)
+        if writing:
+            raise StillStopping(
+                f"job {job.id} is {job.status}, but its workers are still stopping (runs "
+                f"{', '.join(map(str, writing))} were written a moment ago; a worker stops at "
+                "its next metric flush): try again in a few seconds",
+                retry_after=max(1, math.ceil(settings.heartbeat_seconds)),
+            )
+        rows = store.delete_job_rows(session, job.id)
+        return Deleted(job.id, rows)
+
+
+def delete_dataset(dataset_id: uuid.UUID | str, *, owner: str | None = None) -> Dataset:
+    """Delete an uploaded data set (returns its row, metadata loaded); a Conflict while a
+    queued or running job uses it. Finished jobs that trained on it keep their results.
+
+    Under the owner's submission lock (``store.lock_owner``): a submission naming the data
+    set at the same moment either commits first (and this is the 409) or finds it gone (the
+    422 for an unknown upload)."""
+    with unit_of_work() as session:
+        dataset = owned_dataset(session, dataset_id, owner)
+        store.lock_owner(session, dataset.owner)
+        users = store.jobs_using_dataset(session, dataset)
+        if users:
+            listed = ", ".join(f"{job} ({status})" for job, status in users)
+            raise Conflict(
+                f"data set {dataset.id} is used by {len(users)} queued or running "
+                f"job{'s' if len(users) > 1 else ''}: {listed}; cancel "
+                f"{'them' if len(users) > 1 else 'it'} or wait for the end, then delete it"
+            )
+        session.delete(dataset)
+        return dataset
 
 
 def check_owned(job_id: uuid.UUID | str, *, owner: str | None) -> None:

@@ -8,6 +8,7 @@ A cluster sets ``OPTBENCH_DATABASE_URL`` (PostgreSQL, psycopg 3) and ``OPTBENCH_
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -53,6 +54,12 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of a worker process's Prometheus /metrics; 0 turns it off.",
     )
+    worker_metrics_address: str = Field(
+        default="",
+        description="address a worker's /metrics binds (an IP literal, e.g. 0.0.0.0 or ::); "
+        "empty: 127.0.0.1 on the embedded default (nothing else scrapes it), 0.0.0.0 otherwise "
+        "(Prometheus on another host or container). It carries no owner's data",
+    )
     worker_concurrency: int = Field(
         default=0,
         ge=0,
@@ -76,12 +83,39 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1, description="largest data set upload accepted (413 above)"
     )
+    max_upload_columns: int = Field(
+        default=20_000,
+        ge=2,
+        description="columns of a CSV upload, checked on its header before any row is "
+        "parsed (422 above)",
+    )
     # --- authentication (services/auth.py, services/api/security.py) ------------------------
-    auth: Literal["loopback", "required"] = Field(
-        default="loopback",
+    auth: Literal["auto", "loopback", "required"] = Field(
+        default="auto",
         description="loopback: a request from this machine (127.0.0.1 or ::1, to a loopback "
-        "host name, not from another web origin) without a key acts as owner 'local'; any "
-        "other request needs a key. required: every /v1 request needs a key",
+        "host name, not from another web origin, not forwarded by a proxy) without a key acts "
+        "as owner 'local'; any other request needs a key. required: every /v1 request needs "
+        "a key. auto (the default) is resolved when the settings load: loopback on the "
+        "embedded default (a SQLite database), required with any other database (a service "
+        "others reach); `settings.auth` is never 'auto' afterwards",
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="comma-separated addresses or networks (CIDR) of reverse proxies whose "
+        "Forwarded / X-Forwarded-For headers are believed (services/api/proxies.py); * = "
+        "any peer; empty: none, the TCP peer is the client",
+    )
+    auth_failures_per_minute: int = Field(
+        default=10,
+        ge=1,
+        description="failed authentications (bad key, bad /metrics token) allowed per client "
+        "address per minute, as a burst; past that, requests carrying a key get a 429 with "
+        "Retry-After and no database lookup (services/api/ratelimit.py)",
+    )
+    metrics_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="bearer token GET /metrics requires (Prometheus's `authorization` "
+        "block); empty: /metrics is public. Never logged",
     )
     api_key: SecretStr = Field(
         default=SecretStr(""),
@@ -120,6 +154,26 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         description="jobs queued or running per owner (429 with Retry-After above)",
+    )
+    # --- quotas and retention (services/quotas.py, services/retention.py) -----------------
+    max_datasets_per_owner: int = Field(
+        default=100,
+        ge=1,
+        description="data sets one owner may keep stored (an upload past it: 429; delete one "
+        "with DELETE /v1/datasets/{id})",
+    )
+    max_dataset_bytes_per_owner: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1,
+        description="bytes of uploads (their size_bytes) one owner may keep stored (an upload "
+        "past it: 413)",
+    )
+    job_retention_days: float = Field(
+        default=0.0,
+        ge=0,
+        description="finished jobs (succeeded, failed, cancelled) are deleted with their runs "
+        "and metrics this many days after they finished, by the API (on start, then hourly); "
+        "0 = kept until deleted",
     )
     # --- availability (services/reconcile.py, services/api/errors.py) ----------------------
     reconcile_interval_seconds: float = Field(
@@ -193,6 +247,45 @@ class Settings(BaseSettings):
             raise ValueError("OPTBENCH_JOB_PARTS: 'auto' or a number of at least 1")
         return value
 
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auth_mode(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("auto", "loopback", "required"):
+            return value.strip().lower()
+        raise ValueError(
+            f"OPTBENCH_AUTH: {value!r} is not a mode; use required (every /v1 request needs a "
+            "key), loopback (requests from this machine need none) or auto (loopback on the "
+            "embedded SQLite default, required otherwise)"
+        )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        _networks(value)  # raises with the entry that is not an address
+        return value
+
+    @field_validator("worker_metrics_address")
+    @classmethod
+    def _bind_address(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(
+                    f"OPTBENCH_WORKER_METRICS_ADDRESS: '{value}' is not an IP address; use "
+                    "e.g. 127.0.0.1 (this machine only), 0.0.0.0 or :: (every interface)"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_auth(self) -> Settings:
+        # Keys by default wherever the service is shared: only the embedded default (one
+        # user's SQLite file) lets this machine in without one, unless the operator says so.
+        if self.auth == "auto":
+            self.auth = "loopback" if self.is_embedded else "required"
+        return self
+
     @model_validator(mode="after")
     def _timeout_above_heartbeats(self) -> Settings:
         timeout = self.heartbeat_timeout_seconds
@@ -208,6 +301,19 @@ class Settings(BaseSettings):
     def heartbeat_timeout(self) -> float:
         """Seconds without a heartbeat after which a run counts as lost with its worker."""
         return self.heartbeat_timeout_seconds or 6 * self.heartbeat_seconds
+
+    @property
+    def forwarded_allow_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The proxies whose forwarded headers are believed; ``*`` is every address."""
+        return _networks(self.forwarded_allow_ips)
+
+    @property
+    def worker_metrics_bind(self) -> str:
+        """The address a worker's metrics server binds: the setting, else loopback on the
+        embedded default and every interface elsewhere."""
+        if self.worker_metrics_address:
+            return self.worker_metrics_address
+        return "127.0.0.1" if self.is_embedded else "0.0.0.0"
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -236,6 +342,23 @@ class Settings(BaseSettings):
 
 def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``OPTBENCH_FORWARDED_ALLOW_IPS`` parsed: ``*`` is both whole address families."""
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for item in _items(text):
+        if item == "*":
+            networks += [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"OPTBENCH_FORWARDED_ALLOW_IPS: '{item}' is not an address or network; list "
+                "your reverse proxies' addresses, e.g. 127.0.0.1,10.0.0.0/8 (or * for any)"
+            ) from None
+    return networks
 
 
 @lru_cache(maxsize=1)

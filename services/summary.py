@@ -45,6 +45,11 @@ Schema: ``{"task", "target", "best", "optimizers": [row, ...]}`` where a row hol
 no run of the label was evaluated on a test split), ``target_reached``, ``success_rate``,
 ``diverged``, ``rank``, ``stats`` and ``paired`` (``{"reference", "metric", "n", "seeds",
 "differences", "mean", "ci95"}``).
+
+A tuning study's summary (a spec with ``tuning``) has the same rows, over its reruns only,
+each with a ``role`` (``"tuned"``, or ``"one-shot"`` for its baseline beside it, unranked),
+and a ``study`` block: services/study/results.py defines both. A plain job's summary has
+neither key (the API's model reads them as None, as in summaries stored before studies).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.db import metric_queries
-from services.db.models import FINISHED, Dataset, Job, StepMetric
+from services.db.models import FINISHED, RUN_ROLE, Dataset, Job, StepMetric
 from services.spec import JobSpec, TargetSpec
 
 # t(0.975, df): the two-sided 95 % quantile of Student's t; 1.96 (the normal's) beyond.
@@ -127,7 +132,8 @@ class RunView:
     ``epochs`` is columnar (epoch, step, train_loss, val_accuracy, train_seconds, distance,
     ...), as ``metric_queries.series(..., granularity="epoch")`` returns it;
     ``auc_train_loss`` is the mean per-step training loss (``None``: no steps yet);
-    ``test_loss`` and ``test_accuracy`` the run's stored test results (``None``: none).
+    ``test_loss`` and ``test_accuracy`` the run's stored test results (``None``: none);
+    ``role`` its part in a tuning study (``Run.role``; a plain job's runs are ``"run"``).
     """
 
     label: str
@@ -137,6 +143,7 @@ class RunView:
     auc_train_loss: float | None = None
     test_loss: float | None = None
     test_accuracy: float | None = None
+    role: str = RUN_ROLE
 
 
 def _finite(value: Any) -> float | None:
@@ -220,19 +227,17 @@ def _ranks(keys: list[tuple[Any, ...]]) -> list[int]:
     return [1 + sum(other < key for other in keys) for key in keys]
 
 
-def summarize(spec: JobSpec, runs: Sequence[RunView], task: str | None = None) -> dict[str, Any]:
-    """The summary of a job's runs (pure: no database). See the module docstring.
-
-    ``task`` overrides the spec's (an upload's task is stored with the data set)."""
-    target = spec.effective_target
+def label_rows(
+    target: TargetSpec, entries: Sequence[tuple[str, str]], runs: Sequence[RunView]
+) -> tuple[list[dict[str, Any]], dict[str, dict[int, float]]]:
+    """One unranked row per ``(label, optimizer)`` entry over its runs, in the given order,
+    and each label's final target value by seed (what the paired differences compare)."""
     by_label: dict[str, list[RunView]] = {}
     for run in runs:
         by_label.setdefault(run.label, []).append(run)
-
     rows: list[dict[str, Any]] = []
     finals_by_seed: dict[str, dict[int, float]] = {}
-    for entry in spec.optimizers:
-        label = entry.display_label
+    for label, optimizer in entries:
         group = by_label.get(label, [])
         per_run = [_run_values(target, run) for run in group]
         finals = finals_by_seed[label] = {}
@@ -243,7 +248,7 @@ def summarize(spec: JobSpec, runs: Sequence[RunView], task: str | None = None) -
         stats = {name: describe(v[name] for v in per_run) for name in VALUE_METRICS}
         stats.update({name: describe(v[name] for v in per_run) for name in TO_TARGET_METRICS})
         reached = stats["steps_to_target"]["n"]
-        row: dict[str, Any] = {"label": label, "optimizer": entry.name, "runs": len(group)}
+        row: dict[str, Any] = {"label": label, "optimizer": optimizer, "runs": len(group)}
         row.update({name: stats[name]["mean"] for name in VALUE_METRICS})
         row.update({name: stats[name]["median"] for name in TO_TARGET_METRICS})
         row.update(
@@ -253,32 +258,51 @@ def summarize(spec: JobSpec, runs: Sequence[RunView], task: str | None = None) -
             stats=stats,
         )
         rows.append(row)
+    return rows, finals_by_seed
 
+
+def rank_rows(rows: list[dict[str, Any]], target: TargetSpec) -> str | None:
+    """Set each row's ``rank``; returns the best label (the first of rank 1), or None."""
     keys = [_rank_key(row, target.higher_is_better) for row in rows]
     for row, rank in zip(rows, _ranks(keys), strict=True):
         row["rank"] = rank
-    best = next((row["label"] for row in rows if row["rank"] == 1), None)
+    return next((row["label"] for row in rows if row["rank"] == 1), None)
 
+
+def paired(
+    target: TargetSpec, own: Mapping[int, float], reference: Mapping[int, float], name: str
+) -> dict[str, Any] | None:
+    """``own`` minus ``reference`` (the label ``name``) seed by seed, or None below two
+    common seeds."""
+    seeds = sorted(set(own) & set(reference))
+    if len(seeds) < 2:
+        return None
+    differences = [own[seed] - reference[seed] for seed in seeds]
+    mean, (low, high) = paired_difference(differences)
+    return {
+        "reference": name,
+        "metric": target.metric,
+        "n": len(seeds),
+        "seeds": seeds,
+        "differences": differences,
+        "mean": mean,
+        "ci95": [low, high],
+    }
+
+
+def summarize(spec: JobSpec, runs: Sequence[RunView], task: str | None = None) -> dict[str, Any]:
+    """The summary of a job's runs (pure: no database). See the module docstring.
+
+    ``task`` overrides the spec's (an upload's task is stored with the data set)."""
+    target = spec.effective_target
+    entries = [(entry.display_label, entry.name) for entry in spec.optimizers]
+    rows, finals_by_seed = label_rows(target, entries, runs)
+    best = rank_rows(rows, target)
     reference = finals_by_seed.get(best, {}) if best is not None else {}
     for row in rows:
         row["paired"] = None
-        if row["label"] == best:
-            continue
-        own = finals_by_seed[row["label"]]
-        seeds = sorted(set(own) & set(reference))
-        if len(seeds) < 2:
-            continue
-        differences = [own[seed] - reference[seed] for seed in seeds]
-        mean, (low, high) = paired_difference(differences)
-        row["paired"] = {
-            "reference": best,
-            "metric": target.metric,
-            "n": len(seeds),
-            "seeds": seeds,
-            "differences": differences,
-            "mean": mean,
-            "ci95": [low, high],
-        }
+        if best is not None and row["label"] != best:
+            row["paired"] = paired(target, finals_by_seed[row["label"]], reference, best)
     return {
         "task": task or spec.task,
         "target": target.model_dump(),
@@ -301,7 +325,8 @@ def mean_step_losses(session: Session, run_ids: Iterable[int]) -> dict[int, floa
 
 
 def job_summary(session: Session, job: Job) -> dict[str, Any]:
-    """Summarize a job from its stored metrics (finished or still running)."""
+    """Summarize a job from its stored metrics (finished or still running); a tuning
+    study's summary is services/study/results.py's (ranked on its reruns)."""
     run_ids = [run.id for run in job.runs]
     epochs = metric_queries.series(session, run_ids, granularity="epoch")
     auc = mean_step_losses(session, run_ids)
@@ -314,6 +339,7 @@ def job_summary(session: Session, job: Job) -> dict[str, Any]:
             auc.get(run.id),
             run.test_loss,
             run.test_accuracy,
+            run.role,
         )
         for run in job.runs
     ]
@@ -322,6 +348,13 @@ def job_summary(session: Session, job: Job) -> dict[str, Any]:
     if spec.dataset.name == "upload":  # type: ignore[attr-defined]
         dataset = session.get(Dataset, spec.dataset.id)  # type: ignore[attr-defined]
         task = dataset.task if dataset else None
+    if spec.tuning is not None:
+        # Imported here: results.py builds on this module's rows, ranks and pairs.
+        from services.study import results
+
+        found = results.trials(spec, job.runs, epochs)
+        block = results.study_block(spec, job.runs, found, finished=job.status in FINISHED)
+        return results.study_summary(spec, views, block, task)
     return summarize(spec, views, task)
 
 

@@ -13,13 +13,8 @@ No FastAPI here (routes call these use cases) and no torch (the API process must
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import io
 import uuid
-import zipfile
-from array import array
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,16 +25,29 @@ from services.db.models import Dataset
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec, NotFound, PayloadTooLarge
 from services.settings import get_settings
+from services.spec.text import control_character_error
+from services.upload_formats import (
+    FINITE_MESSAGE,
+    FLOAT32_MAX,
+    MAX_CLASSES,
+    Describe,
+    TextLabels,
+    listing,
+    out_of_range,
+)
+from services.upload_formats.csv_format import csv_header, parse_csv
+from services.upload_formats.npz_format import parse_npz
+
+__all__ = ["MAX_CLASSES", "Describe", "store_upload"]
 
 FORMATS = ("npz", "csv")
 TASKS = ("classification", "regression")
 MIN_SAMPLES = 10
 MIN_PER_CLASS = 2
-MAX_CLASSES = 1000
 MAX_NAME = 200  # Dataset.name is String(200)
 # An NPZ may be compressed: its arrays may unpack to at most this many times the upload limit.
 NPZ_EXPANSION = 8
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+ROWS_PER_CHECK = 1 << 16  # rows checked finite at a time (no mask as large as x)
 
 
 def too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
@@ -70,30 +78,41 @@ def store_upload(
     Raises ``PayloadTooLarge`` (413) over ``max_upload_bytes`` and ``InvalidSpec`` (422) with a
     message naming what to change otherwise.
     """
-    limit = get_settings().max_upload_bytes
+    settings = get_settings()
+    limit = settings.max_upload_bytes
     if len(content) > limit:
         raise too_large(limit, len(content))
+    for field, value in (("name", name), ("label_column", label_column), ("task", task)):
+        problem = control_character_error(value or "")
+        if problem is not None:  # (PostgreSQL refuses NUL in text: once a 500)
+            raise InvalidSpec(f"{field}: {problem}")
     source_format = upload_format(filename)
     name = (name or "").strip() or (filename or "").strip()
+    problem = control_character_error(name)
+    if problem is not None:
+        raise InvalidSpec(f"name: the file name, the default name, {problem}; or pass name")
     if len(name) > MAX_NAME:
         raise InvalidSpec(f"name: at most {MAX_NAME} characters, got {len(name)}")
     if task is not None and task not in TASKS:
         raise InvalidSpec(f"task: must be 'classification' or 'regression', got '{task}'")
 
+    x: np.ndarray
+    y: np.ndarray | TextLabels
     if source_format == "npz":
-        x, y, describe = _parse_npz(content, limit * NPZ_EXPANSION)
+        x, y, describe = parse_npz(content, limit * NPZ_EXPANSION, NPZ_EXPANSION)
         label = "y"
     else:
+        columns = settings.max_upload_columns
         if not label_column:
-            columns = _header(content)
             raise InvalidSpec(
                 "label_column: required for a CSV upload; name the column that holds the "
-                f"label, one of: {_listing(columns)}"
+                f"label, one of: {listing(csv_header(content, columns))}"
             )
-        x, y, describe = _parse_csv(content, label_column)
+        x, y, describe = parse_csv(content, label_column, columns)
         label = f"label column '{label_column}'"
 
     normalised = normalise(x, y, task, label=label, describe=describe)
+    del x, y  # (memory: from here on only the stored arrays, then only their NPZ, are held)
     dataset = Dataset(
         owner=owner,
         name=name,
@@ -105,6 +124,7 @@ def store_upload(
         size_bytes=len(content),
         data=normalised.to_npz(),
     )
+    del normalised
     with unit_of_work() as session:
         session.add(dataset)
         session.flush()
@@ -170,8 +190,6 @@ def _key(dataset_id: uuid.UUID | str) -> uuid.UUID:
 
 # --- normalising and checking -------------------------------------------------------------
 
-Describe = Callable[[int, int], str]  # (sample, feature) -> where that value came from
-
 
 class Normalised:
     """Checked arrays, ready to store."""
@@ -180,66 +198,96 @@ class Normalised:
         self.x, self.y, self.task, self.classes = x, y, task, classes
 
     def to_npz(self) -> bytes:
+        """The NPZ to store: the buffer it was written to, not a copy (the database drivers
+        take any bytes-like object)."""
         arrays: dict[str, Any] = {"x": self.x, "y": self.y, "task": np.array(self.task)}
         if self.classes is not None:
             arrays["classes"] = self.classes
+        # Sized once, up front: a BytesIO growing as savez writes copies itself at each step
+        # (old and new buffer at once, 2x the NPZ). The rest beyond what savez wrote is cut.
+        estimate = sum(np.asarray(a).nbytes for a in arrays.values()) + (64 << 10)
         buffer = io.BytesIO()
+        buffer.seek(estimate)
+        buffer.write(b"\0")
+        buffer.seek(0)
         np.savez(buffer, **arrays)
-        return buffer.getvalue()
+        buffer.truncate()
+        return buffer.getbuffer()  # type: ignore[return-value]
 
 
 def normalise(
-    x: np.ndarray, y: np.ndarray, task: str | None, *, label: str, describe: Describe
+    x: np.ndarray,
+    y: np.ndarray | TextLabels,
+    task: str | None,
+    *,
+    label: str,
+    describe: Describe,
 ) -> Normalised:
     """Decide the task, check the data's sanity and convert to the stored dtypes.
 
-    ``y`` is numeric or str (text that is all numbers counts as numbers); ``label`` names it
-    in messages; ``describe`` names a value of x.
+    ``y`` is numeric, str (text that is all numbers counts as numbers) or ``TextLabels``;
+    ``label`` names it in messages; ``describe`` names a value of x. ``x`` already float32
+    is not copied (the parsers give it so).
     """
     n = x.shape[0]
     if n < MIN_SAMPLES:
         raise InvalidSpec(f"the data set needs at least {MIN_SAMPLES} samples, got {n}")
     if x.shape[1] < 1:
         raise InvalidSpec("the data set needs at least one feature")
+    for start in range(0, n, ROWS_PER_CHECK):
+        rows = x[start : start + ROWS_PER_CHECK]
+        bad = out_of_range(rows)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            value = float(rows[row, col])
+            raise InvalidSpec(f"{FINITE_MESSAGE}: {describe(start + row, col)} is {value}")
     with np.errstate(over="ignore", invalid="ignore"):
-        x32 = x.astype(np.float32)
-    bad = ~np.isfinite(x32)
-    if bad.any():
-        row, col = (int(i) for i in np.argwhere(bad)[0])
-        raise InvalidSpec(
-            f"features must be finite numbers within float32 range: {describe(row, col)} "
-            f"is {float(x[row, col])}"
-        )
+        x32 = x.astype(np.float32, copy=False)
 
-    if y.dtype.kind == "U":  # text labels that are all numbers are numbers
-        with contextlib.suppress(ValueError):
+    if isinstance(y, np.ndarray) and y.dtype.kind == "U":
+        try:  # text labels that are all numbers are numbers
             y = y.astype(np.float64)
-    numeric = y.dtype.kind in "biuf"
-    if numeric:
-        y = y.astype(np.float64)
-        nonfinite = np.flatnonzero(~np.isfinite(y))
-        if nonfinite.size:
-            i = int(nonfinite[0])
-            raise InvalidSpec(f"{label}: must be finite, sample {i} is {float(y[i])}")
+        except ValueError:
+            names, codes = np.unique(y, return_inverse=True)
+            y = TextLabels(names, codes.reshape(-1))
+    if isinstance(y, TextLabels):
+        return _text_classes(x32, y, task, label)
+    y = y.astype(np.float64)
+    nonfinite = np.flatnonzero(~np.isfinite(y))
+    if nonfinite.size:
+        i = int(nonfinite[0])
+        raise InvalidSpec(f"{label}: must be finite, sample {i} is {float(y[i])}")
     # whole numbers (small enough for int64 and float64 to agree) are class labels
-    integral = numeric and bool(np.all(y == np.round(y)) and np.abs(y).max() < 2**53)
+    integral = bool(np.all(y == np.round(y)) and np.abs(y).max() < 2**53)
     values = y.astype(np.int64) if integral else y
 
     if task is None:
         few = integral and np.unique(values).size <= MAX_CLASSES
-        task = "classification" if not numeric or few else "regression"
+        task = "classification" if few else "regression"
     if task == "regression":
-        if not numeric:
-            example = next(v for v in y if not _is_float(v))
-            raise InvalidSpec(
-                f"{label}: regression needs numeric targets, got text such as '{example}'; "
-                "set task=classification or fix the values"
-            )
-        if np.abs(y).max() > _FLOAT32_MAX:
+        if np.abs(y).max() > FLOAT32_MAX:
             raise InvalidSpec(f"{label}: targets must lie within float32 range")
         return Normalised(x32, y.astype(np.float32), "regression", None)
-
     classes, index, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return _classification(x32, classes, index.reshape(-1), counts, label)
+
+
+def _text_classes(x32: np.ndarray, y: TextLabels, task: str | None, label: str) -> Normalised:
+    if task == "regression":
+        example = next(str(v) for v in y.names if not _is_float(v))
+        raise InvalidSpec(
+            f"{label}: regression needs numeric targets, got text such as '{example}'; "
+            "set task=classification or fix the values"
+        )
+    classes, to_class = np.unique(y.names, return_inverse=True)
+    index = to_class.reshape(-1)[y.codes]
+    counts = np.bincount(index, minlength=classes.size)
+    return _classification(x32, classes, index, counts, label)
+
+
+def _classification(
+    x32: np.ndarray, classes: np.ndarray, index: np.ndarray, counts: np.ndarray, label: str
+) -> Normalised:
     if classes.size > MAX_CLASSES:
         raise InvalidSpec(
             f"{label}: classification allows at most {MAX_CLASSES} classes, got {classes.size}; "
@@ -255,168 +303,7 @@ def normalise(
             f"{label}: classification needs at least {MIN_PER_CLASS} samples of every class; "
             f"these have fewer: {shown}{more} (add samples, drop them, or set task=regression)"
         )
-    return Normalised(x32, index.reshape(-1).astype(np.int64), "classification", classes)
-
-
-# --- NPZ ----------------------------------------------------------------------------------
-
-
-def _parse_npz(content: bytes, max_unpacked: int) -> tuple[np.ndarray, np.ndarray, Describe]:
-    try:
-        members = {
-            info.filename: info.file_size
-            for info in zipfile.ZipFile(io.BytesIO(content)).infolist()
-        }
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise InvalidSpec(
-            "file: not a readable NPZ archive; write it with numpy.savez(path, x=..., y=...)"
-        ) from None
-    missing = [key for key in ("x", "y") if f"{key}.npy" not in members]
-    if missing:
-        held = sorted(m.removesuffix(".npy") for m in members)
-        raise InvalidSpec(
-            f"file: the NPZ must hold arrays 'x' (features) and 'y' (labels or targets); "
-            f"missing {_listing(missing)}, it holds {_listing(held) or 'nothing'}"
-        )
-    unpacked = members["x.npy"] + members["y.npy"]
-    if unpacked > max_unpacked:
-        raise PayloadTooLarge(
-            f"x and y unpack to {unpacked} bytes; at most {max_unpacked} are accepted "
-            f"(the upload limit, OPTBENCH_MAX_UPLOAD_BYTES, times {NPZ_EXPANSION})",
-            limit_bytes=max_unpacked,
-        )
-    try:
-        with np.load(io.BytesIO(content), allow_pickle=False) as archive:
-            x, y = archive["x"], archive["y"]
-    except ValueError as error:
-        if "allow_pickle" in str(error):
-            raise InvalidSpec(
-                "file: x and y must be plain numeric (or, for y, string) arrays; object arrays "
-                "are not accepted"
-            ) from None
-        raise InvalidSpec(f"file: the NPZ cannot be read: {error}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, MemoryError) as error:
-        raise InvalidSpec(f"file: the NPZ cannot be read: {error}") from None
-
-    if x.dtype.kind not in "biuf":
-        raise InvalidSpec(f"x: must be numeric (bool, int or float), got dtype {x.dtype}")
-    if x.ndim < 2:
-        raise InvalidSpec(
-            f"x: must be N x D (one row per sample), got shape {x.shape}; "
-            "for a single feature use x.reshape(-1, 1)"
-        )
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y.reshape(-1)
-    if y.ndim != 1:
-        raise InvalidSpec(f"y: must be 1-D (one label or target per sample), got shape {y.shape}")
-    if y.shape[0] != x.shape[0]:
-        raise InvalidSpec(
-            f"y: must have one entry per sample of x: x has {x.shape[0]}, y has {y.shape[0]}"
-        )
-    if y.dtype.kind == "S":
-        try:
-            y = np.char.decode(y, "utf-8")
-        except UnicodeDecodeError:
-            raise InvalidSpec("y: byte-string labels must be UTF-8") from None
-    if y.dtype.kind not in "biufU":
-        raise InvalidSpec(f"y: must hold numbers or strings, got dtype {y.dtype}")
-    if y.dtype.kind == "U":
-        y = np.char.strip(y)
-
-    shape = x.shape[1:]
-    x = x.reshape(x.shape[0], -1)
-
-    def describe(row: int, col: int) -> str:
-        at = np.unravel_index(col, shape) if len(shape) > 1 else (col,)
-        return f"x[{', '.join(str(i) for i in (row, *at))}]"
-
-    return x, y, describe
-
-
-# --- CSV ----------------------------------------------------------------------------------
-
-
-def _text(content: bytes) -> str:
-    try:
-        return content.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise InvalidSpec(
-            f"file: a CSV must be UTF-8 text; byte {error.start} is not (save it as UTF-8)"
-        ) from None
-
-
-def _header(content: bytes) -> list[str]:
-    try:
-        row = next(csv.reader(io.StringIO(_text(content), newline="")), [])
-    except csv.Error:
-        return []
-    return [cell.strip() for cell in row]
-
-
-def _parse_csv(content: bytes, label_column: str) -> tuple[np.ndarray, np.ndarray, Describe]:
-    reader = csv.reader(io.StringIO(_text(content), newline=""))
-    try:
-        header = [cell.strip() for cell in next(reader, [])]
-        if not header:
-            raise InvalidSpec(
-                f"file: the CSV is empty; it needs a header row and at least {MIN_SAMPLES} rows"
-            )
-        duplicates = sorted({c for c in header if header.count(c) > 1})
-        if duplicates:
-            raise InvalidSpec(
-                f"file: column names must be unique; repeated: {_listing(duplicates)}"
-            )
-        if label_column not in header:
-            raise InvalidSpec(
-                f"label_column: the CSV has no column '{label_column}'; "
-                f"its columns are: {_listing(header)}"
-            )
-        li = header.index(label_column)
-        features = header[:li] + header[li + 1 :]
-        if not features:
-            raise InvalidSpec(
-                f"file: the CSV needs at least one feature column besides '{label_column}'"
-            )
-        width = len(header)
-        values: array[float] = array("d")
-        labels: list[str] = []
-        lines: array[int] = array("q")
-        for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            if len(row) != width:
-                raise InvalidSpec(
-                    f"file: line {reader.line_num} has {len(row)} field(s); the header has {width}"
-                )
-            label = row[li].strip()
-            if not label:
-                raise InvalidSpec(
-                    f"label column '{label_column}': empty on line {reader.line_num}; "
-                    "every row needs a label"
-                )
-            cells = row[:li] + row[li + 1 :]
-            try:
-                values.extend(map(float, cells))
-            except ValueError:
-                col = next(i for i, cell in enumerate(cells) if not _is_float(cell))
-                raise InvalidSpec(
-                    f"column '{features[col]}': must be numeric (only the label column may "
-                    f"hold text); line {reader.line_num} has '{cells[col].strip()}'"
-                ) from None
-            labels.append(label)
-            lines.append(reader.line_num)
-    except csv.Error as error:
-        raise InvalidSpec(
-            f"file: the CSV cannot be parsed at line {reader.line_num}: {error}"
-        ) from None
-
-    x = np.frombuffer(values, dtype=np.float64).reshape(len(labels), len(features))
-    y = np.array(labels, dtype=str)
-
-    def describe(row: int, col: int) -> str:
-        return f"column '{features[col]}' on line {lines[row]}"
-
-    return x, y, describe
+    return Normalised(x32, index.astype(np.int64), "classification", classes)
 
 
 def _is_float(value: object) -> bool:
@@ -425,8 +312,3 @@ def _is_float(value: object) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _listing(names: Sequence[str], limit: int = 50) -> str:
-    shown = ", ".join(f"'{n}'" for n in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

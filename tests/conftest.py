@@ -83,6 +83,9 @@ def postgres_db(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     from services.db.session import get_engine
 
     monkeypatch.setenv("OPTBENCH_DATABASE_URL", postgres_url)
+    # In-process tests call as owner 'local' from loopback, which PostgreSQL's default
+    # (OPTBENCH_AUTH=required) refuses: they opt in, as an operator would.
+    monkeypatch.setenv("OPTBENCH_AUTH", "loopback")
     reset_process_state()
     yield postgres_url
     assert_stored_metrics_valid(postgres_url)

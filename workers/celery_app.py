@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Waiting OpenMP threads sleep instead of spinning. Several processes each with several torch
 # threads share the cores (parts of jobs, or two jobs at once): spinning threads then steal
@@ -26,8 +26,11 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
 
 from services.queue import celery_config
-from services.settings import get_settings
+from services.settings import Settings, get_settings
 from workers import shutdown  # its shared flag must exist before the pool forks
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,6 @@ app.conf.update(celery_config(get_settings()))
 
 def _init_training_process(index: int) -> None:
     import torch
-    from prometheus_client import start_http_server
 
     from services.db.session import reset_engine
     from services.telemetry import set_build_info
@@ -47,16 +49,27 @@ def _init_training_process(index: int) -> None:
     # (loading its data) never competes with the parts other processes train.
     torch.set_num_threads(1)
     _warm_up()
-    settings = get_settings()
     set_build_info(torch.__version__, torch.version.cuda or "")
-    if settings.worker_metrics_port:
-        # One port per pool process (base port + process index): no counter is shared.
-        port = settings.worker_metrics_port + index
-        try:
-            start_http_server(port)
-            log.info("worker metrics on :%d/metrics", port)
-        except OSError as error:
-            log.warning("worker metrics port %d unavailable: %s", port, error)
+    serve_metrics(get_settings(), index)
+
+
+def serve_metrics(settings: Settings, index: int) -> WSGIServer | None:
+    """This process's Prometheus /metrics on OPTBENCH_WORKER_METRICS_ADDRESS (loopback on the
+    embedded default), port OPTBENCH_WORKER_METRICS_PORT + ``index``; None when off or the
+    port is taken (training goes on without it)."""
+    from prometheus_client import start_http_server
+
+    if not settings.worker_metrics_port:
+        return None
+    # One port per pool process (base port + process index): no counter is shared.
+    port, address = settings.worker_metrics_port + index, settings.worker_metrics_bind
+    try:
+        server, _ = start_http_server(port, addr=address)
+    except OSError as error:
+        log.warning("worker metrics on %s:%d unavailable: %s", address, port, error)
+        return None
+    log.info("worker metrics on %s:%d/metrics", address, port)
+    return server
 
 
 @worker_process_init.connect

@@ -90,7 +90,9 @@ def execute_job(
             experiment,
             settings.job_parts,
             settings.torch_threads,
-            max_parts=None if send_part is not None else 1,
+            # A pruned study trains as one part: its rule ranks the trials that train
+            # together, so the trials of one entry must not be spread over workers.
+            max_parts=None if send_part is not None and not experiment.config.pruning else 1,
         )
         with unit_of_work() as session:
             job = store.lock_job(session, job_key)
@@ -206,8 +208,27 @@ def execute_part(
             return _fail(job_key, todo, error)
         finally:
             torch.set_num_threads(previous)
+            _part_ended(job_key, todo)
         log.info("job %s part %d/%d done, pid %d", job_key, part, parts, os.getpid())
     return finalise_job(job_key, send_part=send_part, threads=threads)
+
+
+def _part_ended(job_key: uuid.UUID, run_ids: list[int]) -> None:
+    """After a part, whatever ended it: the checkpoints of its runs that finished go (a
+    stopping worker's unfinished runs keep theirs, to resume from), and its cancelled runs
+    are held by no worker any more, so that their job can be deleted at once. Best effort:
+    left behind, both go with the job when it is deleted."""
+    try:
+        with unit_of_work() as session:
+            checkpoints.discard_finished(session, run_ids)
+            store.release_cancelled(session, run_ids)
+    except Exception as error:
+        log.warning(
+            "job %s: the checkpoints of runs %s were not removed (%s)",
+            job_key,
+            run_ids,
+            type(error).__name__,
+        )
 
 
 def _resume(experiment: Experiment, run_ids: list[int]) -> dict[int, RunState]:

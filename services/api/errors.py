@@ -1,5 +1,12 @@
 """Errors as RFC 9457 problem+json, registered once on the base classes, and documented as
-such in the OpenAPI schema (``document_problems``)."""
+such in the OpenAPI schema (``document_problems``).
+
+Bad input is never a 5xx: besides the spec's validation, query and path parameters holding a
+control character are a 422 naming them (``refuse_control_characters_in_parameters``, every
+route's dependency), and a value the database refuses as data (SQLSTATE class 22: NUL in
+text, a number out of range) is a 422 too, should one get past validation. What is logged
+names the error's class and the request id (services/api/request_context.py), never the
+values: a database error's message holds the SQL's parameters."""
 
 from __future__ import annotations
 
@@ -12,13 +19,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from services.api.request_context import current_request_id, error_classes
 from services.errors import OptbenchError, Unavailable
 from services.settings import get_settings
 from services.spec import field_errors
+from services.spec.text import control_character_error
 from services.telemetry import JOBS_REJECTED
 
 PROBLEM = "application/problem+json"
@@ -45,7 +60,11 @@ def database_unavailable(error: BaseException) -> Unavailable:
     password, and Retry-After is OPTBENCH_RETRY_AFTER_SECONDS. The cause is logged by its
     type only (a driver's message may carry the address)."""
     cause = getattr(error, "orig", None) or error
-    log.warning("database unreachable (%s); answering 503", type(cause).__name__)
+    log.warning(
+        "database unreachable (%s; request %s); answering 503",
+        type(cause).__name__,
+        current_request_id(),
+    )
     unavailable = Unavailable("the database cannot be reached; retry shortly")
     unavailable.headers["Retry-After"] = str(get_settings().retry_after_seconds)
     return unavailable
@@ -93,9 +112,38 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 
 
 async def _database_down(request: Request, error: Exception) -> JSONResponse:
-    if not database_down(error):  # another database error is a bug: a 500, as before
-        raise error
-    return await _domain_error(request, database_unavailable(error))
+    if database_down(error):
+        return await _domain_error(request, database_unavailable(error))
+    if isinstance(error, DataError):  # the value's fault (class 22), which validation missed
+        log.warning(
+            "the database refused a value (%s; request %s); answering 422",
+            error_classes(error),
+            current_request_id(),
+        )
+        return problem(
+            422,
+            "Invalid request",
+            "a value in the request cannot be stored: remove control characters from its "
+            "text and keep its numbers within the documented ranges",
+            "invalid-spec",
+        )
+    raise error  # another database error is a bug: a 500, logged by request_context
+
+
+def refuse_control_characters_in_parameters(request: Request) -> None:
+    """Every route's dependency: a query or path parameter holding a control character is a
+    422 naming it (the spec's and the form's fields are checked where they are parsed)."""
+    problems = [
+        {"loc": (where, name), "msg": message, "type": "value_error", "input": value}
+        for where, items in (
+            ("query", request.query_params.multi_items()),
+            ("path", list(request.path_params.items())),
+        )
+        for name, value in items
+        if (message := control_character_error(str(value))) is not None
+    ]
+    if problems:
+        raise RequestValidationError(problems)
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
@@ -133,7 +181,8 @@ PROBLEMS = {
     409: "the job's state does not allow it",
     413: "the request body is over its size limit",
     422: "the request does not validate: the problem names each field to change",
-    429: "too many jobs in flight (Retry-After)",
+    429: "too many jobs in flight, or too many failed authentications from this address "
+    "(Retry-After)",
     503: "the database cannot be reached (Retry-After)",
 }
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -155,7 +204,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     for path, item in schema.get("paths", {}).items():
         for operation in item.values():
             responses = operation.setdefault("responses", {})
-            added = [401, 503] if path.startswith("/v1") else []
+            added = [401, 429, 503] if path.startswith("/v1") else []
             added += [400] if "requestBody" in operation else []
             for status in added:
                 responses.setdefault(str(status), {"description": PROBLEMS[status]})

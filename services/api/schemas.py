@@ -167,8 +167,59 @@ class OptimizerSummary(BaseModel):
     success_rate: float | None = None
     diverged: int
     stats: dict[str, StatOut] = {}
-    rank: int
+    rank: int | None  # None: a study's one-shot row (its baseline is not ranked)
     paired: PairedOut | None = None
+    # A tuning study's rows (services/study/results.py): "tuned" (over the best setting's
+    # reruns) or "one-shot" (the entry's given values on the same seeds); None in a plain job.
+    role: Literal["tuned", "one-shot"] | None = None
+
+
+class BestSettingOut(BaseModel):
+    """An entry's best trial: what the sampler chose, the full setting, its score."""
+
+    trial: int
+    run_id: int
+    values: dict[str, Any]  # searched key (lr, betas.0, schedule.warmup_steps) -> value
+    hyperparameters: dict[str, Any]
+    selection_score: float | None
+
+
+class StudyEntryOut(BaseModel):
+    """One optimizer entry's search (counts by trial status; steps trained against the
+    steps the full sweep, every trial to the last epoch, would cost)."""
+
+    label: str
+    optimizer: str
+    searched: bool  # False: one trial at its given values
+    budget: int
+    trials: int  # drawn so far
+    completed: int
+    pruned: int
+    diverged: int
+    unfinished: int  # queued or running
+    failed: int  # failed or cancelled
+    steps_trained: int
+    full_sweep_steps: int | None  # None until the trials' steps are known (job started)
+    best: BestSettingOut | None
+    # E[best selection score of k trials], k = 1..N over the completed trials; None for
+    # grid and tpe samplers (StudyOut.expected_best_note says why) and unsearched entries.
+    expected_best_of_k: list[float] | None
+
+
+class StudyOut(BaseModel):
+    """A tuning study so far (services/study/results.py defines every value)."""
+
+    sampler: Literal["grid", "random", "quasirandom", "tpe"]
+    selection_metric: str
+    higher_is_better: bool
+    phase: Literal["search", "reruns", "complete"]
+    rerun_seeds: list[int]
+    pruning: dict[str, Any] | None
+    budget_note: str | None  # set when the entries' trial budgets differ
+    expected_best_note: str | None  # why expected_best_of_k is not shown (grid, tpe)
+    steps_trained: int
+    full_sweep_steps: int | None
+    entries: list[StudyEntryOut]
 
 
 class SummaryOut(BaseModel):
@@ -176,6 +227,37 @@ class SummaryOut(BaseModel):
     target: TargetOut
     best: str | None  # the first label of rank 1
     optimizers: list[OptimizerSummary]
+    study: StudyOut | None = None  # a tuning study's; None for a plain job and old summaries
+
+
+# --- GET /v1/jobs/{id}/trials (services/study/results.py) ---
+
+
+class TrialOut(BaseModel):
+    run_id: int
+    label: str
+    optimizer: str
+    trial: int  # the trial's number within its label
+    seed: int
+    status: Literal["completed", "pruned", "diverged", "running", "queued", "failed", "cancelled"]
+    values: dict[str, Any]  # the sampled values of the entry's searched keys
+    hyperparameters: dict[str, Any]
+    selection_score: float | None  # so far, while it trains
+    rung: int | None  # the epoch whose rung pruned it
+    steps_trained: int
+    total_steps: int | None  # a full trial's steps
+
+
+class TrialPage(BaseModel):
+    job_id: uuid.UUID
+    selection_metric: str
+    higher_is_better: bool
+    sampler: Literal["grid", "random", "quasirandom", "tpe"]
+    searched: dict[str, list[str]]  # label -> its searched keys
+    items: list[TrialOut]
+    total: int
+    limit: int | None
+    offset: int
 
 
 # --- GET /v1/catalog (services/catalog.py) ---

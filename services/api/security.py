@@ -1,22 +1,35 @@
 """Who is calling, and how much they may send: the middleware in front of every route.
 
-From the outside in: allowed hosts (``OPTBENCH_ALLOWED_HOSTS``), CORS
+From the outside in: forwarded headers (``OPTBENCH_FORWARDED_ALLOW_IPS``,
+services/api/proxies.py), allowed hosts (``OPTBENCH_ALLOWED_HOSTS``), CORS
 (``OPTBENCH_CORS_ORIGINS``), authentication, the request body limit.
 
 **Authentication** runs before a body is read, for every path under ``/v1``; the web page's
-files, ``/healthz``, ``/readyz``, ``/metrics`` and the OpenAPI documentation are public (they
-hold no one's data). A request that sends ``Authorization: Bearer <key>`` is checked, always:
-an unknown, revoked or malformed key is a 401. Without a key:
+files, ``/healthz``, ``/readyz`` and the OpenAPI documentation are public (they hold no
+one's data), and so is ``/metrics`` unless ``OPTBENCH_METRICS_TOKEN`` is set (then it needs
+``Authorization: Bearer <that token>``, from anywhere; it is not an API key, and no API key
+opens it). A request that sends ``Authorization: Bearer <key>`` is checked, always: an
+unknown, revoked or malformed key is a 401. Without a key:
 
-- ``OPTBENCH_AUTH=loopback`` (the default): a request *from this machine* acts as owner
-  ``local``, so ``optbench demo``, ``optbench api`` with the CLI and the web page stay one
-  command with nothing to configure. From this machine means: the peer address is loopback
-  (127.0.0.0/8, ::1), the Host header names a loopback address (``localhost``,
-  ``127.0.0.1``, ``[::1]``: a DNS-rebinding page has its own host name there), and a browser
-  request comes from the API's own origin (``Origin``/``Sec-Fetch-Site``: another web site
-  open in the same browser cannot submit jobs as ``local``). Anything else is a 401.
-- ``OPTBENCH_AUTH=required``: a 401, from anywhere. Use it behind a reverse proxy on the same
-  machine (which makes every request look local) and wherever the API is shared.
+- ``OPTBENCH_AUTH=loopback`` (the default on the embedded SQLite database): a request *from
+  this machine* acts as owner ``local``, so ``optbench demo``, ``optbench api`` with the CLI
+  and the web page stay one command with nothing to configure. From this machine means: the
+  peer address is loopback (127.0.0.0/8, ::1; behind a trusted proxy, the client it
+  forwarded), no untrusted proxy relayed it (a ``Forwarded``/``X-Forwarded-For`` header from
+  a peer not in ``OPTBENCH_FORWARDED_ALLOW_IPS``), the Host header names a loopback address
+  (``localhost``, ``127.0.0.1``, ``[::1]``: a DNS-rebinding page has its own host name
+  there), and a browser request comes from the API's own origin (``Origin``/
+  ``Sec-Fetch-Site``: another web site open in the same browser cannot submit jobs as
+  ``local``). Anything else is a 401.
+- ``OPTBENCH_AUTH=required`` (the default with any other database: a service others reach):
+  a 401, from anywhere. Set it too behind a reverse proxy on the same machine that sends no
+  forwarded header (nginx's default), which makes every request look local.
+
+**Failed authentications** (a refused key or /metrics token, a malformed Authorization
+header) are limited per client address (``OPTBENCH_AUTH_FAILURES_PER_MINUTE``,
+services/api/ratelimit.py): past the limit a request carrying credentials gets a 429 with
+Retry-After, without a database lookup. Requests without credentials are not counted: they
+cost no lookup.
 
 Routes take the caller's owner from the ``Owner`` dependency (which also documents the
 bearer scheme in OpenAPI, so ``/docs`` has an Authorize button).
@@ -31,6 +44,7 @@ Prometheus metrics record.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from typing import Annotated
 
@@ -44,7 +58,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import auth
 from services.api.errors import database_down, database_unavailable, problem
-from services.errors import OptbenchError, PayloadTooLarge, Unauthorized
+from services.api.proxies import FORWARDED_KEY, ForwardedMiddleware
+from services.api.ratelimit import FailureLimiter
+from services.errors import OptbenchError, PayloadTooLarge, TooManyRequests, Unauthorized
 from services.settings import get_settings
 from services.telemetry import JOBS_REJECTED
 
@@ -59,34 +75,97 @@ def protected(path: str) -> bool:
 
 
 class AuthMiddleware:
-    """Puts the caller's owner into the scope, or answers 401 (see the module docstring)."""
+    """Puts the caller's owner into the scope, or answers 401/429 (see the module docstring).
+    One failure limiter per app: its state is this process's."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.limiter = FailureLimiter(get_settings().auth_failures_per_minute)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not protected(scope["path"]):
+        if scope["type"] != "http" or not (protected(scope["path"]) or _metrics(scope)):
             await self.app(scope, receive, send)
             return
         try:
-            scope[OWNER_KEY] = await caller(scope)
+            if protected(scope["path"]):
+                scope[OWNER_KEY] = await caller(scope, self.limiter)
+            else:
+                check_metrics_token(scope, self.limiter)
         except OptbenchError as error:
             response = problem(
-                error.status, error.title, error.detail, error.code, headers=error.headers
+                error.status,
+                error.title,
+                error.detail,
+                error.code,
+                headers=error.headers,
+                **error.extra,
             )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
-async def caller(scope: Scope) -> str:
-    """The owner a request acts for; raises Unauthorized (or Unavailable)."""
+def _metrics(scope: Scope) -> bool:
+    return scope["path"] == "/metrics" and bool(get_settings().metrics_token.get_secret_value())
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _limit(scope: Scope, limiter: FailureLimiter) -> None:
+    """A 429 for a client past its failed authentications, before anything is looked up."""
+    wait = limiter.retry_after(_client(scope))
+    if wait is not None:
+        limit = get_settings().auth_failures_per_minute
+        raise TooManyRequests(
+            f"too many failed authentications from this address: at most {limit} per minute "
+            f"(OPTBENCH_AUTH_FAILURES_PER_MINUTE); retry in {wait} s with a valid key "
+            f"({_HOW})",
+            retry_after=wait,
+        )
+
+
+def _refused(scope: Scope, limiter: FailureLimiter, error: Unauthorized) -> Unauthorized:
+    limiter.failed(_client(scope))
+    return error
+
+
+def check_metrics_token(scope: Scope, limiter: FailureLimiter) -> None:
+    """``GET /metrics`` under ``OPTBENCH_METRICS_TOKEN``: the token, compared in constant
+    time; a wrong or missing one is a 401 (and counts as a failure when one was sent)."""
+    expected = get_settings().metrics_token.get_secret_value()
+    header = Headers(scope=scope).get("authorization")
+    how = (
+        "GET /metrics needs the token of OPTBENCH_METRICS_TOKEN: send 'Authorization: Bearer "
+        "<token>' (Prometheus: the scrape job's authorization block, "
+        "deploy/prometheus/prometheus.yml)"
+    )
+    if header is None:
+        raise Unauthorized(how)
+    _limit(scope, limiter)
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), expected.encode()
+    ):
+        raise _refused(scope, limiter, Unauthorized(how, invalid_token=True))
+
+
+async def caller(scope: Scope, limiter: FailureLimiter) -> str:
+    """The owner a request acts for; raises Unauthorized, TooManyRequests (or Unavailable)."""
     header = Headers(scope=scope).get("authorization")
     if header is not None:
+        _limit(scope, limiter)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized(
-                f"the Authorization header must be 'Bearer <key>' ({_HOW})", invalid_token=True
+            raise _refused(
+                scope,
+                limiter,
+                Unauthorized(
+                    f"the Authorization header must be 'Bearer <key>' ({_HOW})",
+                    invalid_token=True,
+                ),
             )
         try:
             owner = await to_thread.run_sync(auth.authenticate, token.strip())
@@ -95,10 +174,14 @@ async def caller(scope: Scope) -> str:
                 raise database_unavailable(error) from None
             raise
         if owner is None:
-            raise Unauthorized(
-                f"the API key is unknown or revoked; {_HOW} (an operator can list them with "
-                "`optbench keys list`)",
-                invalid_token=True,
+            raise _refused(
+                scope,
+                limiter,
+                Unauthorized(
+                    f"the API key is unknown or revoked; {_HOW} (an operator can list them "
+                    "with `optbench keys list`)",
+                    invalid_token=True,
+                ),
             )
         return owner
     if get_settings().auth == "loopback":
@@ -106,18 +189,21 @@ async def caller(scope: Scope) -> str:
             return auth.LOCAL_OWNER
         raise Unauthorized(
             f"this route needs an API key: send 'Authorization: Bearer <key>' ({_HOW}); "
-            "only requests from this machine may leave it out (OPTBENCH_AUTH=loopback)"
+            "only requests from this machine may leave it out (OPTBENCH_AUTH=loopback), and "
+            "not when a proxy relayed them"
         )
     raise Unauthorized(
         f"this route needs an API key: send 'Authorization: Bearer <key>' ({_HOW}); "
-        "OPTBENCH_AUTH=required"
+        "OPTBENCH_AUTH=required (the default off the embedded SQLite database; an operator "
+        "who wants requests from this machine let in without a key sets "
+        "OPTBENCH_AUTH=loopback)"
     )
 
 
 def is_local(scope: Scope) -> bool:
     """A request from this machine, to a loopback name, not sent by another web origin."""
     client = scope.get("client")
-    if not client or not _is_loopback_address(client[0]):
+    if not client or not _is_loopback_address(client[0]) or scope.get(FORWARDED_KEY):
         return False
     headers = Headers(scope=scope)
     host = headers.get("host", "")
@@ -149,7 +235,8 @@ def _host_name(host: str) -> str:
 _bearer = HTTPBearer(
     auto_error=False,
     description="An API key, `ob_...` (`optbench keys create --owner NAME`). Requests from "
-    "this machine need none under OPTBENCH_AUTH=loopback (the default).",
+    "this machine need none under OPTBENCH_AUTH=loopback (the default on the embedded "
+    "SQLite database).",
 )
 
 
@@ -247,3 +334,5 @@ def install(app: FastAPI) -> None:
         app.add_middleware(
             TrustedHostMiddleware, allowed_hosts=settings.allowed_host_list, www_redirect=False
         )
+    # Outermost: every layer inside sees the client a trusted proxy forwarded.
+    app.add_middleware(ForwardedMiddleware, trusted=settings.forwarded_allow_networks)

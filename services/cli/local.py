@@ -151,7 +151,15 @@ def api(host: str, port: int, log_level: str) -> int:
 
     migrate_if_embedded()
     uvicorn.run(
-        "services.api.app:create_app", factory=True, host=host, port=port, log_level=log_level
+        "services.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        # Forwarded headers are the app's to resolve, from OPTBENCH_FORWARDED_ALLOW_IPS and
+        # understanding Forwarded too (services/api/proxies.py); uvicorn's own would believe
+        # 127.0.0.1's X-Forwarded-For whatever that setting says.
+        proxy_headers=False,
     )
     return OK
 

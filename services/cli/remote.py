@@ -1,20 +1,28 @@
-"""The commands that talk to the API: submit, list, status, cancel, watch, summary.
+"""The commands that talk to the API: submit, list, status, cancel, delete, watch, summary,
+trials.
 
 ``list`` decisions: ``--name`` (substring), ``--dataset`` and ``--model`` (the spec's
 ``dataset.name`` / ``model.name``, any case, whole names) are matched here, on the pages the
 API sends (its ``GET /v1/jobs`` filters by status only), going through pages until
 ``--limit`` jobs match. There is no "best optimizer" column: the rank-1 row is in each job's
 summary, one more request per listed job; ``optbench summary JOB`` shows it.
+
+``trials`` reads every page of ``GET /v1/jobs/{id}/trials`` (a study has at most a few
+thousand trials) and prints one row per trial, its sampled values as columns (the union of
+the entries' searched keys; ``-`` where an entry does not search that key); ``--csv`` prints
+the API's CSV as it comes, ``--json`` the trials as one JSON page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Group, RenderableType
+from rich.text import Text
 
 from services.cli.base import (
     JOB_FAILED,
@@ -32,7 +40,13 @@ from services.cli.base import (
 )
 from services.cli.progress import JobProgress
 from services.client import ApiClient
-from services.console import job_status, job_table, make_console, summary_table
+from services.console import (
+    job_status,
+    job_table,
+    make_console,
+    plain_table,
+    summary_table,
+)
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 spec_argument = click.argument(
@@ -133,6 +147,25 @@ def cancel(job: str, url: str | None, key: str | None, as_json: bool) -> int:
     return OK
 
 
+@cli.command(short_help="Delete a finished job and its runs, metrics and checkpoints.")
+@job_argument
+@remote_options
+def delete(job: str, url: str | None, key: str | None, as_json: bool) -> int:
+    """Delete JOB (succeeded, failed or cancelled) with its runs, step and epoch metrics and
+    checkpoints, for good. A queued or running job is refused: cancel it first (exit 1)."""
+    with client(url, key) as api:
+        deleted = api.delete(full_id(job, lambda: remote_ids(api)))
+    if as_json:
+        print_json(deleted)
+    else:
+        rows = deleted["deleted"]
+        print(
+            f"deleted job {deleted['id']}: {rows['runs']} runs, {rows['step_rows']} step rows, "
+            f"{rows['epoch_rows']} epoch rows, {rows['checkpoints']} checkpoints"
+        )
+    return OK
+
+
 def _print_job(job: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(job)
@@ -181,3 +214,76 @@ def summary(job: str, url: str | None, key: str | None, as_json: bool) -> int:
     else:
         show(summary_table(result))
     return OK
+
+
+TRIALS_PAGE = 1000  # trials per request while reading every page
+
+
+@cli.command(short_help="A tuning study's trials: values, score, status, rung.")
+@job_argument
+@click.option("--csv", "as_csv", is_flag=True, help="The API's CSV (one row per trial).")
+@remote_options
+def trials(job: str, as_csv: bool, url: str | None, key: str | None, as_json: bool) -> int:
+    """JOB's trials (a job with a tuning block), in the spec's entry order: each trial's
+    sampled values, selection score, status (completed, pruned, diverged, running, queued),
+    the rung that pruned it and the steps it trained."""
+    with client(url, key) as api:
+        job_id = full_id(job, lambda: remote_ids(api))
+        if as_csv:
+            print(api.trials_csv(job_id), end="")
+            return OK
+        page = all_trials(api, job_id)
+    if as_json:
+        print_json(page)
+    else:
+        show(trials_table(page))
+    return OK
+
+
+def all_trials(api: ApiClient, job_id: str) -> dict[str, Any]:
+    """Every trial of the study, as one page (the first page's fields, all the items)."""
+    page = api.trials(job_id, limit=TRIALS_PAGE)
+    items = list(page["items"])
+    while len(items) < page["total"]:
+        more = api.trials(job_id, limit=TRIALS_PAGE, offset=len(items))["items"]
+        if not more:  # trials cannot vanish, but never loop on an empty page
+            break
+        items += more
+    return {**page, "items": items, "limit": None, "offset": 0}
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trials_table(page: Mapping[str, Any]) -> RenderableType:
+    """A heading (selection metric and its direction, sampler, count), then one row per
+    trial; the score is a percentage for accuracies, else 4 significant digits."""
+    keys: list[str] = []
+    for searched in page.get("searched", {}).values():
+        keys += [k for k in searched if k not in keys]
+    metric = str(page.get("selection_metric"))
+    percent = metric.endswith("accuracy")
+    columns: Sequence[str] = ("label", "trial", *keys, "score", "status", "rung", "steps")
+    table = plain_table(*columns, right=[c for c in columns if c not in ("label", "status")])
+    for trial in page.get("items", []):
+        score = trial.get("selection_score")
+        table.add_row(
+            trial["label"],
+            str(trial["trial"]),
+            *(_value(trial["values"].get(k)) for k in keys),
+            "-" if score is None else (f"{score:.2%}" if percent else f"{score:.4g}"),
+            trial["status"],
+            _value(trial.get("rung")),
+            f"{trial['steps_trained']}/{_value(trial.get('total_steps'))}",
+        )
+    better = "higher" if page.get("higher_is_better") else "lower"
+    heading = (
+        f"{page.get('total', 0)} trials, sampler {page.get('sampler')}; "
+        f"score: {metric} at its best epoch ({better} is better)"
+    )
+    return Group(Text(heading), table)

@@ -1,6 +1,10 @@
 """Run checkpoints in the database (``run_checkpoint``), and superseding what a run stored
 after its checkpoint.
 
+A checkpoint lives while its run may still resume: it goes when the run ends (with the
+run's success, ``store.finish_run``; for runs a part leaves failed or cancelled, when the
+part ends, ``discard_finished``), and with its job when the job is deleted.
+
 One row per run, its latest checkpoint: where every worker can reach it (a worker that takes
 over a run may run on another machine), written and read in the same short transactions as
 everything else. The state is bytes to this module (``torch.save`` of plain containers of
@@ -24,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from services.db.metric_rollup import rollup_insert
 from services.db.models import (
+    FINISHED,
     ROLLUP_BLOCK,
     EpochMetric,
     Run,
@@ -42,6 +47,20 @@ def save(session: Session, run_id: int, step: int, epochs: int, layout: str, sta
         session.add(row)
     row.step, row.epoch, row.layout = step, epochs, layout
     row.state, row.saved_at = state, utcnow()
+
+
+def discard_finished(session: Session, run_ids: list[int]) -> int:
+    """Delete the checkpoints of the runs among ``run_ids`` that have finished (succeeded,
+    failed or cancelled: none is ever resumed); returns how many went. A succeeded run's
+    checkpoint already went with its end (``store.finish_run``); this is for the runs a part
+    leaves failed or cancelled (workers/execution.py, when the part ends)."""
+    finished = select(Run.id).where(Run.id.in_(run_ids), Run.status.in_(FINISHED))
+    result = session.execute(
+        delete(RunCheckpoint)
+        .where(RunCheckpoint.run_id.in_(finished.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def load(session: Session, run_ids: list[int]) -> list[RunCheckpoint]:

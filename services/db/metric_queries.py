@@ -193,7 +193,9 @@ def decode_cursor(cursor: str, granularity: str) -> tuple[int, int]:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
         kind, run_id, key = value
-        if not (isinstance(run_id, int) and isinstance(key, int) and kind in GRANULARITIES):
+        # type() is int, not isinstance: JSON's true and false are bools, which are ints to
+        # Python but booleans to the database (comparing a step with one was a 500).
+        if not (type(run_id) is int and type(key) is int and kind in GRANULARITIES):
             raise ValueError(cursor)
         if not (0 <= run_id < 2**63 and 0 <= key < 2**31):  # BIGINT run ids, INTEGER steps
             raise ValueError(cursor)  # the database would refuse to compare them (a 500)

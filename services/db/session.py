@@ -22,7 +22,7 @@ def make_engine(url: str) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # The API and the worker write to one SQLite file from different processes: wait on
         # the lock instead of failing, and let readers work while a writer writes (WAL).
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -38,7 +38,8 @@ def make_engine(url: str) -> Engine:
     connect_args = (
         {"connect_timeout": 5} if make_url(url).get_backend_name() == "postgresql" else {}
     )
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    # hide_parameters: an error's message (logged, or in a traceback) never holds the values
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
 
 
 @lru_cache(maxsize=1)

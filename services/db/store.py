@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, func, select, text, update
+from sqlalchemy import ColumnElement, delete, func, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
+from services.db import leases
 from services.db.models import (
     CANCELLED,
     FAILED,
@@ -19,8 +20,13 @@ from services.db.models import (
     QUEUED,
     RUNNING,
     SUCCEEDED,
+    Dataset,
+    EpochMetric,
     Job,
     Run,
+    RunCheckpoint,
+    StepMetric,
+    StepRollup,
     utcnow,
 )
 from services.errors import NotFound
@@ -200,7 +206,11 @@ def start_run(session: Session, run_id: int) -> None:
 
 
 def finish_run(session: Session, run_id: int, result: RunOutcome) -> None:
-    """A run that ended, diverged or not, has succeeded: divergence is a result, not an error."""
+    """A run that ended, diverged or not, has succeeded: divergence is a result, not an error.
+
+    Its checkpoint goes in the same transaction: a finished run is never resumed, and no
+    checkpoint of it is taken after its end (the engine checkpoints active runs only)."""
+    session.execute(delete(RunCheckpoint).where(RunCheckpoint.run_id == run_id))
     run = session.get_one(Run, run_id)
     run.status, run.finished_at = SUCCEEDED, utcnow()
     run.diverged, run.steps_done = result.diverged, result.steps
@@ -208,6 +218,8 @@ def finish_run(session: Session, run_id: int, result: RunOutcome) -> None:
     run.test_loss, run.test_accuracy = result.test_loss, result.test_accuracy
     run.fused, run.fusion = result.fused, result.fusion
     run.pruned_at_epoch = result.pruned_at_epoch
+    if result.pruned_at_epoch is not None:  # it will train no more: progress counts it done
+        run.total_steps = result.steps
 
 
 def finish_job(
@@ -393,3 +405,107 @@ def stranded_jobs(session: Session, finished_before: datetime) -> list[uuid.UUID
         .having(open_runs == 0, func.max(Run.finished_at) < finished_before)
     )
     return list(session.scalars(query))
+
+
+# --- Deletion and retention (services/jobs.py, services/retention.py) ---------------------
+
+# What a job's deletion removes, children first; the name each count is reported under.
+_JOB_CHILDREN = (
+    ("checkpoints", RunCheckpoint),
+    ("step_rollups", StepRollup),
+    ("epoch_rows", EpochMetric),
+    ("step_rows", StepMetric),
+)
+
+
+def delete_job_rows(session: Session, job_id: uuid.UUID) -> dict[str, int]:
+    """Delete the job and everything stored under it, in the caller's transaction; returns
+    how many rows of each kind went (``runs``, ``step_rows``, ``epoch_rows``,
+    ``step_rollups``, ``checkpoints``).
+
+    Each table explicitly rather than by the foreign keys' ON DELETE CASCADE alone (which
+    stays, as the backstop: a row a late writer inserts meanwhile goes with its run): so the
+    counts are known, and nothing depends on SQLite's ``foreign_keys`` pragma being on for
+    the connection at hand."""
+    runs = select(Run.id).where(Run.job_id == job_id).scalar_subquery()
+    counts = {}
+    for name, model in _JOB_CHILDREN:
+        result = session.execute(
+            delete(model).where(model.run_id.in_(runs)).execution_options(synchronize_session=False)
+        )
+        counts[name] = _rowcount(result)
+    result = session.execute(
+        delete(Run).where(Run.job_id == job_id).execution_options(synchronize_session=False)
+    )
+    counts["runs"] = _rowcount(result)
+    session.execute(
+        delete(Job).where(Job.id == job_id).execution_options(synchronize_session=False)
+    )
+    return counts
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def runs_still_written(session: Session, job: Job, timeout_seconds: float) -> list[int]:
+    """Runs of the finished ``job`` that a worker may still be writing: running (a failed
+    job's other parts finish their runs) or cancelled (its worker stops at its next flush),
+    with a fresh stamp naming a worker process that may be alive. A part that stops on a
+    cancellation clears its runs' stamp (workers/execution.py), so right after its workers
+    stopped the list is empty; a worker that died instead ages out with its heartbeat."""
+    cutoff = leases.heartbeat_cutoff(database_now(session), timeout_seconds)
+    return [
+        run.id
+        for run in job.runs
+        if run.status in (RUNNING, CANCELLED)
+        and leases.names_a_worker(run.worker)
+        and leases.is_fresh(run.heartbeat_at, cutoff)
+        and leases.may_be_alive(run.worker)
+    ]
+
+
+def release_cancelled(session: Session, run_ids: Collection[int]) -> None:
+    """The part that trained ``run_ids`` stopped: those of its runs that were cancelled are
+    held by no worker any more (``runs_still_written`` then lets their job be deleted)."""
+    session.execute(
+        update(Run)
+        .where(Run.id.in_(list(run_ids)), Run.status == CANCELLED)
+        .values(worker=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def jobs_using_dataset(session: Session, dataset: Dataset) -> list[tuple[uuid.UUID, str]]:
+    """``(id, status)`` of the queued or running jobs whose spec names the uploaded data set.
+
+    Only its owner's jobs may name it (services/jobs.py ``_check_upload``), and an owner has
+    at most ``OPTBENCH_MAX_JOBS_IN_FLIGHT`` of them in flight: their specs are read here
+    rather than queried as JSON, the same way on PostgreSQL and SQLite."""
+    query = select(Job.id, Job.status, Job.spec).where(
+        Job.owner == dataset.owner, Job.status.in_((QUEUED, RUNNING))
+    )
+    found = []
+    for job_id, status, spec in session.execute(query.order_by(Job.created_at)):
+        named = (spec or {}).get("dataset") or {}
+        if named.get("name") == "upload" and str(named.get("id")) == str(dataset.id):
+            found.append((job_id, status))
+    return found
+
+
+def expired_jobs(session: Session, finished_before: datetime, limit: int) -> list[uuid.UUID]:
+    """Up to ``limit`` finished jobs that finished before ``finished_before``, oldest first."""
+    query = (
+        select(Job.id)
+        .where(Job.status.in_(FINISHED), Job.finished_at < finished_before)
+        .order_by(Job.finished_at)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def owner_uploads(session: Session, owner: str) -> tuple[int, int]:
+    """How many data sets the owner has stored, and the sum of their ``size_bytes``."""
+    query = select(func.count(Dataset.id), func.coalesce(func.sum(Dataset.size_bytes), 0))
+    count, total = session.execute(query.where(Dataset.owner == owner)).one()
+    return int(count or 0), int(total or 0)

@@ -2,8 +2,9 @@
 HTML report (embedded as JSON): one shape, so both views draw the same picture of a job.
 
     {"job_id", "status", "finished", "task", "smoothing", "max_points",
-     "labels": [{"label", "optimizer", "seeds"}],          # the spec's order
-     "runs": [{"id", "label", "seed", "status", "diverged"}],
+     "labels": [{"label", "optimizer", "seeds", "baseline_of"}],   # the spec's order
+     "runs": [{"id", "label", "seed", "status", "diverged",
+               "role", "trial", "pruned_at_epoch", "selection_score"}],
      "steps": {run_id: {"step", "epoch", "train_seconds", "loss", "accuracy"[, "x", "y"]}},
      "epochs": {run_id: {"epoch", "step", "train_seconds", "train_loss", "val_loss",
                          "val_accuracy", "distance"}},
@@ -12,7 +13,15 @@ HTML report (embedded as JSON): one shape, so both views draw the same picture o
      "bars": [{"label", "steps_to_target", "seconds_to_target", "target_reached",
                "diverged"}],                               # the summary's rows
      "landscape": {"name", "x_range", "y_range", "minima", "levels": [{"value", "lines"}]}
-                  | null}
+                  | null,
+     "study": {...} | null}                                # services/report/study_data.py
+
+A tuning study (the spec has ``tuning``): ``runs`` lists every run with its role (trial,
+rerun, baseline); ``steps`` and ``epochs`` hold only the reruns' and baselines' (the final
+answer the loss and accuracy charts draw: a study's many trials would bury it, and they are
+drawn by their scores in ``study``); ``seeds`` counts those runs; a baseline label
+(``<label>:one-shot``) follows its tuned label and names it in ``baseline_of`` (null
+otherwise).
 
 Step series: ``epoch`` is fractional (epoch e's i-th of n steps is ``e - 1 + i / n``), so
 step charts can be drawn against epochs; ``train_seconds`` is the run's cumulative training
@@ -37,11 +46,13 @@ from typing import Any, cast
 import contourpy
 import numpy as np
 
-from services.db.models import FINISHED
-from services.report.data import ReportData
+from services.db.models import FINISHED, TRIAL
+from services.report.data import ReportData, RunInfo
 from services.report.format import _target_text
 from services.report.landscapes import LANDSCAPES, _view_box
+from services.report.study_data import study_block
 from services.spec import JobSpec
+from services.study.phases import BASELINE_SUFFIX as SUFFIX
 
 MAX_POINTS = 1000
 GRID = 160
@@ -93,11 +104,11 @@ def _bucketed(columns: dict[str, np.ndarray], width: int) -> dict[str, np.ndarra
 
 
 def _step_series(
-    data: ReportData, landscape: bool, max_points: int
+    data: ReportData, runs: list[RunInfo], landscape: bool, max_points: int
 ) -> tuple[dict[str, dict[str, list[Any]]], int]:
     fields = _STEP_FIELDS + (("x", "y") if landscape else ())
     raw: dict[int, dict[str, np.ndarray]] = {}
-    for run in data.runs:
+    for run in runs:
         stored = data.steps.get(run.id) or {}
         columns = {"step": _floats(stored.get("step", []))}
         columns["epoch"] = _fractional_epochs(_floats(stored.get("epoch", [])))
@@ -115,9 +126,9 @@ def _step_series(
     return out, width
 
 
-def _epoch_series(data: ReportData) -> dict[str, dict[str, list[Any]]]:
+def _epoch_series(data: ReportData, runs: list[RunInfo]) -> dict[str, dict[str, list[Any]]]:
     out = {}
-    for run in data.runs:
+    for run in runs:
         stored = data.epochs.get(run.id) or {}
         n = len(stored.get("epoch", []))
         series = {
@@ -192,6 +203,29 @@ def _landscape(data: ReportData, steps: dict[str, dict[str, list[Any]]]) -> dict
     }
 
 
+def _labels(spec: JobSpec | None, data: ReportData, charted: list[RunInfo]) -> list[dict[str, Any]]:
+    """The spec's labels in order, each study baseline (``<label>:one-shot``) right after its
+    tuned label, then any other label the runs have; ``seeds``: the charted runs'."""
+    order = [entry.display_label for entry in spec.optimizers] if spec else []
+    baselines = {r.label: base for r in data.runs for base in order if r.label == base + SUFFIX}
+    labels = []
+    for label in order:
+        labels.append(label)
+        labels += [b for b, base in baselines.items() if base == label and b not in labels]
+    for run in data.runs:
+        if run.label not in labels:
+            labels.append(run.label)
+    return [
+        {
+            "label": label,
+            "optimizer": next((r.optimizer for r in data.runs if r.label == label), label),
+            "seeds": sum(1 for r in charted if r.label == label),
+            "baseline_of": baselines.get(label),
+        }
+        for label in labels
+    ]
+
+
 def chart_data(data: ReportData, *, smoothing: float, max_points: int = MAX_POINTS) -> dict:
     """The charts' data for one loaded job (the shape in the module docstring)."""
     try:
@@ -199,11 +233,11 @@ def chart_data(data: ReportData, *, smoothing: float, max_points: int = MAX_POIN
     except ValueError:  # a spec stored by an older version: still draw what there is
         spec = None
     task = str(data.summary.get("task") or (spec.task if spec else "classification"))
-    labels = [entry.display_label for entry in spec.optimizers] if spec else []
-    for run in data.runs:
-        if run.label not in labels:
-            labels.append(run.label)
-    steps, width = _step_series(data, task == "landscape", max_points)
+    study = spec is not None and spec.tuning is not None
+    # A study's series charts draw its final answer (reruns and baselines); its trials are
+    # drawn by score in the study block, so their steps and epochs are not sent.
+    charted = [run for run in data.runs if not (study and run.role == TRIAL)]
+    steps, width = _step_series(data, charted, task == "landscape", max_points)
     rows = [r for r in data.summary.get("optimizers") or [] if isinstance(r, dict)]
     return {
         "job_id": data.job_id,
@@ -213,14 +247,7 @@ def chart_data(data: ReportData, *, smoothing: float, max_points: int = MAX_POIN
         "smoothing": 0.0 if task == "landscape" else smoothing,
         "max_points": max_points,
         "bucket": width,
-        "labels": [
-            {
-                "label": label,
-                "optimizer": next((r.optimizer for r in data.runs if r.label == label), label),
-                "seeds": sum(1 for r in data.runs if r.label == label),
-            }
-            for label in labels
-        ],
+        "labels": _labels(spec, data, charted),
         "runs": [
             {
                 "id": str(run.id),
@@ -228,11 +255,15 @@ def chart_data(data: ReportData, *, smoothing: float, max_points: int = MAX_POIN
                 "seed": run.seed,
                 "status": run.status,
                 "diverged": run.diverged,
+                "role": run.role,
+                "trial": run.trial,
+                "pruned_at_epoch": run.pruned_at_epoch,
+                "selection_score": run.selection_score,
             }
             for run in data.runs
         ],
         "steps": steps,
-        "epochs": _epoch_series(data),
+        "epochs": _epoch_series(data, charted),
         "target": _target(data.summary),
         "bars": [
             {
@@ -248,4 +279,5 @@ def chart_data(data: ReportData, *, smoothing: float, max_points: int = MAX_POIN
             for row in rows
         ],
         "landscape": _landscape(data, steps) if task == "landscape" else None,
+        "study": study_block(data, spec) if spec is not None and spec.tuning is not None else None,
     }

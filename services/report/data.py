@@ -26,6 +26,11 @@ class RunInfo:
     test_loss: float | None
     test_accuracy: float | None
     hyperparameters: dict[str, Any]
+    # A tuning study's (services/study/): the run's role, trial number, pruning rung, score.
+    role: str = "run"
+    trial: int | None = None
+    pruned_at_epoch: int | None = None
+    selection_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,10 @@ def load(job_id: uuid.UUID | str) -> ReportData:
                     run.test_loss,
                     run.test_accuracy,
                     dict(run.hyperparameters or {}),
+                    run.role,
+                    run.trial,
+                    run.pruned_at_epoch,
+                    run.selection_score,
                 )
                 for run in job.runs
             ],

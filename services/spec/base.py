@@ -1,10 +1,13 @@
-"""The base of every spec model: unknown keys are errors that list the allowed keys."""
+"""The base of every spec model: unknown keys are errors that list the allowed keys, and no
+string field takes control characters (services/spec/text.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from services.spec.text import refuse_control_characters
 
 
 class StrictModel(BaseModel):
@@ -24,3 +27,14 @@ class StrictModel(BaseModel):
                     f"unknown {noun} {', '.join(map(repr, unknown))}; allowed keys: {allowed}"
                 )
         return data
+
+    @field_validator("*")
+    @classmethod
+    def _refuse_control_characters(cls, value: Any) -> Any:
+        # On every field of every subclass, once the field's own checks passed (a pattern or
+        # a Literal already refuses them, with its own message): free text, and lists of it.
+        # Nested models check their own fields.
+        for text in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(text, str):
+                refuse_control_characters(text)
+        return value

@@ -156,7 +156,8 @@ def _reruns(
     higher = _higher(spec)
     out = []
     for label, entry in entries.items():
-        mine = [r for r in trials if r.label == label]
+        # A diverged trial is never chosen, however good its score before it blew up.
+        mine = [r for r in trials if r.label == label and not r.diverged]
         chosen = best([(r, scored.get(r.id)) for r in mine], higher)
         if chosen is None:  # every trial diverged: nothing to rerun, the summary says so
             continue

@@ -118,6 +118,9 @@ def running_cluster(
         "OPTBENCH_HOME": str(tmp_path_factory.mktemp("home")),
         "OPTBENCH_WORKER_METRICS_PORT": str(worker_metrics_ports[0]),
         "OPTBENCH_FLUSH_EVERY_STEPS": "16",
+        # The tests' client calls from loopback without a key; on PostgreSQL that needs the
+        # operator's explicit opt-in (the default there is required; test_isolation.py).
+        "OPTBENCH_AUTH": "loopback",
         **(env or {}),
     }
     logs_dir = tmp_path_factory.mktemp("logs")

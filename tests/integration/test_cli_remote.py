@@ -194,3 +194,37 @@ def test_a_job_is_named_by_any_unique_prefix_of_its_id(
     )
     assert main(["summary", unused, "--url", api_url]) == 1  # no such job
     assert f"no job whose id starts with {unused}" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_delete_removes_a_finished_job_and_refuses_a_running_one(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ApiClient(api_url) as client:
+        done = client.submit({**SPEC, "name": "to delete"})
+        client.wait(done["id"], on_update=lambda state: None)
+        long = client.submit({**SPEC, "name": "long", "epochs": 10_000})
+        deadline = time.monotonic() + 60
+        while client.job(long["id"])["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert main(["delete", done["id"], "--url", api_url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"deleted job {done['id']}: 4 runs, ") and "step rows" in out
+    assert main(["status", done["id"], "--url", api_url]) == 1
+    assert "404" in capsys.readouterr().err
+
+    assert main(["delete", long["id"], "--url", api_url]) == 1  # running: refused
+    err = capsys.readouterr().err
+    assert "409" in err and "cancel it first" in err
+    assert main(["cancel", long["id"], "--url", api_url]) == 0
+    assert "cancelled" in capsys.readouterr().out
+    # The worker stops at its next flush, then lets go of its runs: deletable at once after.
+    deadline, code = time.monotonic() + 30, 1
+    while time.monotonic() < deadline:
+        code = main(["delete", long["id"], "--url", api_url, "--json"])
+        if code == 0:
+            break
+        assert "still stopping" in capsys.readouterr().err
+        time.sleep(0.5)
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["id"] == long["id"]

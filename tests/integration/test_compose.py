@@ -7,6 +7,8 @@ tests skip locally and fail in CI (CI=true).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,16 +23,30 @@ GPU = [*BASE, "-f", "docker-compose.gpu.yml"]
 PROMETHEUS_CONFIG = "deploy/prometheus/prometheus.yml"
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+# What an operator's .env must hold (it has no default): docker-compose refuses without it.
+REQUIRED_ENV = {"GRAFANA_ADMIN_PASSWORD": "a-grafana-password"}
+
+
+def _env(**overrides: str) -> dict[str, str]:
+    """The environment compose interpolates from: this one, less any .env-like settings the
+    tests assert on, plus the required ones."""
+    names = ("GRAFANA_ADMIN_PASSWORD", "OPTBENCH_METRICS_TOKEN", "PROMETHEUS_PORT", "GRAFANA_PORT")
+    base = {name: value for name, value in os.environ.items() if name not in names}
+    return {**base, **REQUIRED_ENV, **overrides}
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, env=env or _env()
+    )
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
 
-def _compose_config(files: list[str]) -> dict:
+def _compose_config(files: list[str], **env: str) -> dict:
     """Services of the merged, interpolated compose configuration."""
     compose = require_binary("docker-compose", "apt-get install docker-compose")
-    return yaml.safe_load(_run(compose, *files, "config").stdout)["services"]
+    return yaml.safe_load(_run(compose, *files, "config", env=_env(**env)).stdout)["services"]
 
 
 def _gpu_devices(service: dict) -> list[dict]:
@@ -72,9 +88,95 @@ def test_gpu_override_reserves_nvidia_devices() -> None:
     assert "/whl/cu" in worker["build"]["args"]["TORCH_INDEX_URL"]
 
 
-def test_prometheus_config_is_valid() -> None:
+def test_prometheus_config_is_valid(tmp_path: Path) -> None:
+    """promtool checks that the credentials file exists: the container's entrypoint writes it
+    next to the configuration (/etc/prometheus), so the check runs on a copy with one."""
     promtool = require_binary("promtool", "apt-get install prometheus")
-    _run(promtool, "check", "config", PROMETHEUS_CONFIG)
+    folder = tmp_path / "prometheus"
+    shutil.copytree(REPO_ROOT / "deploy/prometheus", folder)
+    (folder / "metrics-token").write_text("a-token")
+    _run(promtool, "check", "config", str(folder / "prometheus.yml"))
+
+
+# --- issue 16: nothing of the monitoring is published beyond this machine or open by default
+
+
+def _published(service: dict) -> list[tuple[str, int]]:
+    """``(host address, host port)`` of each published port, from either form `config`
+    prints: docker-compose 1.29 writes a bound one as ``127.0.0.1:9090:9090/tcp`` and an
+    unbound one in the long syntax, `docker compose` v2 always the long syntax."""
+    found = []
+    for port in service.get("ports", []):
+        if isinstance(port, str):
+            host, published, _ = (
+                port.rsplit(":", 2) if port.count(":") == 2 else ("0.0.0.0", *port.split(":"))
+            )
+            found.append((host, int(published)))
+        else:
+            found.append((str(port.get("host_ip", "0.0.0.0")), int(port["published"])))
+    return found
+
+
+def test_prometheus_and_grafana_are_published_on_loopback_only() -> None:
+    """Problem 7: both were published on every host interface (Prometheus has no auth)."""
+    services = _compose_config(BASE, PROMETHEUS_PORT="19090", GRAFANA_PORT="13000")
+    for name, port in (("prometheus", 19090), ("grafana", 13000)):
+        assert _published(services[name]) == [("127.0.0.1", port)], name
+    assert _published(services["api"]) == [("0.0.0.0", 8000)]  # the service: it has keys
+
+
+def test_grafana_s_admin_password_has_no_default() -> None:
+    """Problem 7: Grafana came up as admin/admin."""
+    compose = require_binary("docker-compose", "apt-get install docker-compose")
+    without = subprocess.run(
+        [compose, *BASE, "config", "-q"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in _env().items() if k != "GRAFANA_ADMIN_PASSWORD"},
+    )
+    assert without.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in without.stderr
+    grafana = _compose_config(BASE, GRAFANA_ADMIN_PASSWORD="s3cret")["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+    assert (
+        "admin"
+        not in (REPO_ROOT / ".env.example")
+        .read_text()
+        .split("GRAFANA_ADMIN_PASSWORD=")[1]
+        .split("\n")[0]
+    )
+
+
+def test_prometheus_sends_the_metrics_token_to_the_api() -> None:
+    """The API's /metrics takes OPTBENCH_METRICS_TOKEN; Prometheus's scrape of it carries the
+    same token, through a credentials file its entrypoint writes from the environment."""
+    services = _compose_config(BASE, OPTBENCH_METRICS_TOKEN="tok-123")
+    assert services["api"]["environment"]["OPTBENCH_METRICS_TOKEN"] == "tok-123"
+    prometheus = services["prometheus"]
+    assert prometheus["environment"]["OPTBENCH_METRICS_TOKEN"] == "tok-123"
+    config = yaml.safe_load((REPO_ROOT / PROMETHEUS_CONFIG).read_text())
+    api_job = next(job for job in config["scrape_configs"] if job["job_name"] == "optbench-api")
+    authorization = api_job["authorization"]
+    assert authorization["type"] == "Bearer"
+    token_file = "/etc/prometheus/" + authorization["credentials_file"]
+    entrypoint = " ".join(prometheus["entrypoint"])
+    assert f"> {token_file}" in entrypoint and "$OPTBENCH_METRICS_TOKEN" in entrypoint
+    assert (
+        "exec /bin/prometheus" in entrypoint
+        and "--config.file=/etc/prometheus/prometheus.yml" in entrypoint
+    )
+    # without a token set, the API's /metrics stays public and the file is empty
+    assert _compose_config(BASE)["api"]["environment"]["OPTBENCH_METRICS_TOKEN"] == ""
+
+
+def test_workers_serve_metrics_to_prometheus_on_the_compose_network() -> None:
+    """The worker's bind address is loopback on the embedded default; in compose Prometheus
+    scrapes each replica over the network (no host port: `expose` only)."""
+    worker = _compose_config(BASE)["worker"]
+    assert worker["environment"]["OPTBENCH_WORKER_METRICS_ADDRESS"] == "0.0.0.0"
+    assert "ports" not in worker
 
 
 def test_promtool_accepts_the_recording_and_alerting_rules() -> None:

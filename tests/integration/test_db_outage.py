@@ -35,6 +35,7 @@ def proxied_api(postgres_url: str, tmp_path: Path) -> Iterator[tuple[httpx.Clien
         "OPTBENCH_DATABASE_URL": through,
         "OPTBENCH_HOME": str(tmp_path / "home"),
         "OPTBENCH_RETRY_AFTER_SECONDS": "7",
+        "OPTBENCH_AUTH": "loopback",  # keyless from loopback (PostgreSQL's default: required)
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "api", "--port", str(port)],

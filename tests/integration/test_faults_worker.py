@@ -71,6 +71,7 @@ class Processes:
             "OPTBENCH_JOB_PARTS": "1",
             "OPTBENCH_TORCH_THREADS": "1",
             "OPTBENCH_MAX_JOBS_IN_FLIGHT": "8",
+            "OPTBENCH_AUTH": "loopback",  # keyless from loopback (PostgreSQL's: required)
         }
         self.logs: list[Path] = []
         self.running: list[subprocess.Popen[bytes]] = []

@@ -51,9 +51,10 @@ def secured(
     postgres_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Cluster, dict[str, Any]]]:
     """The API with OPTBENCH_AUTH=required; alice's data set and finished job, the keys."""
-    with running_cluster(
-        postgres_url, tmp_path_factory, redis_url=REDIS_URL, env={"OPTBENCH_AUTH": "required"}
-    ) as cluster:
+    # Every route is asked with a revoked key on purpose: no failed-authentication limit
+    # here (that one: tests/unit/test_auth_hardening.py).
+    env = {"OPTBENCH_AUTH": "required", "OPTBENCH_AUTH_FAILURES_PER_MINUTE": "100000"}
+    with running_cluster(postgres_url, tmp_path_factory, redis_url=REDIS_URL, env=env) as cluster:
         keys = {owner: create_key(postgres_url, owner) for owner in ("alice", "bob", "carol")}
         revoked = optbench(postgres_url, "keys", "revoke", keys["carol"]["id"])
         assert revoked.returncode == 0, revoked.stderr
@@ -112,17 +113,22 @@ def test_another_owner_gets_404_on_every_route_with_an_id(
         url = fill(path, world["ids"])
         if url is None:
             continue
-        own = cluster.client.request(method, url, headers=alice)
         # The 404 below is not a broken path: the owner reaches it (cancelling her finished
-        # job is refused as 409, after the owner check).
-        reached = {200, 409} if path.endswith("/cancel") else {200}
-        assert own.status_code in reached, (url, own.text)
+        # job is refused as 409, after the owner check). Her own DELETE would delete what
+        # the other routes need: after bob's 404, her GET shows it is still there.
+        if method != "DELETE":
+            own = cluster.client.request(method, url, headers=alice)
+            reached = {200, 409} if path.endswith("/cancel") else {200}
+            assert own.status_code in reached, (url, own.text)
         other = cluster.client.request(method, url, headers=bob)
         assert other.status_code == 404, (method, url, other.text)
         assert other.headers["content-type"] == PROBLEM
         assert "alice" not in other.text  # neither her job's nor her data set's name
+        if method == "DELETE":
+            assert cluster.client.get(url, headers=alice).status_code == 200, url
         checked.append(path)
     assert "/v1/jobs/{job_id}/report" in checked and "/v1/datasets/{dataset_id}" in checked
+    assert ("DELETE", "/v1/jobs/{job_id}") in operations(cluster)
 
 
 def test_listings_and_specs_see_only_the_owner_s(

@@ -8,13 +8,18 @@ documented metric and for labels that never carry an id.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.spec import LECTURE_SPEC
@@ -22,6 +27,7 @@ from tests.integration.conftest import Cluster
 from tests.support import free_port, require_binary
 
 pytestmark = pytest.mark.integration
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 API_METRICS = {
     "optbench_jobs_submitted_total",
@@ -172,3 +178,81 @@ def test_both_metrics_pages_list_the_documented_metrics_without_ids(
                     assert not ID_LIKE.search(value), sample
     build = next(s for s in worker["optbench_build_info"] if s.name == "optbench_build_info")
     assert build.labels["torch"].startswith("2.")
+
+
+# --- issue 16: the API's /metrics behind OPTBENCH_METRICS_TOKEN, scraped with the token ---
+
+
+def _start_prometheus(binary: str, folder: Path, api_port: int, token: str) -> tuple[Any, str]:
+    """A Prometheus whose API job is the repo's (deploy/prometheus/prometheus.yml: its
+    authorization block and credentials file name), pointed at ``api_port``."""
+    repo = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    job = next(job for job in repo["scrape_configs"] if job["job_name"] == "optbench-api")
+    job = {**job, "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}]}
+    folder.mkdir()
+    (folder / job["authorization"]["credentials_file"]).write_text(token)
+    config = folder / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [job]})
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=(folder / "prometheus.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _up(url: str, timeout: float = 30) -> float:
+    """``up`` of the API job once Prometheus has scraped it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ready = httpx.get(f"{url}/-/ready").status_code == 200
+            values = _query(url, 'up{job="optbench-api"}') if ready else []
+        except httpx.TransportError:
+            values = []
+        if values:
+            return values[0]
+        time.sleep(0.5)
+    pytest.fail("Prometheus never scraped the API")
+
+
+def test_prometheus_scrapes_a_token_protected_metrics_page(tmp_path: Path) -> None:
+    binary = require_binary("prometheus", "apt-get install prometheus")
+    api_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTBENCH_")}
+    env.update(OPTBENCH_HOME=str(tmp_path / "home"), OPTBENCH_METRICS_TOKEN="tok-9f3a")
+    api = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "api", "--port", str(api_port)],
+        env=env,
+        stdout=(tmp_path / "api.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    started = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{api_port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert httpx.get(f"http://127.0.0.1:{api_port}/metrics").status_code == 401
+        for name, token in (("right", "tok-9f3a"), ("wrong", "nope"), ("none", "")):
+            process, url = _start_prometheus(binary, tmp_path / name, api_port, token)
+            started.append((name, process, url))
+        ups = {name: _up(url) for name, _, url in started}
+        assert ups == {"right": 1.0, "wrong": 0.0, "none": 0.0}, ups
+    finally:
+        for _, process, _ in started:
+            process.terminate()
+            process.wait(timeout=20)
+        api.terminate()
+        api.wait(timeout=20)

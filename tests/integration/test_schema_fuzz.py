@@ -217,8 +217,11 @@ def test_every_operation_answers_as_documented(world: World) -> None:
 
 def test_routes_with_ids_answer_as_documented_for_the_owner_s_own_ids(world: World) -> None:
     def own_ids(operation: Any) -> dict[str, str] | None:
+        # Not the DELETE routes: a case that deletes the owner's job or data set would
+        # leave the other operations only 404s (tests/unit/test_deletion.py covers them).
         names = [parameter.name for parameter in operation.path_parameters]
-        return {name: world.ids[name] for name in names} if names else None
+        keep = names and operation.method.upper() != "DELETE"
+        return {name: world.ids[name] for name in names} if keep else None
 
     found = fuzz_all(world, own_ids)
     assert not found.failures, "\n\n".join(found.failures.values())
@@ -229,6 +232,7 @@ def test_routes_with_ids_answer_as_documented_for_the_owner_s_own_ids(world: Wor
         "GET /v1/jobs/{job_id}/summary",
         "GET /v1/jobs/{job_id}/metrics",
         "GET /v1/jobs/{job_id}/report",
+        "GET /v1/jobs/{job_id}/charts",
         "GET /v1/datasets/{dataset_id}",
     }
     for label, statuses in found.statuses.items():

@@ -116,13 +116,16 @@ OPERATION_IDS = {
     ("GET", "/v1/jobs"): "listJobs",
     ("GET", "/v1/jobs/{job_id}"): "getJob",
     ("POST", "/v1/jobs/{job_id}/cancel"): "cancelJob",
+    ("DELETE", "/v1/jobs/{job_id}"): "deleteJob",
     ("GET", "/v1/jobs/{job_id}/summary"): "getSummary",
     ("GET", "/v1/jobs/{job_id}/metrics"): "getMetrics",
+    ("GET", "/v1/jobs/{job_id}/trials"): "listTrials",
     ("GET", "/v1/jobs/{job_id}/report"): "getReport",
     ("GET", "/v1/jobs/{job_id}/charts"): "getChartData",
     ("POST", "/v1/datasets"): "uploadDataset",
     ("GET", "/v1/datasets"): "listDatasets",
     ("GET", "/v1/datasets/{dataset_id}"): "getDataset",
+    ("DELETE", "/v1/datasets/{dataset_id}"): "deleteDataset",
     ("GET", "/v1/catalog"): "getCatalog",
     ("GET", "/v1/presets"): "getPresets",
     ("GET", "/metrics"): "getPrometheusMetrics",
@@ -329,6 +332,11 @@ def test_openapi_documents_every_error_the_api_sends_as_a_problem(client: TestCl
             if "requestBody" in operation:
                 assert "400" in responses, (method, path)
     assert "409" in documented["POST", "/v1/jobs/{job_id}/cancel"]
+    assert {"200", "404", "409"} <= documented["DELETE", "/v1/jobs/{job_id}"]
+    assert {"200", "404", "409"} <= documented["DELETE", "/v1/datasets/{dataset_id}"]
+    assert {"413", "429"} <= documented["POST", "/v1/datasets"]
+    deleted = schema["paths"]["/v1/jobs/{job_id}"]["delete"]["responses"]["200"]["content"]
+    assert deleted["application/json"]["schema"] == {"$ref": "#/components/schemas/JobDeleted"}
     assert {"200", "202", "413", "422", "429"} <= documented["POST", "/v1/jobs"]
     replay = schema["paths"]["/v1/jobs"]["post"]["responses"]["200"]["content"]
     assert replay["application/json"]["schema"] == {"$ref": "#/components/schemas/JobOut"}

@@ -116,3 +116,137 @@ def test_values_are_shown_with_four_significant_digits() -> None:
         "0",
         "0.5",
     ]
+
+
+# ---------------------------------------------------------------- tuning studies
+
+STUDY_LABELS = [
+    {"label": "sgd", "baseline_of": None},
+    {"label": "sgd:one-shot", "baseline_of": "sgd"},
+    {"label": "adam", "baseline_of": None},
+    {"label": "adam:one-shot", "baseline_of": "adam"},
+    {"label": "nag", "baseline_of": None},
+]
+
+
+def study(entries: list[dict[str, Any]], **progress: int) -> dict[str, Any]:
+    counts = dict.fromkeys(
+        ("budget", "trials", "done", "completed", "pruned", "diverged", "failed"), 0
+    )
+    return {
+        "axes": {
+            "lr": {"scale": "log", "categories": None},
+            "amsgrad": {"scale": "category", "categories": [True, False]},
+        },
+        "entries": entries,
+        "phase": "search",
+        "progress": {**counts, "reruns": 0, "reruns_done": 0, **progress},
+    }
+
+
+def trial(n: int, status: str, score: float | None, **values: Any) -> dict[str, Any]:
+    return {
+        "trial": n,
+        "run_id": str(100 + n),
+        "status": status,
+        "score": score,
+        "pruned_at_epoch": 2 if status == "pruned" else None,
+        "values": values,
+    }
+
+
+def test_a_baseline_takes_its_tuned_labels_colour_and_the_others_take_the_next() -> None:
+    got = js(f"Object.fromEntries(S.colourIndex({json.dumps(STUDY_LABELS)}))")
+    assert got == {"sgd": 0, "sgd:one-shot": 0, "adam": 1, "adam:one-shot": 1, "nag": 2}
+    plain = [{"label": name} for name in ("a", "b", "c")]
+    assert js(f"Object.fromEntries(S.colourIndex({json.dumps(plain)}))") == {"a": 0, "b": 1, "c": 2}
+
+
+def test_baselines_are_dashed_and_overlapping_tuned_labels_never_take_their_dash() -> None:
+    curves = (
+        "new Map([['sgd', {key:[1,2], mean:[2,1]}], ['sgd:one-shot', {key:[1,2], mean:[2,1]}],"
+        "['adam', {key:[1,2], mean:[3,0.1]}], ['adam:one-shot', {key:[1,2], mean:[3,2]}],"
+        "['nag', {key:[1,2], mean:[2,1.01]}]])"
+    )
+    got = js(f"Object.fromEntries(S.labelDashes({json.dumps(STUDY_LABELS)}, {curves}))")
+    # nag lies on sgd: it gets a pattern of its own, not the baselines' dashes (1)
+    assert got == {"sgd": 0, "sgd:one-shot": 1, "adam": 0, "adam:one-shot": 1, "nag": 2}
+    # without baselines the plain rule holds: nag's overlap takes the first free pattern
+    plain = json.dumps([{"label": "sgd"}, {"label": "nag"}])
+    assert js(f"Object.fromEntries(S.labelDashes({plain}, {curves}))") == {"sgd": 0, "nag": 1}
+
+
+def test_tuneability_points_are_the_finished_trials_of_the_entries_that_search_the_key() -> None:
+    entries = [
+        {
+            "label": "sgd",
+            "search": {"lr": {}},
+            "best_trial": 1,
+            "trials": [
+                trial(0, "pruned", 0.2, lr=0.01),
+                trial(1, "completed", 0.9, lr=0.1),
+                trial(2, "diverged", None, lr=3.0),
+                trial(3, "running", 0.5, lr=0.03),
+            ],
+        },
+        {
+            "label": "adam",
+            "search": {"lr": {}, "amsgrad": {}},
+            "best_trial": 0,
+            "trials": [
+                trial(0, "completed", 0.95, lr=0.001, amsgrad=False),
+                trial(1, "queued", None, lr=0.002, amsgrad=True),
+            ],
+        },
+        {"label": "gd", "search": {}, "best_trial": 0, "trials": [trial(0, "completed", 0.5)]},
+    ]
+    got = js(f"S.tuneabilityPoints({json.dumps(study(entries))}, 'lr')")
+    assert [(p["label"], p["trial"], p["x"], p["status"], p["best"]) for p in got] == [
+        ("sgd", 0, 0.01, "pruned", False),
+        ("sgd", 1, 0.1, "completed", True),
+        ("sgd", 2, 3.0, "diverged", False),
+        ("adam", 0, 0.001, "completed", True),
+    ]  # running and queued trials have no result yet; gd searches nothing
+    assert got[0]["prunedAt"] == 2 and got[0]["runId"] == "100"
+    flags = js(f"S.tuneabilityPoints({json.dumps(study(entries))}, 'amsgrad')")
+    assert [(p["label"], p["x"], p["value"]) for p in flags] == [("adam", 1, False)]  # its index
+
+
+def test_expected_best_curves_run_from_one_trial_to_all() -> None:
+    entries = [
+        {"label": "sgd", "expected_best": [0.5, 0.6, 0.65]},
+        {"label": "tpe-less", "expected_best": None},
+        {"label": "none yet", "expected_best": []},
+    ]
+    got = js(f"S.bestOfKCurves({json.dumps(study(entries))})")
+    assert got == [{"label": "sgd", "x": [1, 2, 3], "y": [0.5, 0.6, 0.65]}]
+
+
+def test_the_progress_line_names_the_phase_and_counts_the_trials() -> None:
+    searching = study([], budget=16, trials=8, done=5, pruned=3, diverged=1)
+    assert js(f"S.studyProgressText({json.dumps(searching)}, 'running')") == (
+        "Study searching: 5 of 16 trials done (3 pruned, 1 diverged); 3 training or queued"
+    )
+    rerunning = {
+        **searching,
+        "phase": "reruns",
+        "progress": {
+            **searching["progress"],
+            "trials": 16,
+            "done": 16,
+            "failed": 1,
+            "reruns": 10,
+            "reruns_done": 4,
+        },
+    }
+    assert js(f"S.studyProgressText({json.dumps(rerunning)}, 'running')") == (
+        "Study rerunning the best settings: search 16 of 16 trials done (3 pruned, 1 diverged, "
+        "1 failed); 4 of 10 reruns of the best settings done"
+    )
+    done = {**rerunning, "progress": {**rerunning["progress"], "reruns_done": 10}}
+    assert js(f"S.studyProgressText({json.dumps(done)}, 'succeeded')").startswith(
+        "Study done: search 16"
+    )
+    assert js(f"S.studyProgressText({json.dumps(searching)}, 'cancelled')") == (
+        "Study cancelled: 5 of 16 trials done (3 pruned, 1 diverged)"
+    )

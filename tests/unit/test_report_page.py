@@ -4,6 +4,7 @@ tested in headless Chromium (tests/e2e/test_charts.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -291,3 +293,218 @@ def test_ranks_show_only_once_a_job_has_finished(jobs: Jobs) -> None:  # noqa: F
     loaded = load(jobs.lecture)
     running = build_page(replace(loaded, status="running"), smoothing=0.9)
     assert all(cell.endswith(" (provisional)") for cell in rank_cells(running))
+
+
+# ---------------------------------------------------------------- tuning studies
+
+# Two searched optimizers with 4 quasirandom trials each, successive halving at epoch 2
+# (half of each go on), and an entry whose learning rates diverge (an unequal budget of 2).
+STUDY = {
+    "name": "report test: a small study",
+    "dataset": {"name": "digits", "val_fraction": 0.2},
+    "model": {"name": "mlp", "hidden": [32]},
+    "optimizers": [
+        {"name": "sgd", "lr": 0.05, "search": {"lr": {"log_uniform": [1e-3, 1.0]}}},
+        {"name": "adam", "lr": 1e-3, "search": {"lr": {"log_uniform": [1e-4, 0.1]}}},
+        {"name": "sgd", "label": "sgd.hot", "lr": 50, "search": {"lr": {"log_uniform": [20, 500]}}},
+    ],
+    "epochs": 3,
+    "batch_size": 64,
+    "tuning": {
+        "trials": {"sgd": 4, "adam": 4, "sgd.hot": 2},
+        "sampler": "quasirandom",
+        "rerun_seeds": 2,
+        "pruning": {"rule": "successive_halving", "min_epochs": 2, "reduction_factor": 2},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def study(jobs: Jobs) -> str:  # noqa: F811 (on the module's embedded default)
+    from workers.execution import execute_job
+
+    response = jobs.client.post("/v1/jobs", json=STUDY)
+    assert response.status_code == 202, response.text
+    job_id = str(response.json()["id"])
+    execute_job(job_id)  # no queue: the search, then the reruns, trained here
+    assert jobs.client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+    return job_id
+
+
+def stored_study_runs(job_id: str) -> list[Any]:
+    from sqlalchemy import select
+
+    from services.db.models import Run
+    from services.db.session import unit_of_work
+
+    with unit_of_work() as session:
+        runs = session.scalars(select(Run).where(Run.job_id == uuid.UUID(job_id))).all()
+        session.expunge_all()
+        return list(runs)
+
+
+def brute_expected_best(scores: list[float], k: int) -> float:
+    """E[max of k draws with replacement], by enumerating every k-tuple."""
+    tuples = list(itertools.product(scores, repeat=k))
+    return sum(max(t) for t in tuples) / len(tuples)
+
+
+def test_a_studys_chart_data_has_its_trials_roles_scores_and_final_runs(
+    jobs: Jobs,  # noqa: F811
+    study: str,
+) -> None:
+    data = jobs.client.get(f"/v1/jobs/{study}/charts").json()
+    runs = {str(r.id): r for r in stored_study_runs(study)}
+    assert len(data["runs"]) == len(runs) == 10 + 2 * 2 * 2  # trials, reruns and baselines
+    for entry in data["runs"]:
+        stored = runs[entry["id"]]
+        assert (entry["role"], entry["trial"]) == (stored.role, stored.trial)
+        assert entry["pruned_at_epoch"] == stored.pruned_at_epoch
+        assert entry["selection_score"] == stored.selection_score
+    # The series charts draw the final answer: the reruns and baselines, not the trials.
+    final = {rid for rid, r in runs.items() if r.role in ("rerun", "baseline")}
+    assert set(data["steps"]) == set(data["epochs"]) == final and len(final) == 8
+    assert [(entry["label"], entry["seeds"], entry["baseline_of"]) for entry in data["labels"]] == [
+        ("sgd", 2, None),
+        ("sgd:one-shot", 2, "sgd"),
+        ("adam", 2, None),
+        ("adam:one-shot", 2, "adam"),
+        ("sgd.hot", 0, None),  # every trial diverged: nothing to rerun
+    ]
+
+    block = data["study"]
+    assert block["sampler"] == "quasirandom" and block["metric"] == "val_accuracy"
+    assert block["higher_is_better"] and block["phase"] == "reruns"
+    assert block["axes"] == {"lr": {"scale": "log", "categories": None}}
+    assert block["expected_best_note"] is None
+    epochs = jobs.client.get(f"/v1/jobs/{study}/metrics?granularity=epoch").json()["runs"]
+    val = {str(r["run_id"]): r["series"]["val_accuracy"] for r in epochs}
+    statuses = []
+    for entry, spec_entry in zip(block["entries"], STUDY["optimizers"], strict=True):
+        label = spec_entry.get("label") or spec_entry["name"]
+        assert entry["label"] == label
+        bounds = spec_entry["search"]["lr"]["log_uniform"]
+        assert entry["search"] == {"lr": {"kind": "log_uniform", "bounds": bounds}}
+        assert entry["budget"] == STUDY["tuning"]["trials"][label] == len(entry["trials"])
+        assert [t["trial"] for t in entry["trials"]] == list(range(entry["budget"]))
+        lo, hi = bounds
+        for t in entry["trials"]:
+            run = runs[t["run_id"]]
+            assert run.role == "trial" and run.label == label
+            assert (
+                t["values"] == {"lr": run.hyperparameters["lr"]} and lo <= t["values"]["lr"] <= hi
+            )
+            expected = (
+                "diverged" if run.diverged else "pruned" if run.pruned_at_epoch else "completed"
+            )
+            assert t["status"] == expected and t["pruned_at_epoch"] == run.pruned_at_epoch
+            finite = [v for v in val[t["run_id"]] if v is not None]
+            assert t["score"] == run.selection_score == (max(finite) if finite else None)
+            statuses.append(t["status"])
+        scored = [t for t in entry["trials"] if t["score"] is not None]
+        if scored:  # the starred best is the trial the reruns carry, the highest score
+            reruns = {r.trial for r in runs.values() if r.role == "rerun" and r.label == label}
+            assert entry["best_final"] and reruns == {entry["best_trial"]}
+            assert entry["best_trial"] == max(scored, key=lambda t: t["score"])["trial"]
+        else:
+            assert entry["best_trial"] is None and entry["expected_best"] is None
+            continue
+        completed = [t["score"] for t in entry["trials"] if t["status"] == "completed"]
+        assert len(completed) == 2  # halving at epoch 2 kept half of the four
+        curve = entry["expected_best"]
+        assert curve == pytest.approx([brute_expected_best(completed, k) for k in (1, 2)])
+        assert curve[0] == pytest.approx(sum(completed) / 2) and curve[-1] < max(completed)
+    assert statuses.count("pruned") == 4 and statuses.count("diverged") == 2
+    assert block["progress"] == {
+        "budget": 10,
+        "trials": 10,
+        "done": 10,
+        "completed": 4,
+        "pruned": 4,
+        "diverged": 2,
+        "failed": 0,
+        "reruns": 8,
+        "reruns_done": 8,
+    }
+    # A plain comparison has no study block and keeps every run's series.
+    lecture = jobs.client.get(f"/v1/jobs/{jobs.lecture}/charts").json()
+    assert lecture["study"] is None and {r["role"] for r in lecture["runs"]} == {"run"}
+    assert all(entry["baseline_of"] is None for entry in lecture["labels"])
+
+
+def test_a_running_study_scores_its_trials_from_their_epochs_and_names_a_provisional_best(
+    jobs: Jobs,  # noqa: F811
+    study: str,
+) -> None:
+    loaded = load(study)
+    # As it stood during the search: no reruns yet, no stored scores, one trial still training.
+    trials = [r for r in loaded.runs if r.role == "trial"]
+    adam = [r for r in trials if r.label == "adam"]
+    running = max(adam, key=lambda r: r.selection_score or 0)  # the one that was best
+    earlier = [
+        replace(r, selection_score=None, status="running" if r.id == running.id else r.status)
+        for r in trials
+    ]
+    data = chart_data(replace(loaded, status="running", runs=earlier), smoothing=0.5)
+    block = data["study"]
+    assert block["phase"] == "search" and data["steps"] == {} and data["epochs"] == {}
+    entry = next(e for e in block["entries"] if e["label"] == "adam")
+    by_trial = {t["trial"]: t for t in entry["trials"]}
+    for run in adam:  # scores from the epoch series equal the ones stored at the search's end
+        assert by_trial[run.trial]["score"] == pytest.approx(run.selection_score)
+    assert by_trial[running.trial]["status"] == "running"
+    finished = [r for r in adam if r.id != running.id]
+    assert not entry["best_final"]
+    assert entry["best_trial"] == max(finished, key=lambda r: r.selection_score or 0).trial
+    assert entry["best_trial"] != running.trial  # a running trial is not yet a result
+    assert block["progress"]["done"] == 9 and block["progress"]["reruns"] == 0
+
+
+def test_grid_and_tpe_studies_have_no_expected_best_curve_and_say_why(
+    jobs: Jobs,  # noqa: F811
+    study: str,
+) -> None:
+    loaded = load(study)
+    # the grid sampler takes grids: each entry's range as a two-point grid
+    grids = [
+        {**entry, "search": {"lr": {"grid": entry["search"]["lr"]["log_uniform"]}}}
+        for entry in loaded.spec["optimizers"]
+    ]
+    for sampler, why in (("tpe", "earlier rounds"), ("grid", "not random")):
+        spec = {**loaded.spec, "tuning": {**loaded.spec["tuning"], "sampler": sampler}}
+        if sampler == "grid":
+            spec["optimizers"] = grids
+        block = chart_data(replace(loaded, spec=spec), smoothing=0.5)["study"]
+        assert block["sampler"] == sampler and why in block["expected_best_note"]
+        assert all(entry["expected_best"] is None for entry in block["entries"])
+        # the tuneability plot does not depend on the sampler
+        assert sum(len(e["trials"]) for e in block["entries"]) == 10
+
+
+def test_study_axes_are_log_for_rates_and_categories_for_flags() -> None:
+    from services.report.study_data import _axes
+    from services.spec import JobSpec
+
+    spec = JobSpec.model_validate(
+        {
+            **STUDY,
+            "optimizers": [
+                {
+                    "name": "adam",
+                    "lr": 1e-3,
+                    "search": {
+                        "lr": {"grid": [1e-4, 1e-3, 1e-2]},
+                        "betas.0": {"uniform": [0.8, 0.99]},
+                        "amsgrad": {"choice": [True, False]},
+                    },
+                },
+                {"name": "sgd", "lr": 0.1, "search": {"lr": {"log_uniform": [1e-3, 1.0]}}},
+            ],
+            "tuning": {"trials": 4, "sampler": "random"},
+        }
+    )
+    assert _axes(spec) == {
+        "lr": {"scale": "log", "categories": None},
+        "betas.0": {"scale": "linear", "categories": None},
+        "amsgrad": {"scale": "category", "categories": [True, False]},
+    }

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import Message
 
-from services import uploads
+from services import jobs, quotas, uploads
 from services.api.errors import problems
 from services.api.schemas import MAX_QUERY_INT
 from services.api.security import Owner
@@ -101,7 +101,13 @@ class DatasetPage(BaseModel):
     operation_id="uploadDataset",
     status_code=201,
     response_model=DatasetOut,
-    responses={413: {"description": "over OPTBENCH_MAX_UPLOAD_BYTES (problem+json)"}},
+    responses={
+        413: {
+            "description": "over OPTBENCH_MAX_UPLOAD_BYTES, or past the owner's bytes quota "
+            "OPTBENCH_MAX_DATASET_BYTES_PER_OWNER (problem+json)"
+        },
+        429: {"description": "the owner has OPTBENCH_MAX_DATASETS_PER_OWNER data sets stored"},
+    },
 )
 def upload_dataset(
     file: Annotated[UploadFile, File(description="the data: a .npz (x, y) or a .csv file")],
@@ -138,6 +144,7 @@ def upload_dataset(
     content = file.file.read(limit + 1)
     if len(content) > limit:
         raise uploads.too_large(limit)
+    quotas.check_upload(owner, len(content))  # before the parse: a refusal costs no parsing
     dataset = uploads.store_upload(
         name,
         file.filename,
@@ -172,3 +179,19 @@ def list_datasets(
 def get_dataset(dataset_id: uuid.UUID, owner: Owner) -> DatasetOut:
     """One data set's metadata."""
     return DatasetOut.of(uploads.get_dataset(dataset_id, owner=owner))
+
+
+@router.delete(
+    "/{dataset_id}",
+    operation_id="deleteDataset",
+    response_model=DatasetOut,
+    responses={
+        404: {"description": "no such data set, or another owner's (problem+json)"},
+        409: {"description": "a queued or running job uses it (problem+json naming the jobs)"},
+    },
+)
+def delete_dataset(dataset_id: uuid.UUID, owner: Owner) -> DatasetOut:
+    """Delete an uploaded data set; the answer is the metadata of what was deleted. A 409
+    while a queued or running job uses it; finished jobs that trained on it keep their
+    results (and their specs its id). It no longer counts towards the owner's quotas."""
+    return DatasetOut.of(jobs.delete_dataset(dataset_id, owner=owner))

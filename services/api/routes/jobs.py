@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Response
+from pydantic import BaseModel, Field
 
 from services import jobs
 from services.api.errors import problems
@@ -137,3 +138,36 @@ def cancel_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
 def get_summary(job_id: uuid.UUID, owner: Owner) -> dict[str, Any]:
     """Per optimizer label: final train loss, best validation accuracy, steps to the target."""
     return jobs.summary(job_id, owner=owner)
+
+
+class DeletedRows(BaseModel):
+    runs: int
+    step_rows: int
+    epoch_rows: int
+    step_rollups: int = Field(description="always 0 on SQLite, which keeps no rollup")
+    checkpoints: int
+
+
+class JobDeleted(BaseModel):
+    id: uuid.UUID
+    deleted: DeletedRows = Field(description="the rows of each kind that went with the job")
+
+
+@router.delete(
+    "/{job_id}",
+    operation_id="deleteJob",
+    response_model=JobDeleted,
+    responses={
+        404: {"description": "no such job, or another owner's (problem+json)"},
+        409: {
+            "description": "the job is queued or running: cancel it first; or it was "
+            "cancelled a moment ago and its workers are still stopping (Retry-After)"
+        },
+    },
+)
+def delete_job(job_id: uuid.UUID, owner: Owner) -> JobDeleted:
+    """Delete a finished (succeeded, failed or cancelled) job: the job, its runs, their step
+    and epoch rows, step rollups and checkpoints, in one transaction. A queued or running
+    job is a 409: cancel it first (``POST /v1/jobs/{id}/cancel``). Data sets it used stay."""
+    deleted = jobs.delete(job_id, owner=owner)
+    return JobDeleted(id=deleted.job_id, deleted=DeletedRows(**deleted.rows))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from services import jobs
+from services.api.chart_schemas import ChartDataOut
 from services.api.security import Owner
 from services.report import DEFAULT_SMOOTHING, MAX_POINTS, chart_data, csp, load, render_report
 
@@ -44,6 +45,7 @@ def get_report(
 @router.get(
     "/{job_id}/charts",
     operation_id="getChartData",
+    response_model=ChartDataOut,
     responses={404: {"description": "unknown job"}},
 )
 def get_chart_data(

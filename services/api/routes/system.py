@@ -1,5 +1,9 @@
-"""Catalog (needs a caller, like every /v1 route), health, readiness and Prometheus (public:
-no one's data, and /metrics labels never name an owner or a key)."""
+"""Catalog (needs a caller, like every /v1 route), health, readiness and Prometheus.
+
+/metrics holds no one's data: its labels never name an owner or a key, and the job counts
+(``optbench_jobs{status}``) are totals over every owner, never one per owner. It is public
+unless ``OPTBENCH_METRICS_TOKEN`` is set; then AuthMiddleware (services/api/security.py)
+asks for that bearer token before this route runs."""
 
 from __future__ import annotations
 
@@ -36,10 +40,14 @@ def get_catalog() -> dict[str, Any]:
     tags=["system"],
     response_class=Response,
     # Not JSON: the Prometheus text format, described so a generated client reads it as text.
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **problems(401, 429),
+    },
 )
 def prometheus_metrics() -> Response:
-    """Prometheus exposition of this API process (workers serve their own)."""
+    """Prometheus exposition of this API process (workers serve their own). With
+    OPTBENCH_METRICS_TOKEN set: 401 without `Authorization: Bearer <that token>`."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -9,7 +9,15 @@
 // values on hover, drag to zoom and double-click to reset, log or linear y, PNG and CSV of
 // the visible series. Each chart's figure carries data-x-label, data-x-min and data-x-max
 // (and the contour data-levels and data-paths) so tests and scripts can read what is drawn.
-import { DASHES, align, colourOf, dashesFor, ema, formatValue, overSeeds } from "./series.js";
+//
+// A tuning study (data.study, services/report/study_data.py) adds, first, a tuneability
+// scatter per searched key (data-points, data-best, data-diverged, data-x-scale) and the
+// expected best score after k trials (data-points; a note instead for grid and TPE), and
+// its loss and accuracy charts draw the reruns and the one-shot baselines, not the trials.
+import {
+  DASHES, PLOTTED, align, bestOfKCurves, colourIndex, colourOf, ema, formatValue, labelDashes, overSeeds,
+  tuneabilityPoints,
+} from "./series.js";
 
 const HEIGHT = 300;
 const X_AXES = { step: "step", epoch: "epoch", seconds: "training seconds" };
@@ -62,6 +70,43 @@ function swatch(colour, dash) {
   return svg;
 }
 
+// [lo, hi] around values with 5 % of room each side (of the decades on a log axis).
+function spread(values, log) {
+  const vs = values.filter((v) => Number.isFinite(v) && (!log || v > 0));
+  if (!vs.length) return log ? [0.1, 10] : [0, 1];
+  const t = log ? Math.log10 : (v) => v;
+  const back = log ? (v) => 10 ** v : (v) => v;
+  const lo = t(Math.min(...vs));
+  const hi = t(Math.max(...vs));
+  const room = (hi - lo) * 0.05 || (log ? 0.5 : Math.abs(lo) * 0.1 || 0.5);
+  return [back(lo - room), back(hi + room)];
+}
+
+// A log axis labels its decades only (uPlot ticks every 1..9 x 10^n; it hands over null
+// for the ticks it leaves unlabelled).
+function decadeLabel(value) {
+  if (!(value > 0)) return "";
+  const exponent = Math.log10(value);
+  if (Math.abs(exponent - Math.round(exponent)) > 1e-9) return "";
+  return Math.abs(exponent) < 4 ? String(Number(value.toPrecision(1))) : `1e${Math.round(exponent)}`;
+}
+
+// A five-pointed star (a landscape's minimum, a study's best trial), outlined dark.
+function drawStar(ctx, cx, cy, r, fill) {
+  ctx.fillStyle = fill;
+  ctx.strokeStyle = "#222";
+  ctx.lineWidth = globalThis.uPlot.pxRatio;
+  ctx.beginPath();
+  for (let i = 0; i < 10; i++) {
+    const radius = i % 2 ? r * 0.45 : r;
+    const angle = -Math.PI / 2 + (i * Math.PI) / 5;
+    ctx.lineTo(cx + radius * Math.cos(angle), cy + radius * Math.sin(angle));
+  }
+  ctx.closePath();
+  ctx.fill();
+  ctx.stroke();
+}
+
 // ---------------------------------------------------------------- what each chart shows
 
 function stepCurves(data, state, field, smooth) {
@@ -88,7 +133,8 @@ function curvesOver(data, state, read, faint) {
   const curves = [];
   const means = new Map();
   for (const { label } of data.labels) {
-    const runs = data.runs.filter((r) => r.label === label);
+    // A study's trials are drawn by their scores (the tuneability plots), not as curves.
+    const runs = data.runs.filter((r) => r.label === label && r.role !== "trial");
     const read_ = runs.map((run) => ({ run, s: read(run) })).filter((r) => r.s && r.s.key.length);
     if (!read_.length) continue;
     const mean = overSeeds(read_.map(({ s }) => ({ key: s.key, x: s.x, y: s.y })));
@@ -122,7 +168,7 @@ function chartsFor(data, state) {
   const smoothNote = state.smoothing > 0
     ? `smoothed per step (debiased EMA, ${state.smoothing.toFixed(2)}); faint: unsmoothed`
     : "unsmoothed";
-  const list = [];
+  const list = data.study ? studyCharts(data.study) : [];
   if (landscape && data.landscape) list.push({ id: "contour", kind: "contour", title: `Trajectories on ${data.landscape.name}` });
   if (landscape) {
     list.push({
@@ -149,10 +195,38 @@ function chartsFor(data, state) {
     });
   }
   if (target && data.bars.length) {
-    list.push({ id: "steps-to-target", kind: "bars", title: "Steps to target", field: "steps_to_target", unit: "optimizer steps (median over the seeds that reached it)" });
-    list.push({ id: "seconds-to-target", kind: "bars", title: "Time to target", field: "seconds_to_target", unit: "training seconds (median over the seeds that reached it)" });
+    list.push({ id: "steps-to-target", kind: "bars", title: "Steps to target", field: "steps_to_target", unit: "optimizer steps", note: "optimizer steps, the median over the seeds that reached it" });
+    list.push({ id: "seconds-to-target", kind: "bars", title: "Time to target", field: "seconds_to_target", unit: "training seconds", note: "training seconds (evaluation excluded), the median over the seeds that reached it" });
   }
   return list;
+}
+
+// A study's own charts: one tuneability plot per searched key, then the expected best
+// after k trials (random and quasirandom samplers; otherwise a note says why not).
+function studyCharts(study) {
+  const metric = study.metric.replaceAll("_", " ");
+  const list = Object.entries(study.axes).map(([key, axis]) => ({
+    id: `tuneability-${key}`, kind: "scatter", key, axis,
+    title: `Tuneability: ${metric} against ${key}`, y: `${metric} (selection score)`,
+  }));
+  const noCurve = study.expected_best_note;
+  list.push(noCurve
+    ? { id: "best-of-k", kind: "note", title: "Expected best score after k trials", text: `Not drawn: ${noCurve}.` }
+    : {
+      id: "best-of-k", kind: "series", title: "Expected best score after k trials", y: `expected best ${metric}`,
+      xLabel: "trials k", wholeX: true, log: false, build: () => ({ curves: bestOfKCurves(study).map((c) => ({ ...c, role: "line" })), means: new Map() }),
+      fullNote: bestOfKNote(study), empty: "Drawn once trials have completed.",
+    });
+  return list;
+}
+
+function bestOfKNote(study) {
+  const counts = study.entries
+    .filter((e) => Object.keys(e.search).length)
+    .map((e) => `${e.label} ${e.trials.filter((t) => t.status === "completed").length} of ${e.budget}`);
+  return `E[best of k trials drawn from the N completed ones] (Dodge et al. 2019), k = 1..N, on ${study.metric} `
+    + `(${study.higher_is_better ? "higher" : "lower"} is better); pruned and diverged trials are not counted, their scores are not full trainings; `
+    + `completed trials: ${counts.join(", ")}.`;
 }
 
 // ---------------------------------------------------------------- the module
@@ -171,15 +245,16 @@ export function mountJobCharts(container, initial) {
     hidden: new Set(),
     log: new Map(), // chart id → log y chosen by the user
   };
-  const labelIndex = new Map(data.labels.map((l, i) => [l.label, i]));
+  let labelIndex = colourIndex(data.labels);
   let charts = [];
   let signature = "";
 
   const controls = el("div", { class: "ob-controls" });
+  const studyLine = el("p", { class: "ob-study", "data-testid": "chart-study" });
   const legend = el("div", { class: "ob-legend", role: "group", "aria-label": "optimizers: click to hide or show" });
   const panels = el("div", { class: "ob-panels" });
   container.classList.add("ob-charts");
-  container.replaceChildren(controls, legend, panels);
+  container.replaceChildren(studyLine, controls, legend, panels);
 
   function colour(label) {
     return colourOf(labelIndex.get(label) ?? 0);
@@ -249,6 +324,7 @@ export function mountJobCharts(container, initial) {
     charts = [];
     panels.replaceChildren();
     const specs = chartsFor(data, state);
+    renderStudy();
     let dash = new Map();
     for (const spec of specs) {
       const parts = figure(spec);
@@ -256,21 +332,52 @@ export function mountJobCharts(container, initial) {
       let chart = null;
       if (spec.kind === "series") {
         const built = spec.build();
-        if (spec.id === "loss-step" || (spec.id === "distance-epoch" && !dash.size)) dash = dashesFor(data.labels.map((l) => l.label), built.means);
+        if (spec.id === "loss-step" || (spec.id === "distance-epoch" && !dash.size)) dash = labelDashes(data.labels, built.means);
         if (!built.curves.length) {
-          parts.plot.replaceWith(el("p", { class: "ob-empty" }, data.finished ? "Nothing was recorded for this chart." : "Waiting for the first points…"));
+          parts.plot.replaceWith(el("p", { class: "ob-empty" }, emptyText(spec)));
           parts.readout.remove();
           continue;
         }
         chart = seriesChart(spec, built, parts, dash, zooms.get(spec.id));
       } else if (spec.kind === "bars") {
         chart = barsChart(spec, parts);
+      } else if (spec.kind === "scatter") {
+        if (!tuneabilityPoints(data.study, spec.key).length) {
+          parts.plot.replaceWith(el("p", { class: "ob-empty" }, "Drawn as the trials finish."));
+          parts.readout.remove();
+          parts.figureEl.dataset.points = "0";
+          continue;
+        }
+        chart = scatterChart(spec, parts);
+      } else if (spec.kind === "note") {
+        parts.plot.replaceWith(el("p", { class: "ob-empty", "data-testid": "chart-not-drawn" }, spec.text));
+        parts.readout.remove();
+        parts.figureEl.dataset.points = "0";
+        continue;
       } else {
         chart = contourChart(spec, parts, () => dash);
       }
       charts.push(chart);
     }
     renderLegend(dash);
+  }
+
+  function emptyText(spec) {
+    if (spec.empty) return spec.empty;
+    if (data.study) return "Drawn from the reruns of each optimizer's best setting (and its one-shot baseline, dashed) once the search has ended.";
+    return data.finished ? "Nothing was recorded for this chart." : "Waiting for the first points…";
+  }
+
+  // A study's protocol in one line above its charts.
+  function renderStudy() {
+    const study = data.study;
+    studyLine.hidden = !study;
+    if (!study) return;
+    const budgets = [...new Set(study.entries.filter((e) => Object.keys(e.search).length).map((e) => e.budget))];
+    const per = budgets.length === 1 ? `${budgets[0]} trials per optimizer` : `unequal budgets (${study.entries.map((e) => `${e.label} ${e.budget}`).join(", ")})`;
+    studyLine.textContent = `Tuning study: ${study.sampler} sampler, ${per}, selected on ${study.metric} at its best epoch `
+      + `(${study.higher_is_better ? "higher" : "lower"} is better). The loss and accuracy charts show the reruns of each optimizer's best trial on fresh seeds`
+      + `${data.labels.some((l) => l.baseline_of) ? ", its one-shot baseline (the given values) dashed beside it" : ""}; the trials are in the tuneability plots.`;
   }
 
   // ---------------------------------------------------------------- line charts
@@ -280,7 +387,8 @@ export function mountJobCharts(container, initial) {
     const positive = curves.every((c) => c.y.every((v) => v === null || v > 0));
     const log = positive && (state.log.has(spec.id) ? state.log.get(spec.id) : spec.log);
     const table = align(curves.map((c) => ({ x: c.x, y: log ? c.y.map((v) => (v > 0 ? v : null)) : c.y })));
-    const series = [{ label: X_AXES[state.x] }];
+    const xLabel = spec.xLabel || X_AXES[state.x];
+    const series = [{ label: xLabel }];
     const bands = [];
     const longest = Math.max(...curves.map((c) => c.y.length));
     curves.forEach((c, i) => {
@@ -297,15 +405,14 @@ export function mountJobCharts(container, initial) {
       }
       if (c.role === "lo") bands.push({ series: [i, i + 1], fill: withAlpha(hue, 0.16) });
     });
-    const xLabel = X_AXES[state.x];
     const opts = {
       width: width(), height: HEIGHT, legend: { show: false }, bands, series,
-      cursor: { sync: { key: `optbench-${state.x}` }, drag: { x: true, y: false }, points: { size: 7 } },
+      cursor: { sync: { key: `optbench-${spec.xLabel ? spec.id : state.x}` }, drag: { x: true, y: false }, points: { size: 7 } },
       scales: {
         x: { time: false, range: (u, min, max) => (min === max ? [min - 0.5, max + 0.5] : [min, max]) },
         y: log ? { distr: 3, log: 10 } : {},
       },
-      axes: [{ ...AXIS, label: xLabel }, { ...AXIS, label: spec.y, size: 64, values: (u, splits) => splits.map(formatValue) }],
+      axes: [{ ...AXIS, label: xLabel, ...(spec.wholeX ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] } : {}) }, { ...AXIS, label: spec.y, size: 64, values: (u, splits) => splits.map(formatValue) }],
       hooks: {
         setCursor: [(u) => readSeries(u, parts.readout, curves, xLabel)],
         setScale: [(u, key) => key === "x" && markRange(u, parts.figureEl, xLabel)],
@@ -325,7 +432,8 @@ export function mountJobCharts(container, initial) {
     markRange(u, parts.figureEl, xLabel);
     const seedsNote = curves.some((c) => c.role === "hi") ? "line: mean over seeds, band: min-max over seeds" : state.seeds === "each" ? "one line per run" : "one run per optimizer";
     const bucket = spec.smooth && data.bucket > 1 ? `; long series averaged into buckets of ${data.bucket} steps` : "";
-    parts.note.textContent = `${seedsNote}; ${spec.note}${bucket}; ${log ? "log" : "linear"} y.`;
+    parts.note.textContent = spec.fullNote || `${seedsNote}; ${spec.note}${bucket}; ${log ? "log" : "linear"} y.`;
+    parts.figureEl.dataset.points = String(curves.filter((c) => c.role === "line").reduce((n, c) => n + c.y.filter((v) => v !== null).length, 0));
     tools(parts, spec, u, {
       log: positive ? log : null,
       csv: () => seriesCsv(u, curves, xLabel),
@@ -407,6 +515,154 @@ export function mountJobCharts(container, initial) {
     return `${lines.join("\n")}\n`;
   }
 
+  // ---------------------------------------------------------------- tuneability
+
+  // Selection score against one searched value, a point per finished trial: filled when it
+  // completed, hollow when pruned (its score is over the epochs before its rung), a cross on
+  // the bottom edge when it diverged (no comparable score), a star for the entry's best.
+  // Points-only uPlot series (aligned data, no paths), two per label (completed, pruned);
+  // the crosses and stars are drawn on top. Hover names the nearest trial.
+  function scatterChart(spec, parts) {
+    const study = data.study;
+    const { axis, key } = spec;
+    const points = tuneabilityPoints(study, key);
+    const category = axis.scale === "category";
+    const log = axis.scale === "log";
+    const labels = study.entries.filter((e) => key in e.search).map((e) => e.label);
+    const groups = labels.flatMap((label) => ["completed", "pruned"].map((status) => ({ label, status })));
+    const xs = [...new Set(points.map((p) => p.x))].sort((a, b) => a - b);
+    const at = new Map(xs.map((x, i) => [x, i]));
+    const table = [xs, ...groups.map(() => new Array(xs.length).fill(null))];
+    // Two trials of one label at one value (a grid) overlap; the later one is drawn.
+    points.forEach((p) => {
+      const g = groups.findIndex((gr) => gr.label === p.label && gr.status === p.status);
+      if (g >= 0 && p.score !== null) table[g + 1][at.get(p.x)] = p.score;
+    });
+    const none = () => null;
+    const series = [{ label: key }, ...groups.map(({ label, status }) => ({
+      label: `${label} ${status}`, show: !state.hidden.has(label), paths: none,
+      points: { show: true, size: 9, width: 1.75, stroke: colour(label), fill: status === "pruned" ? "#fff" : colour(label) },
+    }))];
+    const scores = points.filter((p) => p.status !== "diverged" && p.score !== null).map((p) => p.score);
+    const [yLo, yHi] = scores.length ? [Math.min(...scores), Math.max(...scores)] : [0, 1];
+    const pad = (yHi - yLo) * 0.08 || Math.abs(yHi) * 0.05 || 0.05;
+    const bounds = labels.flatMap((label) => study.entries.find((e) => e.label === label).search[key].bounds).filter((v) => typeof v === "number");
+    const xRange = category
+      ? [-0.5, axis.categories.length - 0.5]
+      : spread([...bounds, ...xs], log);
+    const ratio = uPlot.pxRatio;
+    const marks = { best: 0, diverged: 0 };
+    function overlay(u) {
+      const ctx = u.ctx;
+      const { top, height: h } = u.bbox;
+      ctx.save();
+      marks.best = 0;
+      marks.diverged = 0;
+      for (const p of points) {
+        if (state.hidden.has(p.label)) continue;
+        const x = u.valToPos(p.x, "x", true);
+        if (p.status === "diverged") {
+          const y = top + h - 7 * ratio;
+          const r = 5 * ratio;
+          ctx.strokeStyle = colour(p.label);
+          ctx.lineWidth = 2 * ratio;
+          ctx.beginPath();
+          ctx.moveTo(x - r, y - r); ctx.lineTo(x + r, y + r);
+          ctx.moveTo(x + r, y - r); ctx.lineTo(x - r, y + r);
+          ctx.stroke();
+          marks.diverged += 1;
+        } else if (p.best && p.score !== null) {
+          drawStar(ctx, x, u.valToPos(p.score, "y", true), 10 * ratio, colour(p.label));
+          marks.best += 1;
+        }
+      }
+      ctx.restore();
+      parts.figureEl.dataset.best = String(marks.best);
+      parts.figureEl.dataset.diverged = String(marks.diverged);
+      parts.figureEl.dataset.points = String(points.filter((p) => !state.hidden.has(p.label) && (p.status === "diverged" || p.score !== null)).length);
+    }
+    const ring = el("div", { class: "ob-ring", hidden: true });
+    function nearest(u) {
+      const { left, top } = u.cursor;
+      if (left === undefined || left < 0) return;
+      let near = null;
+      for (const p of points) {
+        if (state.hidden.has(p.label) || (p.status !== "diverged" && p.score === null)) continue;
+        const px = u.valToPos(p.x, "x");
+        const py = p.status === "diverged" ? u.bbox.height / ratio - 7 : u.valToPos(p.score, "y");
+        const d = Math.hypot(px - left, py - top);
+        if (!near || d < near.d) near = { d, p, px, py };
+      }
+      if (!near) return;
+      ring.hidden = false;
+      ring.style.left = `${near.px}px`;
+      ring.style.top = `${near.py}px`;
+      ring.style.borderColor = colour(near.p.label);
+      parts.readout.replaceChildren(...trialText(near.p, key));
+    }
+    const opts = {
+      width: width(), height: HEIGHT, legend: { show: false }, series,
+      cursor: { drag: { x: true, y: false }, points: { show: false } },
+      scales: {
+        x: { time: false, auto: false, range: xRange, ...(log ? { distr: 3, log: 10 } : {}) },
+        y: { auto: false, range: [yLo - pad, yHi + pad] },
+      },
+      axes: [
+        {
+          ...AXIS, label: `${key}${log ? " (log axis)" : ""}`,
+          ...(category
+            ? { splits: () => axis.categories.map((_, i) => i), values: (u, splits) => splits.map((i) => String(axis.categories[i] ?? "")) }
+            : { values: (u, splits) => splits.map(log ? decadeLabel : formatValue) }),
+        },
+        { ...AXIS, label: spec.y, size: 64, values: (u, splits) => splits.map(formatValue) },
+      ],
+      hooks: {
+        draw: [overlay],
+        setCursor: [nearest],
+        setScale: [(u, k) => k === "x" && markRange(u, parts.figureEl, key)],
+      },
+    };
+    const u = new uPlot(opts, table, parts.plot);
+    u.over.append(ring);
+    u.over.addEventListener("mouseleave", () => { ring.hidden = true; });
+    u.over.addEventListener("dblclick", () => u.setScale("x", { min: xRange[0], max: xRange[1] }));
+    markRange(u, parts.figureEl, key);
+    parts.figureEl.dataset.xScale = axis.scale;
+    const waiting = study.entries.filter((e) => key in e.search).reduce((n, e) => n + e.trials.filter((t) => !PLOTTED.includes(t.status)).length, 0);
+    parts.note.textContent = `one point per trial: filled, it completed; hollow, pruned at a rung (its score is over the epochs it trained); `
+      + `× on the bottom edge, it diverged (no comparable score); ★ each optimizer's best trial${study.phase === "reruns" ? " (the one rerun)" : " so far"}; `
+      + `selection: ${study.metric} at its best epoch, ${study.higher_is_better ? "higher" : "lower"} is better; the x axis spans the searched range`
+      + `${log ? " on a log scale" : ""}${waiting ? `; ${waiting} trial${waiting === 1 ? "" : "s"} still training or queued, not drawn yet` : ""}.`;
+    tools(parts, spec, u, {
+      log: null,
+      csv: () => `label,trial,${key},score,status,pruned_at_epoch,best\n${points.map((p) => `"${p.label}",${p.trial},${p.value},${p.score ?? ""},${p.status},${p.prunedAt ?? ""},${p.best}`).join("\n")}\n`,
+    });
+    return {
+      id: spec.id, zoomed: () => null,
+      show(label, on) {
+        groups.forEach((g, i) => g.label === label && u.setSeries(i + 1, { show: on }));
+        u.redraw(false);
+      },
+      resize: (w) => u.setSize({ width: w, height: HEIGHT }),
+      destroy: () => u.destroy(),
+    };
+  }
+
+  function dot(hue) {
+    const node = el("i", { class: "ob-dot" });
+    node.style.background = hue; // CSSOM, not a style attribute: the page's CSP allows it
+    return node;
+  }
+
+  function trialText(p, key) {
+    const status = p.status === "pruned" ? `pruned at epoch ${p.prunedAt}` : p.status;
+    const value = typeof p.value === "number" ? formatValue(p.value) : String(p.value);
+    return [
+      el("span", { class: "ob-value" }, dot(colour(p.label)), el("b", {}, `${p.label} trial ${p.trial}`),
+        ` · ${key} ${value} · score ${formatValue(p.score)} · ${status}${p.best ? " · best" : ""}`),
+    ];
+  }
+
   // ---------------------------------------------------------------- bars
 
   function barsChart(spec, parts) {
@@ -457,7 +713,7 @@ export function mountJobCharts(container, initial) {
     };
     const u = new uPlot(opts, table, parts.plot);
     parts.figureEl.dataset.xLabel = "optimizer";
-    parts.note.textContent = `${spec.unit}; target ${data.target.text}, checked at the end of each epoch; a run that never reaches it is not counted as the budget.`;
+    parts.note.textContent = `${spec.note}; target ${data.target.text}, checked at the end of each epoch; a run that never reaches it is not counted as the budget.`;
     tools(parts, spec, u, { log: null, csv: () => `label,${spec.field},target_reached\n${rows.map((r) => `"${r.label}",${r[spec.field] ?? ""},${r.target_reached ?? ""}`).join("\n")}\n` });
     return {
       id: spec.id, zoomed: () => null,
@@ -519,23 +775,9 @@ export function mountJobCharts(container, initial) {
         ctx.fillStyle = hue;
         ctx.beginPath(); ctx.arc(ex, ey, 4 * ratio, 0, 2 * Math.PI); ctx.fill();
       }
-      for (const [mx, my] of view.minima) star(ctx, ...px(mx, my), 7 * ratio);
+      for (const [mx, my] of view.minima) drawStar(ctx, ...px(mx, my), 7 * ratio, "#ffd400");
       ctx.restore();
       parts.figureEl.dataset.paths = String(drawn);
-    }
-    function star(ctx, cx, cy, r) {
-      ctx.fillStyle = "#ffd400";
-      ctx.strokeStyle = "#222";
-      ctx.lineWidth = ratio;
-      ctx.beginPath();
-      for (let i = 0; i < 10; i++) {
-        const radius = i % 2 ? r * 0.45 : r;
-        const angle = -Math.PI / 2 + (i * Math.PI) / 5;
-        ctx.lineTo(cx + radius * Math.cos(angle), cy + radius * Math.sin(angle));
-      }
-      ctx.closePath();
-      ctx.fill();
-      ctx.stroke();
     }
     const opts = {
       width: w, height: h, legend: { show: false },
@@ -624,7 +866,7 @@ export function mountJobCharts(container, initial) {
     let points = 0;
     for (const s of Object.values(d.steps)) points += s.step.length;
     for (const e of Object.values(d.epochs)) points += e.epoch.length;
-    return `${d.status}|${d.runs.length}|${points}|${JSON.stringify(d.bars)}`;
+    return `${d.status}|${d.runs.length}|${points}|${JSON.stringify(d.bars)}|${JSON.stringify(d.study)}`;
   }
 
   const onResize = () => { const w = width(); for (const chart of charts) chart.resize(w); };
@@ -641,7 +883,7 @@ export function mountJobCharts(container, initial) {
       signature = sign;
       const relabel = next.labels.map((l) => `${l.label}:${l.seeds}`).join() !== data.labels.map((l) => `${l.label}:${l.seeds}`).join();
       data = next;
-      next.labels.forEach((l, i) => labelIndex.set(l.label, i));
+      labelIndex = colourIndex(next.labels);
       if (relabel) renderControls();
       rebuild();
     },

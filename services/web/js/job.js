@@ -7,6 +7,7 @@ import { mountJobCharts } from "./charts.js";
 import { announce, focusHeading, h, main, show } from "./dom.js";
 import { dash, fmtDuration, fmtTime, progressText } from "./format.js";
 import { runsRenderer } from "./runs.js";
+import { studyProgressText } from "./series.js";
 import { summaryTable } from "./summary.js";
 import { FINISHED, problemBox, progressBar, statusBadge } from "./widgets.js";
 
@@ -34,6 +35,8 @@ export function jobView(id) {
   const meta = h("dl", { class: "meta", "data-testid": "job-meta" });
   const errorSlot = h("div");
   const progressSlot = h("div", { class: "job-progress" });
+  // A tuning study's phase and trials (from the chart data's study block).
+  const studySlot = h("p", { class: "study-progress", "data-testid": "study-progress", "aria-live": "polite", hidden: true });
   const chartsBox = h("section", { class: "charts-box", "data-testid": "charts", "aria-label": "Charts", "aria-busy": "true" });
   const summarySlot = h("div", { class: "table-wrap", "data-testid": "summary" });
   const runsSlot = h("div", { class: "table-wrap" });
@@ -56,6 +59,7 @@ export function jobView(id) {
     meta,
     errorSlot,
     progressSlot,
+    studySlot,
     links,
     chartsBox,
     h("section", { "aria-labelledby": "summary-heading" }, h("h2", { id: "summary-heading" }, "Summary"), summarySlot),
@@ -152,6 +156,10 @@ export function jobView(id) {
     if (isStopped()) return false;
     if (summary.ok) summaryData = summary.body;
     if (chartData.ok) drawCharts(chartData.body); // a failed request keeps the last charts
+    if (chartData.ok && chartData.body.study) {
+      studySlot.textContent = studyProgressText(chartData.body.study, job.status);
+      studySlot.hidden = false;
+    }
     if (lastStatus !== job.status) {
       if (lastStatus !== null) announce(`Job ${job.status}`);
       lastStatus = job.status;

@@ -139,3 +139,86 @@ export function formatValue(value) {
   if (size !== 0 && (size >= 1e5 || size < 1e-3)) return value.toExponential(3);
   return Number(value.toPrecision(4)).toString();
 }
+
+// ---------------------------------------------------------------- tuning studies
+// (the chart data's `study` block: services/report/study_data.py)
+
+// Palette index per label: each label in order takes the next colour, except a study's
+// one-shot baseline, which takes the colour of the label it is the baseline of.
+export function colourIndex(labels) {
+  const index = new Map();
+  let next = 0;
+  for (const { label, baseline_of: base } of labels) if (!base) index.set(label, next++);
+  for (const { label, baseline_of: base } of labels) if (base) index.set(label, index.get(base) ?? next++);
+  return index;
+}
+
+// A dash pattern per label (label objects with baseline_of): without baselines, dashesFor's;
+// with them, each baseline is dashed (DASHES[1]) beside its solid tuned label, and tuned
+// labels that overlap one another take the other patterns (2, 3), never the baselines'.
+export function labelDashes(labels, curves) {
+  const names = labels.map((l) => l.label);
+  if (!labels.some((l) => l.baseline_of)) return dashesFor(names, curves);
+  const tuned = labels.filter((l) => !l.baseline_of).map((l) => l.label);
+  const picked = dashesFor(tuned, curves);
+  const dash = new Map();
+  for (const { label, baseline_of: base } of labels) {
+    if (base) dash.set(label, 1);
+    else {
+      const pick = picked.get(label) ?? 0;
+      dash.set(label, pick === 0 ? 0 : 1 + (((pick - 1) % (DASHES.length - 2)) + 1));
+    }
+  }
+  return dash;
+}
+
+// The result states a trial can be plotted in (queued and running trials have none yet).
+export const PLOTTED = ["completed", "pruned", "diverged"];
+
+// The tuneability plot's points for one searched key: every finished trial of every entry
+// that searches it, as {label, trial, runId, value, x, score, status, best, prunedAt}; x is
+// the value, or its index among the axis's categories. Best: the entry's best trial.
+export function tuneabilityPoints(study, key) {
+  const axis = study.axes[key] || { scale: "linear", categories: null };
+  const points = [];
+  for (const entry of study.entries) {
+    if (!(key in entry.search)) continue;
+    for (const t of entry.trials) {
+      if (!PLOTTED.includes(t.status)) continue;
+      const value = t.values[key];
+      const x = axis.scale === "category" ? axis.categories.findIndex((c) => c === value) : value;
+      if (!finite(x) || (axis.scale === "log" && !(x > 0))) continue;
+      points.push({
+        label: entry.label, trial: t.trial, runId: t.run_id, value, x, score: t.score,
+        status: t.status, best: t.trial === entry.best_trial, prunedAt: t.pruned_at_epoch,
+      });
+    }
+  }
+  return points;
+}
+
+// The expected best score after k = 1..N trials, per entry that has a curve.
+export function bestOfKCurves(study) {
+  return study.entries
+    .filter((e) => Array.isArray(e.expected_best) && e.expected_best.length)
+    .map((e) => ({ label: e.label, x: e.expected_best.map((_, i) => i + 1), y: e.expected_best }));
+}
+
+// One line on how far a study has got (status: the job's): its phase, trials done of the
+// budget (pruned, diverged, failed), and the reruns once they exist.
+export function studyProgressText(study, status = "running") {
+  const p = study.progress;
+  const plural = (n, one) => `${n} ${one}${n === 1 ? "" : "s"}`;
+  const marks = [`${p.pruned} pruned`, `${p.diverged} diverged`];
+  if (p.failed) marks.push(`${p.failed} failed`);
+  const search = `${p.done} of ${plural(p.budget, "trial")} done (${marks.join(", ")})`;
+  const stopped = status === "failed" || status === "cancelled" ? `Study ${status}` : null;
+  if (study.phase === "search") {
+    const training = p.trials - p.done;
+    const more = training > 0 && !stopped ? `; ${training} training or queued` : "";
+    return `${stopped || "Study searching"}: ${search}${more}`;
+  }
+  const reruns = `${p.reruns_done} of ${plural(p.reruns, "rerun")} of the best settings done`;
+  const head = stopped || (status === "succeeded" ? "Study done" : "Study rerunning the best settings");
+  return `${head}: search ${search}; ${reruns}`;
+}
