@@ -80,12 +80,33 @@ def check_study(runs: list[dict[str, Any]], spec: dict[str, Any]) -> None:
             assert 0.0 <= run["test_accuracy"] <= 1.0 and run["test_loss"] > 0
 
 
-def chart_labels(html: str) -> set[str]:
-    """The run labels in the report's embedded chart data."""
+def check_report(html: str, budget: int) -> None:
+    """The report's embedded chart data draws every run, tuned and one-shot, and the study:
+    a tuneability point per trial of each optimizer on a log axis for the learning rate, and
+    an expected-best-of-k curve (quasirandom) over its completed trials."""
     found = re.search(r'<script type="application/json" id="ob-chart-data">(.*?)</script>', html)
     assert found, "the report has no chart data"
     data = json.loads(found.group(1))
-    return {run["label"] for run in data["runs"]}
+    labels = {run["label"] for run in data["runs"]}
+    assert set(LABELS) | {f"{label}:one-shot" for label in LABELS} <= labels
+    study = data["study"]
+    assert study["phase"] == "reruns" and study["axes"]["lr"]["scale"] == "log"
+    assert [entry["label"] for entry in study["entries"]] == LABELS
+    for entry in study["entries"]:
+        trials = entry["trials"]
+        assert len(trials) == budget and all(t["score"] is not None for t in trials)
+        completed = [t for t in trials if t["status"] == "completed"]
+        assert entry["best_final"] and entry["best_trial"] in {t["trial"] for t in trials}
+        assert len(entry["expected_best"]) == len(completed) > 0
+
+
+def check_summary(summary: dict[str, Any]) -> None:
+    """Ranked on the reruns, a one-shot row beside each tuned one."""
+    rows = {row["label"]: row for row in summary["optimizers"]}
+    for label in LABELS:
+        assert rows[label]["role"] == "tuned" and rows[label]["rank"] is not None
+        assert rows[f"{label}:one-shot"]["role"] == "one-shot"
+        assert 0.0 <= rows[label]["test_accuracy"] <= 1.0
 
 
 def test_the_tuned_preset_runs_on_postgres_redis_and_a_worker(cluster: Cluster) -> None:
@@ -101,10 +122,10 @@ def test_the_tuned_preset_runs_on_postgres_redis_and_a_worker(cluster: Cluster) 
 
     summary = cluster.client.get(f"/v1/jobs/{job['id']}/summary")
     assert summary.status_code == 200, summary.text
-    assert set(LABELS) <= {row["label"] for row in summary.json()["optimizers"]}
+    check_summary(summary.json())
     report = cluster.client.get(f"/v1/jobs/{job['id']}/report")
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
-    assert set(LABELS) | {f"{label}:one-shot" for label in LABELS} <= chart_labels(report.text)
+    check_report(report.text, budget=16)
 
 
 def test_optbench_demo_tuned_on_the_embedded_default(tmp_path: Path) -> None:
@@ -145,7 +166,7 @@ def test_optbench_demo_tuned_on_the_embedded_default(tmp_path: Path) -> None:
         timeout=120,
     )
     assert written.returncode == 0, written.stderr
-    assert set(LABELS) <= chart_labels(report.read_text())
+    check_report(report.read_text(), budget=16)
 
 
 def test_demo_trials_without_tuned_is_a_usage_mistake(tmp_path: Path) -> None:
