@@ -5,16 +5,22 @@
 | optimizer entries x seeds | ``OPTBENCH_MAX_RUNS_PER_JOB`` (256) | 422 |
 | epochs x steps per epoch of a run | ``OPTBENCH_MAX_STEPS_PER_RUN`` (10,000,000) | 422 |
 | parameters of the model | ``OPTBENCH_MAX_MODEL_PARAMETERS`` (10,000,000) | 422 |
+| runs x steps x samples x FLOPs per sample | ``OPTBENCH_MAX_JOB_FLOPS`` (2e15) | 422 |
 | jobs queued or running per owner | ``OPTBENCH_MAX_JOBS_IN_FLIGHT`` (8) | 429, Retry-After |
 
-Sizes are estimated without torch (services/sizes.py). Each refusal is problem+json naming
-the field, the setting, the maximum and what was asked, and what to change. (Request bodies
-and uploads are limited before they are parsed: services/api/security.py,
-routes/datasets.py.)
+Sizes and compute are estimated without torch (services/sizes.py, services/compute.py).
+The compute limit's default is about a day of the 2-core reference VM, which trains these
+models at 0.5-7 GFLOP/s per core (README, "Limits"); a GPU cluster raises it. Wall time is
+limited in the workers, per job and per part (workers/timelimits.py).
+
+Each refusal is problem+json naming the field, the setting, the maximum and what was asked,
+and what to change. (Request bodies and uploads are limited before they are parsed:
+services/api/security.py, routes/datasets.py.)
 """
 
 from __future__ import annotations
 
+from services.compute import ComputeEstimate, estimate
 from services.db.models import Dataset
 from services.errors import LimitExceeded, TooManyRequests
 from services.settings import Settings
@@ -67,6 +73,30 @@ def check_spec(spec: JobSpec, settings: Settings, upload: Dataset | None = None)
             maximum=settings.max_model_parameters,
             requested=parameters,
         )
+    compute = estimate(spec, shape)
+    if compute.total > settings.max_job_flops:
+        raise LimitExceeded(
+            "epochs",
+            f"compute estimate {_describe(compute)} for the {spec.model.name} model; at most "
+            f"{settings.max_job_flops:.3g} FLOP per job (OPTBENCH_MAX_JOB_FLOPS): use fewer "
+            "runs (seeds, optimizer entries), epochs or samples, a larger batch_size or a "
+            "smaller model",
+            setting="OPTBENCH_MAX_JOB_FLOPS",
+            maximum=int(settings.max_job_flops),
+            requested=compute.total,
+        )
+
+
+def _describe(compute: ComputeEstimate) -> str:
+    samples = (
+        f"{compute.samples:,} samples per step x {compute.flops_per_sample:,} FLOP per sample "
+        "(forward and backward)"
+    )
+    if compute.floored:
+        samples = (
+            f"{compute.per_step:.3g} FLOP per step (a step's fixed cost, more than its {samples})"
+        )
+    return f"{compute.runs:,} runs x {compute.steps:,} steps x {samples} = {compute.total:.3g} FLOP"
 
 
 def check_in_flight(owner: str, in_flight: int, settings: Settings) -> None:

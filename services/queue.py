@@ -3,6 +3,13 @@
 The API sends tasks by name, so it never imports the worker code (or torch).
 Broker: Redis or RabbitMQ in a cluster; Kombu's ``filesystem://`` transport for the
 embedded default (messages are files under ``OPTBENCH_HOME/broker``; no server).
+
+Each task is sent with its owner's rank as the message's priority (services/fairness.py):
+Redis keeps a list per rank (``priority_steps`` 0-9, lower first); RabbitMQ declares the
+queue with ``x-max-priority`` and takes higher first, so there the priority is
+``MAX_RANK - rank`` (a queue declared before without it must be deleted once: RabbitMQ
+refuses to redeclare a queue with other arguments). The filesystem transport has no
+priorities: first in, first out.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 
 from celery import Celery
 
+from services.fairness import MAX_RANK, task_rank
 from services.settings import Settings, get_settings
 
 RUN_JOB_TASK = "optbench.run_job"
@@ -40,7 +48,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "store_processed": False,
         }
     elif settings.broker_url.startswith(("redis://", "rediss://")):
-        transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS}
+        transport_options = {
+            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            # One list per rank (Kombu's default merges them into 0, 3, 6, 9).
+            "priority_steps": list(range(MAX_RANK + 1)),
+        }
+    amqp = settings.broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,
@@ -63,7 +76,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
+        **({"task_queue_max_priority": MAX_RANK} if amqp else {}),
     }
+
+
+def priority(rank: int, broker_url: str) -> int:
+    """The message priority of a task of this rank on this broker (see the module)."""
+    rank = max(0, min(rank, MAX_RANK))
+    if broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        return MAX_RANK - rank
+    return rank
 
 
 @lru_cache(maxsize=1)
@@ -74,12 +96,16 @@ def _client() -> Celery:
 
 
 def enqueue_job(job_id: uuid.UUID) -> None:
-    """Send the job to the workers. Call only after the job's transaction has committed."""
-    _client().send_task(RUN_JOB_TASK, args=[str(job_id)], queue=QUEUE)
+    """Send the job to the workers, at its owner's rank. Call only after the job's
+    transaction has committed."""
+    _client().send_task(
+        RUN_JOB_TASK, args=[str(job_id)], queue=QUEUE, priority=_priority(job_id, part=1)
+    )
 
 
 def enqueue_part(job_id: str, run_ids: list[int], threads: int, part: int, parts: int) -> None:
-    """Send one part of a running job (workers/parts.py): its run ids and torch threads."""
+    """Send one part of a running job (workers/parts.py): its run ids and torch threads, at
+    its owner's rank (part k of a job ranks k - 1 behind the job's planning task)."""
     _client().send_task(
         RUN_JOB_PART_TASK,
         kwargs={
@@ -90,14 +116,21 @@ def enqueue_part(job_id: str, run_ids: list[int], threads: int, part: int, parts
             "parts": int(parts),
         },
         queue=QUEUE,
+        priority=_priority(job_id, part=int(part)),
     )
+
+
+def _priority(job_id: uuid.UUID | str, part: int) -> int | None:
+    """None (no lookup) on the filesystem broker, which has no priorities."""
+    url = get_settings().broker_url
+    return None if url.startswith("filesystem://") else priority(task_rank(job_id, part), url)
 
 
 # Kombu's Redis transport: a list per queue (and per priority step above 0) holds waiting
 # messages; a hash holds those delivered to a worker and not yet acknowledged (acks_late:
 # until the task ends, or its worker's death puts them back).
 _REDIS_PRIORITY_SEP = "\x06\x16"
-_REDIS_PRIORITY_STEPS = (3, 6, 9)
+_REDIS_PRIORITY_STEPS = tuple(range(1, MAX_RANK + 1))
 _REDIS_UNACKED = "unacked"
 
 

@@ -175,6 +175,26 @@ class Settings(BaseSettings):
         "and metrics this many days after they finished, by the API (on start, then hourly); "
         "0 = kept until deleted",
     )
+    # --- compute and wall time (services/limits.py, services/compute.py, workers/timelimits.py)
+    max_job_flops: float = Field(
+        default=2e15,
+        gt=0,
+        description="compute estimate of one job: runs x steps x samples per step x training "
+        "FLOPs per sample of its model, estimated at submission (422 above)",
+    )
+    max_job_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="wall time of one job from its start; past it the job fails with the "
+        "reason (checked by the workers at each flush)",
+    )
+    max_part_seconds: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="wall time of one part of a job (one task on one worker process); past it "
+        "the job fails with the reason. It also bounds how long another owner's job waits for "
+        "a worker (services/fairness.py)",
+    )
     # --- availability (services/reconcile.py, services/api/errors.py) ----------------------
     reconcile_interval_seconds: float = Field(
         default=30.0,

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import io
 import uuid
-from typing import Any
+import zipfile
+from typing import IO, Any
 
 import numpy as np
-from sqlalchemy import func, select
+from numpy.lib import format as npy
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.orm import Session
 
 from services.db.models import Dataset
@@ -32,13 +34,14 @@ from services.upload_formats import (
     MAX_CLASSES,
     Describe,
     TextLabels,
+    Upload,
     listing,
     out_of_range,
 )
 from services.upload_formats.csv_format import csv_header, parse_csv
 from services.upload_formats.npz_format import parse_npz
 
-__all__ = ["MAX_CLASSES", "Describe", "store_upload"]
+__all__ = ["MAX_CLASSES", "Describe", "Upload", "store_upload"]
 
 FORMATS = ("npz", "csv")
 TASKS = ("classification", "regression")
@@ -48,6 +51,7 @@ MAX_NAME = 200  # Dataset.name is String(200)
 # An NPZ may be compressed: its arrays may unpack to at most this many times the upload limit.
 NPZ_EXPANSION = 8
 ROWS_PER_CHECK = 1 << 16  # rows checked finite at a time (no mask as large as x)
+WRITE_BYTES = 1 << 20  # of an array written into the stored NPZ at a time
 
 
 def too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
@@ -66,7 +70,7 @@ def too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
 def store_upload(
     name: str | None,
     filename: str | None,
-    content: bytes,
+    content: Upload | bytes,
     *,
     label_column: str | None = None,
     task: str | None = None,
@@ -75,11 +79,18 @@ def store_upload(
     """Parse, check and store one upload, as ``owner``'s; the format comes from the file
     name's suffix.
 
-    Raises ``PayloadTooLarge`` (413) over ``max_upload_bytes`` and ``InvalidSpec`` (422) with a
-    message naming what to change otherwise.
+    ``content`` is best the route's spooled file as an ``Upload``: parsed from its stream, the
+    upload is never all in memory (bytes work too). Raises ``PayloadTooLarge`` (413) over
+    ``max_upload_bytes`` and ``InvalidSpec`` (422) with a message naming what to change
+    otherwise.
+
+    Memory at the insert, the peak: the stored NPZ and the database driver's copy of it
+    (sqlite3 and psycopg copy a parameter into their own buffers), nothing else of the
+    upload's size: the parsed arrays are released once the NPZ is written.
     """
     settings = get_settings()
     limit = settings.max_upload_bytes
+    content = Upload.of(content)
     if len(content) > limit:
         raise too_large(limit, len(content))
     for field, value in (("name", name), ("label_column", label_column), ("task", task)):
@@ -122,13 +133,35 @@ def store_upload(
         n_features=normalised.x.shape[1],
         n_classes=None if normalised.classes is None else len(normalised.classes),
         size_bytes=len(content),
-        data=normalised.to_npz(),
     )
+    data = normalised.to_npz()
     del normalised
     with unit_of_work() as session:
+        insert(session, dataset, data)
+    return dataset
+
+
+def insert(session: Session, dataset: Dataset, data: memoryview) -> None:
+    """Add ``dataset`` with ``data`` as its stored NPZ, copying it no more than the database
+    needs: on SQLite the row is inserted holding zeros (``zeroblob``, no memory) and the NPZ
+    written into it a slice at a time (sqlite3's incremental blob I/O): a plain insert held
+    two copies (the bound parameter and the record SQLite builds), the NPZ's size each.
+    PostgreSQL's driver copies a parameter once, into the message it sends."""
+    if session.get_bind().dialect.name != "sqlite":
+        dataset.data = data  # type: ignore[assignment]
         session.add(dataset)
         session.flush()
-    return dataset
+        return
+    dataset.data = func.zeroblob(len(data))
+    session.add(dataset)
+    session.flush()
+    rowid = session.scalar(
+        select(literal_column("rowid")).select_from(Dataset).where(Dataset.id == dataset.id)
+    )
+    connection = session.connection().connection.driver_connection
+    with connection.blobopen("dataset", "data", rowid) as blob:  # type: ignore[union-attr]
+        for start in range(0, len(data), WRITE_BYTES):
+            blob.write(data[start : start + WRITE_BYTES])
 
 
 def get_dataset(dataset_id: uuid.UUID | str, *, owner: str | None = None) -> Dataset:
@@ -197,22 +230,40 @@ class Normalised:
     def __init__(self, x: np.ndarray, y: np.ndarray, task: str, classes: np.ndarray | None):
         self.x, self.y, self.task, self.classes = x, y, task, classes
 
-    def to_npz(self) -> bytes:
-        """The NPZ to store: the buffer it was written to, not a copy (the database drivers
-        take any bytes-like object)."""
+    def to_npz(self) -> memoryview:
+        """The NPZ to store (what ``numpy.savez`` writes): the buffer it was written to, not a
+        copy (the database drivers take any bytes-like object)."""
         arrays: dict[str, Any] = {"x": self.x, "y": self.y, "task": np.array(self.task)}
         if self.classes is not None:
             arrays["classes"] = self.classes
-        # Sized once, up front: a BytesIO growing as savez writes copies itself at each step
-        # (old and new buffer at once, 2x the NPZ). The rest beyond what savez wrote is cut.
+        # Sized once, up front: a BytesIO growing as the archive is written copies itself
+        # at each step (old and new buffer at once, 2x the NPZ). The rest is cut at the end.
         estimate = sum(np.asarray(a).nbytes for a in arrays.values()) + (64 << 10)
         buffer = io.BytesIO()
         buffer.seek(estimate)
         buffer.write(b"\0")
         buffer.seek(0)
-        np.savez(buffer, **arrays)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    _write_npy(member, np.asarray(array))
         buffer.truncate()
-        return buffer.getbuffer()  # type: ignore[return-value]
+        return buffer.getbuffer()
+
+
+def _write_npy(fp: IO[bytes], array: np.ndarray) -> None:
+    """``array`` as a .npy file, as ``numpy.save`` writes it, its data in slices of
+    ``WRITE_BYTES``: numpy's own writer copies up to 16 MiB at a time to a file object that
+    is not a real file (``tobytes`` of each chunk), beside the array and the NPZ."""
+    header = npy.header_data_from_array_1_0(array)
+    data = array.T if header["fortran_order"] else array  # C-contiguous in the file's order
+    if array.dtype.hasobject or not data.flags.c_contiguous or array.nbytes <= WRITE_BYTES:
+        npy.write_array(fp, array, allow_pickle=False)  # small (or a layout numpy handles)
+        return
+    npy.write_array_header_1_0(fp, header)
+    raw = data.reshape(-1).view(np.uint8)  # a view: no copy
+    for start in range(0, raw.size, WRITE_BYTES):
+        fp.write(raw[start : start + WRITE_BYTES].data)
 
 
 def normalise(

@@ -27,18 +27,21 @@ one after another. ``optbench run`` (no ``send_part``) trains the whole job as o
 Around the training: workers/adapter.py turns the stored job into the engine's
 ``JobConfig`` (its spec validated once per part); workers/leases.py decides which of a
 part's runs it trains (not those a live worker holds; a run started too often gives up),
-stamps them while it trains and hands them back when the worker stops.
+stamps them while it trains and hands them back when the worker stops; workers/timelimits.py
+fails the job once it or one of its parts has run too long.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
 import torch
+from sqlalchemy.orm import Session
 
 from services.db import checkpoints, store
 from services.db.models import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, Job
@@ -59,6 +62,7 @@ from workers.sinks import checkpoints as checkpoint_store
 from workers.sinks.checkpoints import CheckpointSink
 from workers.sinks.prometheus import PrometheusSink
 from workers.sinks.sql import SqlSink
+from workers.timelimits import Deadlines, TimeLimitCheck, TimeLimitExceeded
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ def execute_job(
     """Plan the job, send parts 2..P through ``send_part`` and train part 1 here; returns the
     job's status after part 1 (``running`` while other parts train). Without ``send_part``
     the whole job is one part, trained here. Safe to call twice (idempotent)."""
+    began = time.monotonic()  # part 1's wall time counts from here, loading included
     settings = get_settings()
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
@@ -133,6 +138,7 @@ def execute_job(
         loaded=loaded,
         extra_hooks=extra_hooks,
         send_part=send_part,
+        began=began,
     )
 
 
@@ -146,12 +152,16 @@ def execute_part(
     loaded: LoadedJob | None = None,
     extra_hooks: tuple[Hooks, ...] = (),
     send_part: SendPart | None = None,
+    began: float | None = None,
 ) -> str:
     """Train the part's runs that have not finished with ``threads`` torch threads, then
     finalise the job if no run of it is left open; returns the job's status afterwards.
     A worker shutting down stops the part after a checkpoint and sends its runs back to the
     queue through ``send_part`` (workers/shutdown.py). ``loaded``: the job as the planning
-    task already loaded it (part 1), else loaded here once the runs are claimed."""
+    task already loaded it (part 1), else loaded here once the runs are claimed. ``began``:
+    when the part's task started (``time.monotonic()``; now if not given), for its time
+    limit (workers/timelimits.py)."""
+    began = time.monotonic() if began is None else began
     settings = get_settings()
     wanted = {int(run_id) for run_id in run_ids}
     with unit_of_work() as session:
@@ -163,6 +173,15 @@ def execute_part(
             log.info("job %s is already %s; part %d/%d skipped", job_key, job.status, part, parts)
             return job.status
         leases = claim(session, job, wanted, settings)
+        job_elapsed = _job_elapsed(session, job)
+    deadlines = Deadlines(
+        f"job {job_key}",
+        f"part {part}/{parts}" if parts else "a part sent again",
+        began,
+        settings.max_part_seconds,
+        time.monotonic() - job_elapsed,
+        settings.max_job_seconds,
+    )
     todo = leases.todo
     if leases.held:
         log.info("job %s: runs %s are trained by a live worker; not here", job_key, leases.held)
@@ -170,6 +189,11 @@ def execute_part(
         given_up = [run_id for run_id, _ in leases.given_up]
         return _fail(job_key, given_up, GaveUp(leases.given_up[0][1]))
     if todo:
+        try:
+            deadlines.check()  # a part that waited past its job's limit trains nothing
+        except TimeLimitExceeded as error:
+            log.warning("%s", error)
+            return _fail(job_key, todo, error)
         log.info(
             "job %s part %d/%d: runs %s, %d thread%s, pid %d",
             job_key,
@@ -187,7 +211,7 @@ def execute_part(
                 if loaded is None:
                     loaded = load_job(job_key, pick_device(device or settings.device), settings)
                 resume = _resume(loaded.experiment, todo)
-                _train(job_key, loaded, todo, extra_hooks, resume)
+                _train(job_key, loaded, todo, extra_hooks, resume, deadlines)
         except JobCancelled:
             log.info("job %s part %d/%d stopped: the job was cancelled", job_key, part, parts)
             return CANCELLED
@@ -203,6 +227,9 @@ def execute_part(
             if send_part is not None:
                 send_part(str(job_key), todo, threads, part, parts)
             return RUNNING
+        except TimeLimitExceeded as error:
+            log.warning("%s; its runs fail", error)
+            return _fail(job_key, todo, error)
         except Exception as error:
             log.exception("job %s part %d/%d failed", job_key, part, parts)
             return _fail(job_key, todo, error)
@@ -292,6 +319,7 @@ def _train(
     keys: list[int],
     extra: tuple[Hooks, ...],
     resume: dict[int, RunState],
+    deadlines: Deadlines,
 ) -> None:
     config, target = loaded.experiment.config, loaded.target
     metrics = PrometheusSink(
@@ -303,12 +331,21 @@ def _train(
         check = CancellationCheck(job_key)
         # After the checkpoint sink: a stopping worker stops once the checkpoint is stored.
         stopping = ShutdownCheck()
-        hooks = CompositeHooks(sink, CheckpointSink(sink), stopping, metrics, check, *extra)
+        # After the cancellation check: a cancelled job ends cancelled, not over its limit.
+        limits = TimeLimitCheck(deadlines)
+        hooks = CompositeHooks(sink, CheckpointSink(sink), stopping, metrics, check, limits, *extra)
         loaded.experiment.run_all(hooks, keys=keys, resume=resume)
     finally:
         close = getattr(sink, "close", None)  # a sink with a writer thread stores the rest
         if close is not None:
             close()
+
+
+def _job_elapsed(session: Session, job: Job) -> float:
+    """Seconds since the job started, by the database's clock (0 before it has)."""
+    if job.started_at is None:
+        return 0.0
+    return max((store.database_now(session) - job.started_at).total_seconds(), 0.0)
 
 
 def _fail(job_key: uuid.UUID, run_ids: Collection[int], error: Exception) -> str:

@@ -33,8 +33,13 @@ class StrictModel(BaseModel):
     def _refuse_control_characters(cls, value: Any) -> Any:
         # On every field of every subclass, once the field's own checks passed (a pattern or
         # a Literal already refuses them, with its own message): free text, and lists of it.
-        # Nested models check their own fields.
-        for text in value if isinstance(value, list | tuple) else (value,):
+        # Nested models check their own fields. A dict's keys are text too (a search
+        # space's hyperparameter names, per-label budgets), and its values where they are.
+        if isinstance(value, dict):
+            texts: Any = [*value, *value.values()]
+        else:
+            texts = value if isinstance(value, list | tuple) else (value,)
+        for text in texts:
             if isinstance(text, str):
                 refuse_control_characters(text)
         return value

@@ -19,9 +19,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from services.spec.base import StrictModel
+from services.spec.text import refuse_control_characters
 
 Number = float | int
 Value = bool | int | float | str | None
@@ -54,6 +62,17 @@ class Distribution(BaseModel):
                     + f"; got keys {sorted(data)}"
                 )
         return data
+
+    @field_validator("choice", "grid")
+    @classmethod
+    def _refuse_control_characters(cls, values: list[Value] | None) -> list[Value] | None:
+        # What StrictModel does for its fields (this model is not one): listed text values
+        # with a control character are refused as such, not only as values the
+        # hyperparameter does not take (and some, say a label, could take any text).
+        for value in values or ():
+            if isinstance(value, str):
+                refuse_control_characters(value)
+        return values
 
     @model_validator(mode="after")
     def _ordered(self) -> Distribution:

@@ -39,6 +39,7 @@ from services.upload_formats import (
     MAX_CLASSES,
     Describe,
     TextLabels,
+    Upload,
     listing,
     out_of_range,
 )
@@ -54,32 +55,39 @@ _NUMBER = re.compile(
 )
 
 
-def _records(content: bytes) -> _csv.Reader:
-    """The CSV's records, decoded as they are read (no copy of the whole text)."""
-    text = io.TextIOWrapper(io.BytesIO(content), encoding="utf-8-sig", newline="")
+def _records(upload: Upload) -> _csv.Reader:
+    """The CSV's records from the start, decoded as they are read (no copy of the text)."""
+    text = io.TextIOWrapper(upload.reader(), encoding="utf-8-sig", newline="")
     return csv.reader(text)
 
 
-def _not_utf8(content: bytes) -> InvalidSpec | None:
-    """The error for the first byte that is not UTF-8, or None: decoded 1 MiB at a time
-    and thrown away (no copy of the whole text)."""
-    position, chunk = 0, 1 << 20
-    while position < len(content):
-        final = position + chunk >= len(content)
-        try:
-            _, consumed = codecs.utf_8_decode(content[position : position + chunk], "strict", final)
-        except UnicodeDecodeError as error:
-            at = position + error.start
-            line = content.count(b"\n", 0, at) + 1
-            return InvalidSpec(
-                f"file: a CSV must be UTF-8 text; byte {at} (line {line}) is not (save it as UTF-8)"
-            )
-        position += consumed
-    return None
+def _not_utf8(upload: Upload) -> InvalidSpec | None:
+    """The error for the first byte that is not UTF-8, or None: read and decoded 1 MiB at a
+    time and thrown away (no copy of the whole text)."""
+    position, line, pending = 0, 1, b""
+    with upload.reader() as fp:
+        while True:
+            chunk = fp.read(1 << 20)
+            data, final = pending + chunk, not chunk
+            try:
+                _, consumed = codecs.utf_8_decode(data, "strict", final)
+            except UnicodeDecodeError as error:
+                at = position + error.start
+                line += data.count(b"\n", 0, error.start)
+                return InvalidSpec(
+                    f"file: a CSV must be UTF-8 text; byte {at} (line {line}) is not "
+                    "(save it as UTF-8)"
+                )
+            line += data.count(b"\n", 0, consumed)
+            position += consumed
+            pending = data[consumed:]  # (a character cut at the chunk's end: at most 3 bytes)
+            if final:
+                return None
 
 
-def csv_header(content: bytes, max_columns: int) -> list[str]:
+def csv_header(content: Upload | bytes, max_columns: int) -> list[str]:
     """The header's names, stripped; a 422 for none, too many or repeated ones."""
+    content = Upload.of(content)
     try:
         row = next(_records(content), [])
     except UnicodeDecodeError:
@@ -101,8 +109,11 @@ def csv_header(content: bytes, max_columns: int) -> list[str]:
 
 
 def parse_csv(
-    content: bytes, label_column: str, max_columns: int
+    content: Upload | bytes, label_column: str, max_columns: int
 ) -> tuple[np.ndarray, np.ndarray | TextLabels, Describe]:
+    """float32 features (every column but the label), the labels and a describer; the
+    upload is read from its stream, each pass from the start."""
+    content = Upload.of(content)
     header = csv_header(content, max_columns)
     if label_column not in header:
         raise InvalidSpec(
@@ -141,13 +152,13 @@ def parse_csv(
     return x, _labels(labels), describe
 
 
-def _read_table(content: bytes, header: list[str], label: int) -> pa.Table:
+def _read_table(content: Upload, header: list[str], label: int) -> pa.Table:
     raw = next(_records(content))  # the names as pyarrow reads them (not stripped)
     # float32 straight away: the table is as large as the stored features, no larger
     types = {name: pa.float32() for name in raw} | {raw[label]: pa.string()}
     try:
         table = pacsv.read_csv(
-            pa.py_buffer(content),
+            content.reader(),  # (pyarrow reads a Python file block by block)
             read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
@@ -166,7 +177,7 @@ def _read_table(content: bytes, header: list[str], label: int) -> pa.Table:
     return table
 
 
-def _first_bad_line(content: bytes, header: list[str], label: int) -> InvalidSpec | None:
+def _first_bad_line(content: Upload, header: list[str], label: int) -> InvalidSpec | None:
     """The second pass: what is wrong, on which line (None if it finds nothing)."""
     not_utf8 = _not_utf8(content)
     if not_utf8 is not None:
@@ -196,7 +207,7 @@ def _first_bad_line(content: bytes, header: list[str], label: int) -> InvalidSpe
 class _LineIndex:
     """The line a data row starts on, found by a streaming pass (only for error messages)."""
 
-    def __init__(self, content: bytes):
+    def __init__(self, content: Upload):
         self.content = content
 
     def of_row(self, row: int) -> int:

@@ -11,7 +11,6 @@ that the only copy of the features in memory is the one that is stored.
 
 from __future__ import annotations
 
-import io
 import math
 import zipfile
 import zlib
@@ -21,7 +20,7 @@ import numpy as np
 from numpy.lib import format as npy
 
 from services.errors import InvalidSpec, PayloadTooLarge
-from services.upload_formats import FINITE_MESSAGE, Describe, listing, out_of_range
+from services.upload_formats import FINITE_MESSAGE, Describe, Upload, listing, out_of_range
 
 MEMBERS = ["x.npy", "y.npy"]
 CHUNK_BYTES = 1 << 20
@@ -55,12 +54,13 @@ class _Header:
 
 
 def parse_npz(
-    content: bytes, max_unpacked: int, expansion: int
+    content: Upload | bytes, max_unpacked: int, expansion: int
 ) -> tuple[np.ndarray, np.ndarray, Describe]:
     """float32 features N x D (higher-dimensional samples flattened), labels (numbers, or str
-    as numpy writes them) and a describer; ``max_unpacked`` bounds x and y together."""
+    as numpy writes them) and a describer; ``max_unpacked`` bounds x and y together. The
+    archive is read from the upload's stream, a member at a time."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(content))
+        archive = zipfile.ZipFile(Upload.of(content).reader())
         names = sorted(info.filename for info in archive.infolist())
     except _READ_ERRORS:
         raise InvalidSpec(

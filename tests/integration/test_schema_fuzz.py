@@ -23,6 +23,7 @@ could not be the running API's.)
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -179,30 +180,38 @@ def fuzz(
             raise
 
 
-def operations(world: World) -> list[Any]:
-    """Every operation of the running API's schema."""
+def operations(world: World, hooks: tuple[Callable[..., Any], ...] = ()) -> list[Any]:
+    """Every operation of the running API's schema (``hooks``: schemathesis hooks, named as
+    their functions, registered on the schema)."""
     # The key is the real one (sent with every case); schemathesis generates no
     # Authorization header of its own, so negative cases change the parameters instead.
     config = schemathesis.Config.from_dict({"generation": {"with-security-parameters": False}})
     schema = schemathesis.openapi.from_url(f"{world.base_url}/openapi.json", config=config)
+    for hook in hooks:
+        schema.hook(hook)
     found = [result.ok() for result in schema.get_all_operations()]
     labels = {operation.label for operation in found}
     assert {"POST /v1/jobs", "GET /v1/jobs/{job_id}/metrics", "POST /v1/datasets"} <= labels
     return found
 
 
-def fuzz_all(world: World, select: Callable[[Any], dict[str, str] | None]) -> Findings:
+def fuzz_all(
+    world: World,
+    select: Callable[[Any], dict[str, str] | None],
+    hooks: tuple[Callable[..., Any], ...] = (),
+    modes: tuple[str, ...] = ("positive", "negative"),
+) -> Findings:
     """Fuzz each operation ``select`` gives path parameters for ({}: none fixed; None: skip
-    the operation), in both modes."""
+    the operation), in each of ``modes``."""
     from schemathesis import GenerationMode
 
     found = Findings()
-    for operation in operations(world):
+    for operation in operations(world, hooks):
         path_parameters = select(operation)
         if path_parameters is None:
             continue
         examples = MAX_EXAMPLES_WITH_IDS if path_parameters else MAX_EXAMPLES
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        for mode in (GenerationMode(m) for m in modes):
             fuzz(operation, mode, world, found, path_parameters or None, examples)
     assert found.statuses, "no operation was fuzzed"
     return found
@@ -238,3 +247,144 @@ def test_routes_with_ids_answer_as_documented_for_the_owner_s_own_ids(world: Wor
     for label, statuses in found.statuses.items():
         reached = 409 if label.endswith("/cancel") else 200
         assert reached in statuses, (label, statuses)
+
+
+# --- control characters in every string field ---------------------------------------------
+
+# What every string field must refuse (a 422, never a 5xx): NUL (PostgreSQL refuses it in
+# text: once a 500), other C0 controls, DEL, C1 controls, and lone surrogates.
+CONTROL_CHARACTERS = ["\x00", "\x01", "\t", "\n", "\r", "\x1b", "\x7f", "\x85", "\x9f"]
+SURROGATES = ["\ud800", "\udfff"]
+# A lone surrogate cannot sit in a case's body (schemathesis validates it as UTF-8): it is
+# generated as this stand-in (a noncharacter, U+10FFFE), which the before_call hook turns
+# into the JSON escape "\ud800" in the body as sent.
+STAND_IN = "\U0010fffe"
+
+
+@dataclass
+class Tainted:
+    """What the hook changed: how many cases, by part (body, form, query, path)."""
+
+    parts: dict[str, int] = field(default_factory=dict)
+
+
+def hostile(text: str, *, surrogates: bool) -> Any:
+    """A strategy: ``text`` with one hostile character inserted somewhere."""
+    from hypothesis import strategies as st
+
+    chars = CONTROL_CHARACTERS + ([STAND_IN, "\udfff"] if surrogates else [])
+    return st.tuples(st.sampled_from(chars), st.integers(0, len(text))).map(
+        lambda drawn: text[: drawn[1]] + drawn[0] + text[drawn[1] :]
+    )
+
+
+def string_leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Where ``value`` (a JSON-like body, or a dict of parameters) holds strings."""
+    if isinstance(value, str):
+        return [path]
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in string_leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in string_leaves(v, (*path, i))]
+    return []
+
+
+def replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {**value, head: replaced(value[head], rest, new)}
+    return [replaced(v, rest, new) if i == head else v for i, v in enumerate(value)]
+
+
+def control_character_hook(tainted: Tainted) -> Callable[..., Any]:
+    """A schemathesis ``flatmap_case`` hook: each generated case gets a hostile character in
+    at least one of its string fields (a drawn, non-empty subset of them), in the JSON body,
+    the multipart form fields, the query and the path parameters.
+
+    Lone surrogates go only where a client can send one: a JSON body (``"\\ud800"``) and a
+    form field (its UTF-8-like bytes, which are not UTF-8); a URL is percent-encoded UTF-8,
+    which has no lone surrogates, so the query and path get the control characters."""
+    from hypothesis import strategies as st
+
+    def flatmap_case(ctx: Any, case: Any) -> Any:
+        multipart = any("multipart" in body.media_type for body in ctx.operation.body)
+        parts = {
+            "form" if multipart else "body": case.body,
+            "query": case.query,
+            "path": case.path_parameters,
+        }
+        # the uploaded file's content is binary, not a string field
+        leaves = [
+            (part, leaf)
+            for part, value in parts.items()
+            if isinstance(value, dict | list)
+            for leaf in string_leaves(value)
+            if not (part == "form" and leaf[:1] == ("file",))
+        ]
+        if not leaves:
+            return st.just(case)
+
+        @st.composite
+        def taint(draw: Any) -> Any:
+            chosen = draw(st.sets(st.sampled_from(range(len(leaves))), min_size=1))
+            values = dict(parts)
+            for index in sorted(chosen):
+                part, leaf = leaves[index]
+                original = values[part]
+                for step in leaf:
+                    original = original[step]
+                new = draw(hostile(original, surrogates=part in ("body", "form")))
+                new = new.replace("\udfff", STAND_IN)  # (one surrogate, in the case)
+                values[part] = replaced(values[part], leaf, new)
+                tainted.parts[part] = tainted.parts.get(part, 0) + 1
+            case.body = values.get("form", values.get("body"))
+            case.query, case.path_parameters = values["query"], values["path"]
+            return case
+
+        return taint()
+
+    return flatmap_case
+
+
+def surrogate_bytes(value: Any) -> Any:
+    """Form fields as sent: a text holding the stand-in becomes bytes with a lone surrogate
+    (``surrogatepass``: not UTF-8, as a client that means harm sends them)."""
+    if isinstance(value, str) and STAND_IN in value:
+        return value.replace(STAND_IN, "\ud800").encode("utf-8", "surrogatepass")
+    if isinstance(value, dict):
+        return {k: surrogate_bytes(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(surrogate_bytes(v) for v in value)
+    return value
+
+
+def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    """The body as sent, with each stand-in a lone surrogate: ``"\\ud800"`` in JSON."""
+    for key in ("data", "files"):
+        if key in kwargs:
+            kwargs[key] = surrogate_bytes(kwargs[key])
+    if "json" in kwargs:
+        text = json.dumps(kwargs.pop("json")).replace("\\udbff\\udffe", "\\ud800")
+        kwargs["data"] = text.encode()
+        kwargs["headers"] = {**(kwargs.get("headers") or {}), "Content-Type": "application/json"}
+
+
+def test_control_characters_in_every_string_field_get_no_5xx(world: World) -> None:
+    tainted = Tainted()
+    # before_call is a global hook in schemathesis: registered for this test only.
+    schemathesis.hook(before_call)
+    try:
+        hooks = (control_character_hook(tainted),)
+        found = fuzz_all(world, lambda operation: {}, hooks, modes=("positive",))
+    finally:
+        schemathesis.hooks.GLOBAL_HOOK_DISPATCHER.unregister(before_call)
+    assert not found.failures, "\n\n".join(found.failures.values())
+    # Every part of a request was reached (and often: the counts are per tainted field).
+    assert {"body", "form", "query", "path"} <= set(tainted.parts), tainted.parts
+    assert min(tainted.parts.values()) >= 10, tainted.parts
+    # Refused as bad input where the operations take strings: the job submission, the
+    # upload, the listings' and metrics' query strings, the ids in paths.
+    for label in ("POST /v1/jobs", "POST /v1/datasets", "GET /v1/jobs/{job_id}/metrics"):
+        assert 422 in found.statuses[label], (label, found.statuses[label])

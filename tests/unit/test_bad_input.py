@@ -91,6 +91,51 @@ def test_every_string_of_the_spec_is_checked_where_it_is() -> None:
     assert JobSpec.model_validate(spec(name="spaces, ünïcode, 表情 🙂: fine")).name.endswith("fine")
 
 
+def test_a_search_space_s_listed_values_are_checked_for_control_characters() -> None:
+    # Distribution is not a StrictModel (its "int" is an alias): its choice and grid values
+    # were checked only against the hyperparameter, never for control characters.
+    from services.spec.tuning import Distribution
+
+    for kind in ("choice", "grid"):
+        with pytest.raises(ValueError, match=rf"{kind}\n.*control character, U\+0000"):
+            Distribution.model_validate({kind: ["strong_wolfe", "strong\x00wolfe"]})
+        with pytest.raises(ValueError, match=r"lone surrogate, U\+D800"):
+            Distribution.model_validate({kind: ["\ud800"]})
+    assert Distribution.model_validate({"choice": ["strong_wolfe", None]}).values == [
+        "strong_wolfe",
+        None,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("search", "field"),
+    [
+        ({"line_search_fn": {"choice": ["strong_wolfe\x1b[2K", None]}}, "choice"),
+        ({"line_search_fn": {"grid": [None, "\x00"]}}, "grid"),
+        ({"lr\x00": {"uniform": [0.1, 0.5]}}, "search"),
+    ],
+)
+def test_a_control_character_in_a_search_space_is_a_422_naming_it(
+    client: TestClient, search: dict[str, Any], field: str
+) -> None:
+    body = spec(optimizers=[{"name": "lbfgs", "lr": 0.5, "search": search}], tuning={"trials": 2})
+    fields = problem_fields(client.post("/v1/jobs", json=body))
+    message = next((m for f, m in fields.items() if field in f), "")
+    assert "control character" in message, fields
+    assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_dict_keys_of_the_spec_are_checked_too() -> None:
+    from services.spec.base import StrictModel
+
+    class Budgets(StrictModel):
+        per_label: dict[str, int]
+
+    with pytest.raises(ValueError, match=r"per_label\n.*control character, U\+0007"):
+        Budgets.model_validate({"per_label": {"a\x07": 1}})
+    assert Budgets.model_validate({"per_label": {"adam 🙂": 1}}).per_label == {"adam 🙂": 1}
+
+
 @pytest.mark.parametrize(
     ("form", "field"),
     [

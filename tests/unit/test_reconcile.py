@@ -412,8 +412,10 @@ def redis_runs(postgres_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def take(client: Any) -> None:
-    """A worker takes the oldest waiting message: it moves to the unacked hash."""
-    raw = client.rpop(QUEUE)
+    """A worker takes the oldest waiting message of the lowest rank (a list per rank:
+    services/queue.py): it moves to the unacked hash."""
+    lists = [QUEUE, *(f"{QUEUE}\x06\x16{rank}" for rank in range(1, 10))]
+    raw = next((raw for raw in map(client.rpop, lists) if raw is not None), None)
     assert isinstance(raw, bytes)
     client.hset("unacked", f"tag-{uuid.uuid4()}", b"[" + raw + b', "optbench", "optbench"]')
 

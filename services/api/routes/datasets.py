@@ -141,7 +141,8 @@ def upload_dataset(
         curl -F file=@train.csv -F label_column=label http://127.0.0.1:8000/v1/datasets
     """
     limit = get_settings().max_upload_bytes
-    content = file.file.read(limit + 1)
+    # The spooled file itself, not its bytes (on disk past 1 MiB): len() is its size.
+    content = uploads.Upload(file.file)
     if len(content) > limit:
         raise uploads.too_large(limit)
     quotas.check_upload(owner, len(content))  # before the parse: a refusal costs no parsing
