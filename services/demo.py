@@ -4,6 +4,11 @@ Starts the API and one Celery worker as child processes (the same commands a clu
 submits the lecture's comparison over HTTP, shows per-run progress while it trains and prints
 the per-optimizer table. Results stay in the embedded database: ``optbench api`` serves them.
 
+``--tuned`` submits the tuning study instead (``LECTURE_TUNED_SPEC``: each optimizer's
+learning rate searched, the best rerun on fresh seeds beside the lecture's value); its
+``epochs`` and ``trials`` can be made smaller for a quick look, and it says
+which commands show the trials and the report afterwards.
+
 It needs no API key: the API listens on 127.0.0.1, and under ``OPTBENCH_AUTH=loopback`` (the
 default) requests from this machine act as owner ``local``. Under ``OPTBENCH_AUTH=required``
 it sends ``OPTBENCH_API_KEY``, and says so when there is none.
@@ -23,7 +28,7 @@ from services.cli.progress import JobProgress
 from services.client import ApiClient
 from services.console import make_console, summary_table
 from services.settings import get_settings
-from services.spec import LECTURE_SPEC
+from services.spec import LECTURE_SPEC, LECTURE_TUNED_SPEC
 from services.support import free_port
 
 
@@ -55,9 +60,29 @@ def _wait_until_up(client: ApiClient, api: subprocess.Popen[bytes], timeout: flo
     raise RuntimeError("the API did not become ready in time")
 
 
-def run_demo(epochs: int = 10) -> int:
+def demo_spec(
+    *, tuned: bool = False, epochs: int | None = None, trials: int | None = None
+) -> dict[str, Any]:
+    """The spec the demo submits: the lecture's (10 epochs unless told), or with ``tuned``
+    the tuned preset, its epochs and per-optimizer trials as given (default: the preset's)."""
+    if not tuned:
+        if trials is not None:
+            raise ValueError("--trials needs --tuned (the plain demo has no trials)")
+        return {**LECTURE_SPEC, "epochs": epochs or 10}
+    spec: dict[str, Any] = {**LECTURE_TUNED_SPEC, "epochs": epochs or LECTURE_TUNED_SPEC["epochs"]}
+    if trials is not None:
+        spec["tuning"] = {**LECTURE_TUNED_SPEC["tuning"], "trials": trials}
+    return spec
+
+
+def run_demo(epochs: int | None = None, *, tuned: bool = False, trials: int | None = None) -> int:
     from services.db.migrate import upgrade
 
+    try:
+        spec = demo_spec(tuned=tuned, epochs=epochs, trials=trials)
+    except ValueError as error:
+        print(f"optbench: error: {error}", file=sys.stderr)
+        return 2
     settings = get_settings()
     key = settings.api_key.get_secret_value() or None
     if settings.auth == "required" and key is None:
@@ -70,7 +95,6 @@ def run_demo(epochs: int = 10) -> int:
         return 2
     upgrade()
     port = free_port()
-    spec: dict[str, Any] = {**LECTURE_SPEC, "epochs": epochs}
     with ExitStack() as stack:
         print("starting the API and one worker (embedded default: SQLite + filesystem broker)")
         if key is None:
@@ -83,7 +107,10 @@ def run_demo(epochs: int = 10) -> int:
         client = stack.enter_context(ApiClient(f"http://127.0.0.1:{port}", api_key=key))
         _wait_until_up(client, api)
         job = client.submit(spec)
-        print(f"submitted job {job['id']}: {job['name']} ({len(job['runs'])} runs)")
+        what = f"{len(job['runs'])} runs"
+        if tuned:  # the reruns and baselines are added when the search ends
+            what = f"{len(job['runs'])} trials; the best of each is rerun afterwards"
+        print(f"submitted job {job['id']}: {job['name']} ({what})")
         with JobProgress(every_seconds=2.0) as progress:
             job = client.wait(job["id"], on_update=progress.update)
         summary = client.summary(job["id"])
@@ -92,5 +119,11 @@ def run_demo(epochs: int = 10) -> int:
     print(
         f"\nMore: `optbench api`, then http://127.0.0.1:8000/ (the web page), "
         f"`optbench summary {job['id']}` or GET /v1/jobs/{job['id']}/metrics"
+        + (
+            f"; every trial: GET /v1/jobs/{job['id']}/trials; the tuneability plots: "
+            f"`optbench report {job['id']}`"
+            if tuned
+            else ""
+        )
     )
     return 0 if job["status"] == "succeeded" else 1

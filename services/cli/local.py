@@ -28,14 +28,29 @@ from services.settings import get_settings
 
 
 @cli.command(short_help="The lecture's eight optimizers on digits, end to end.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Epochs.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="Epochs (default: 10, the tuned preset's with --tuned).",
+)
+@click.option(
+    "--tuned",
+    is_flag=True,
+    help="The tuning study: each learning rate searched, the best rerun on 5 fresh seeds.",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(1, 512),
+    help="With --tuned: trials per optimizer (default: the preset's 16).",
+)
 @no_color_option
-def demo(epochs: int) -> int:
+def demo(epochs: int | None, tuned: bool, trials: int | None) -> int:
     """The lecture comparison on the embedded default: starts the API and one worker, submits
-    the job over HTTP, shows its progress and prints the per-optimizer table."""
+    the job over HTTP, shows its progress and prints the per-optimizer table. With --tuned,
+    the tuned comparison (README, "Tuning studies")."""
     from services.demo import run_demo
 
-    return run_demo(epochs=epochs)
+    return run_demo(epochs=epochs, tuned=tuned, trials=trials)
 
 
 @cli.command(short_help="Run a spec file in this process, print the table.")

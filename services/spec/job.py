@@ -268,3 +268,46 @@ LECTURE_SPEC: dict[str, Any] = {
     "seeds": [0],
     "target": {"metric": "val_accuracy", "value": 0.95},
 }
+
+
+def _tuned(entry: dict[str, Any], low: float, high: float) -> dict[str, Any]:
+    return {**entry, "search": {"lr": {"log_uniform": [low, high]}}}
+
+
+# The lecture comparison as a fair one (issue 14): each optimizer's learning rate searched
+# over two decades (log-uniform: equal weight per decade), 16 quasirandom trials each, the best
+# rerun on 5 fresh seeds beside the lecture's own value (the one-shot baseline). The ranges
+# hold the lecture's value and reach a decade above it or more, because in 10 epochs the
+# larger rates win: a first run with narrower ranges picked the top of adam's, adadelta's and
+# the momentum methods' ranges. gd takes one full-batch step per epoch and wants rates near 1;
+# sgd, adagrad and the momentum methods (effective step lr / (1 - momentum)) sit around
+# 0.01-0.3; rmsprop and adam around 1e-3-1e-2; adadelta's lr only scales its self-normalised
+# step. Successive halving at epochs 2 and 6 (the rungs of min_epochs=2, reduction_factor=3
+# below 10 epochs) keeps 6 of 16 trials after epoch 2 and 2 after epoch 6: the search costs
+# 64 of a full sweep's 160 epochs per optimizer. Epoch 2, not 1: after one epoch the small
+# rates look alike and halving would favour the largest ones for their speed alone. Timed
+# through `optbench demo --tuned` in README ("Tuning studies").
+LECTURE_TUNED_RANGES: dict[str, tuple[float, float]] = {
+    "gd": (0.05, 5.0),
+    "sgd": (0.01, 1.0),
+    "momentum": (0.003, 0.3),
+    "nag": (0.003, 0.3),
+    "adagrad": (0.005, 0.5),
+    "rmsprop": (1e-4, 1e-2),
+    "adadelta": (0.3, 30.0),
+    "adam": (3e-4, 3e-2),
+}
+LECTURE_TUNED_SPEC: dict[str, Any] = {
+    **LECTURE_SPEC,
+    "name": "lecture exercise, tuned: 8 optimizers on digits, 16 learning rates each",
+    "optimizers": [
+        _tuned(entry, *LECTURE_TUNED_RANGES[entry["name"]]) for entry in LECTURE_SPEC["optimizers"]
+    ],
+    "tuning": {
+        "trials": 16,
+        "sampler": "quasirandom",
+        "pruning": {"rule": "successive_halving", "min_epochs": 2, "reduction_factor": 3},
+        "rerun_seeds": 5,
+        "baseline": True,
+    },
+}

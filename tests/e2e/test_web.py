@@ -30,6 +30,8 @@ def test_submit_the_lecture_preset_and_watch_it_finish(
 ) -> None:
     from selenium.webdriver.common.by import By
 
+    from services.spec import LECTURE_TUNED_SPEC
+
     url, logs = server
     driver = browser
 
@@ -42,8 +44,12 @@ def test_submit_the_lecture_preset_and_watch_it_finish(
         lambda: by_testid(driver, "preset-lecture"), 15, "the lecture preset", logs, driver
     )[0]
     assert preset.text == "Lecture: 8 optimizers on digits"
-    preset.click()
+    tuned = by_testid(driver, "preset-lecture-tuned")[0]  # the tuning study (issue 14)
+    assert tuned.text == "Lecture, tuned: 16 learning rates each, best rerun on 5 seeds"
+    tuned.click()
     textarea = by_testid(driver, "spec-input")[0]
+    assert json.loads(textarea.get_attribute("value")) == LECTURE_TUNED_SPEC
+    preset.click()
     spec = json.loads(textarea.get_attribute("value"))
     assert [o["name"] for o in spec["optimizers"]] == LABELS
     spec["epochs"] = 2  # keeps the test quick; every curve still has several points
@@ -169,7 +175,7 @@ def test_the_page_and_its_files_are_served_with_no_external_reference() -> None:
 
     from services.api.app import create_app
     from services.api.routes.web import STATIC_FILES, WEB_DIR
-    from services.spec import LECTURE_SPEC
+    from services.spec import LECTURE_SPEC, LECTURE_TUNED_SPEC
 
     client = local_client(create_app())
     page = client.get("/")
@@ -211,7 +217,8 @@ def test_the_page_and_its_files_are_served_with_no_external_reference() -> None:
         missing = client.get(f"/web/{refused}")
         assert missing.status_code == 404, refused
         assert missing.headers["content-type"] == "application/problem+json"
-    assert client.get("/v1/presets").json() == {"lecture": LECTURE_SPEC}
+    presets = {"lecture": LECTURE_SPEC, "lecture-tuned": LECTURE_TUNED_SPEC}
+    assert client.get("/v1/presets").json() == presets
 
     allowed = {"http://www.w3.org/2000/svg"}
     for name in ["index.html", *on_disk]:

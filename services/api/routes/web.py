@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse
 
 from services.api.security import AUTHENTICATED
 from services.errors import NotFound
-from services.spec import LECTURE_SPEC, JobSpec
+from services.spec import LECTURE_SPEC, LECTURE_TUNED_SPEC, JobSpec
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 _MEDIA_TYPES = {
@@ -86,5 +86,9 @@ presets_router = APIRouter(tags=["jobs"])
 )
 def presets() -> dict[str, JobSpec]:
     """Example job specs by name (the web form's preset buttons): ``lecture`` is the
-    lecture's exercise, eight optimizers on digits."""
-    return {"lecture": JobSpec.model_validate(LECTURE_SPEC)}
+    lecture's exercise, eight optimizers on digits; ``lecture-tuned`` the same as a tuning
+    study (each learning rate searched, the best rerun on five fresh seeds)."""
+    return {
+        "lecture": JobSpec.model_validate(LECTURE_SPEC),
+        "lecture-tuned": JobSpec.model_validate(LECTURE_TUNED_SPEC),
+    }

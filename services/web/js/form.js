@@ -6,7 +6,10 @@ import { announce, focusHeading, h, show } from "./dom.js";
 import { problemBox } from "./widgets.js";
 
 const DRAFT_KEY = "optbench.draft";
-const PRESET_TITLES = { lecture: "Lecture: 8 optimizers on digits" };
+const PRESET_TITLES = {
+  lecture: "Lecture: 8 optimizers on digits",
+  "lecture-tuned": "Lecture, tuned: 16 learning rates each, best rerun on 5 seeds",
+};
 
 function draft() {
   try {
