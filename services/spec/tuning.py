@@ -181,6 +181,37 @@ def apply(entry: Any, values: dict[str, Any]) -> Any:
     return type(entry).model_validate(data)
 
 
+def _constraints(metadata: Any) -> str | None:
+    """'0 < x <= 1e+06' from pydantic's Gt/Ge/Lt/Le metadata (None if there is none)."""
+    low = high = ""
+    for item in metadata or []:
+        for name, sign in (("gt", "<"), ("ge", "<=")):
+            if getattr(item, name, None) is not None:
+                low = f"{getattr(item, name):g} {sign} "
+        for name, sign in (("lt", "<"), ("le", "<=")):
+            if getattr(item, name, None) is not None:
+                high = f" {sign} {getattr(item, name):g}"
+    return f"{low}x{high}" if low or high else None
+
+
+def allowed_range(entry: Any, key: str) -> str | None:
+    """The range a searched hyperparameter accepts, as text (``betas.0``: one element's)."""
+    import typing
+
+    head, _, rest = key.partition(".")
+    model = type(entry.schedule) if head == "schedule" and entry.schedule else type(entry)
+    field = model.model_fields.get(rest if head == "schedule" else head)
+    if field is None:
+        return None
+    if rest and head != "schedule":
+        args = typing.get_args(field.annotation)
+        if not args or int(rest) >= len(args):
+            return None
+        element = typing.get_args(args[int(rest)])
+        return _constraints(getattr(element[1], "metadata", None)) if len(element) > 1 else None
+    return _constraints(field.metadata)
+
+
 def check_space(entry: Any) -> None:
     """Every search key names a hyperparameter of the entry (or of its schedule), and every
     bound of its distribution is a value that hyperparameter accepts; ValueError naming the
@@ -231,6 +262,8 @@ def check_space(entry: Any) -> None:
                 apply(entry, {key: value})
             except (ValidationError, ValueError, TypeError) as error:
                 reason = error.errors()[0]["msg"] if isinstance(error, ValidationError) else error
+                bounds = allowed_range(entry, key)
+                allowed = f"allowed: {bounds.replace('x', key, 1)}" if bounds else reason
                 raise ValueError(
-                    f"search.{key}: {value!r} is outside what {key} accepts ({reason})"
+                    f"search.{key}: {value!r} is outside what {key} accepts ({allowed})"
                 ) from None

@@ -23,6 +23,8 @@ _UNION_TAGS = {
     "schedule": set(SCHEDULE_NAMES),
 }
 _PATH_IN_MESSAGE = re.compile(r"^(?P<field>[a-z_]+(\[\d+\])?(\.[a-z_]+)?): (?P<message>.*)$", re.S)
+# A path relative to the entry that raised it: an optimizer entry's search space key.
+_RELATIVE_PATH = re.compile(r"^(?P<field>search\.[A-Za-z0-9_.]+): (?P<message>.*)$", re.S)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,10 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
                 message = f"'{given.get('name')}' is an {message}"
         field = _render(parts)
         nested = _PATH_IN_MESSAGE.match(message)
-        if nested and nested["field"].startswith(field or "\0"):
+        relative = _RELATIVE_PATH.match(message)
+        if relative and field:
+            field, message = f"{field}.{relative['field']}", relative["message"]
+        elif nested and nested["field"].startswith(field or "\0"):
             field, message = nested["field"], nested["message"]
         result.append(FieldError(field, message))
     return result
