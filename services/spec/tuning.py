@@ -263,7 +263,7 @@ def check_space(entry: Any) -> None:
             except (ValidationError, ValueError, TypeError) as error:
                 reason = error.errors()[0]["msg"] if isinstance(error, ValidationError) else error
                 bounds = allowed_range(entry, key)
-                allowed = f"allowed: {bounds.replace('x', key, 1)}" if bounds else reason
+                accepts = f"allowed: {bounds.replace('x', key, 1)}" if bounds else reason
                 raise ValueError(
-                    f"search.{key}: {value!r} is outside what {key} accepts ({allowed})"
+                    f"search.{key}: {value!r} is outside what {key} accepts ({accepts})"
                 ) from None
