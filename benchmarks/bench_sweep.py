@@ -47,8 +47,8 @@ part added to it), achieved GFLOP/s (forward and backward of the Linear layers, 
 timed in the same run with the same threads. Both sides use the same torch threads
 (``--threads``, default torch's own: all cores).
 
-``--quick``: 4 grid points, 3 epochs (small job 1), MNIST-1D with 1,000 samples: a smoke run of
-the harness (tests/unit/test_benchmarks.py runs it).
+``--quick``: 4 grid points (unless ``--points``), 3 epochs (small job 1), MNIST-1D with 1,000
+samples: a smoke run of the harness (tests/unit/test_benchmarks.py runs it).
 """
 
 from __future__ import annotations
@@ -414,7 +414,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the long job")
     parser.add_argument("--small-epochs", type=int, default=3, help="epochs of the small job")
-    parser.add_argument("--points", type=int, default=36, help="learning rates in the grid")
+    parser.add_argument(
+        "--points", type=int, help="learning rates in the grid (default 36; --quick: 4)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
@@ -422,6 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(names) - set(WORKLOADS))
     if unknown:
         parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
+    args.points = args.points or (4 if args.quick else 36)
     if args.epochs < 1 or args.small_epochs < 1 or args.points < 1:
         parser.error("--epochs, --small-epochs and --points are at least 1")
 
@@ -431,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args.threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    grid = lr_grid(4 if args.quick else args.points)
+    grid = lr_grid(args.points)
     began = time.perf_counter()
     print(f"machine: {cpu_description()}, torch {torch.__version__}, {args.threads} threads")
     peak = matmul_gflops()
