@@ -60,6 +60,7 @@ import math
 import multiprocessing
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -294,6 +295,7 @@ def optbench_sweep(spec_data: dict[str, Any], threads: int) -> dict[str, Any]:
         }
     result["peak_mib"] = _peak_mib()
     result["added_mib"] = _peak_mib() - before
+    shutil.rmtree(home, ignore_errors=True)  # the stored study: checked above, not kept
     return result
 
 
@@ -329,13 +331,17 @@ def run_workload(
     pruned_spec = study_spec(workload, epochs, grid, args.quick, pruning=True)
     small_spec = study_spec(workload, small, grid, args.quick, pruning=False)
     results: dict[str, Any] = {}
-    for key, target, data in (
+    measurements = [
         ("plain", plain_sweep, spec),
         ("optbench", optbench_sweep, spec),
         ("pruned", optbench_sweep, pruned_spec),
-        ("small plain", plain_sweep, small_spec),
-        ("small optbench", optbench_sweep, small_spec),
-    ):
+    ]
+    if small:  # --small-epochs 0: no small job
+        measurements += [
+            ("small plain", plain_sweep, small_spec),
+            ("small optbench", optbench_sweep, small_spec),
+        ]
+    for key, target, data in measurements:
         print(f"[{workload.name}] {key} ({data['epochs']} epochs) ...", flush=True)
         results[key] = in_fresh_process(target, data, args.threads)
         print(f"    {results[key]['seconds']:.1f} s", flush=True)
@@ -360,9 +366,12 @@ def report(workload: Workload, results: dict[str, Any], peak: float, points: int
         ("plain loop", plain, plain),
         ("optbench", full, plain),
         ("optbench, pruned", pruned, plain),
-        ("plain loop, small", results["small plain"], results["small plain"]),
-        ("optbench, small", results["small optbench"], results["small plain"]),
     ]
+    if "small plain" in results:
+        pairs += [
+            ("plain loop, small", results["small plain"], results["small plain"]),
+            ("optbench, small", results["small optbench"], results["small plain"]),
+        ]
     for name, result, base in pairs:
         # The trials' samples of the full sweep: what the plain loop trains too (a pruned
         # study trains fewer; its rate is "full-sweep samples answered per second").
@@ -376,11 +385,8 @@ def report(workload: Workload, results: dict[str, Any], peak: float, points: int
             f"{100 * gflops / peak:>6.1f}% "
             f"{result['peak_mib']:>9.0f} {result['added_mib']:>10.0f}"
         )
-    for name, result in (
-        ("optbench", full),
-        ("pruned", pruned),
-        ("small", results["small optbench"]),
-    ):
+    studies = {"optbench": full, "pruned": pruned, "small": results.get("small optbench")}
+    for name, result in ((n, r) for n, r in studies.items() if r is not None):
         print(
             f"  {name}: search {result['search_seconds']:.1f} s, reruns and summary "
             f"{result['rerun_seconds']:.1f} s (8 reruns, {result['rerun_steps']:,} steps), "
@@ -413,7 +419,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="4 points, 3 epochs, small data")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the long job")
-    parser.add_argument("--small-epochs", type=int, default=3, help="epochs of the small job")
+    parser.add_argument(
+        "--small-epochs", type=int, default=3, help="epochs of the small job (0: none)"
+    )
     parser.add_argument(
         "--points", type=int, help="learning rates in the grid (default 36; --quick: 4)"
     )
@@ -425,8 +433,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
     args.points = args.points or (4 if args.quick else 36)
-    if args.epochs < 1 or args.small_epochs < 1 or args.points < 1:
-        parser.error("--epochs, --small-epochs and --points are at least 1")
+    if args.epochs < 1 or args.small_epochs < 0 or args.points < 1:
+        parser.error("--epochs and --points are at least 1, --small-epochs at least 0")
 
     import torch
 
