@@ -342,9 +342,13 @@ def run_workload(
             ("small optbench", optbench_sweep, small_spec),
         ]
     for key, target, data in measurements:
-        print(f"[{workload.name}] {key} ({data['epochs']} epochs) ...", flush=True)
+        # The load average beside each measurement: on a shared machine it says which
+        # side ran on a busier one.
+        load = os.getloadavg()[0]
+        print(f"[{workload.name}] {key} ({data['epochs']} epochs), load {load:.1f} ...", flush=True)
         results[key] = in_fresh_process(target, data, args.threads)
-        print(f"    {results[key]['seconds']:.1f} s", flush=True)
+        results[key]["load_before"], results[key]["load_after"] = load, os.getloadavg()[0]
+        print(f"    {results[key]['seconds']:.1f} s, load {os.getloadavg()[0]:.1f}", flush=True)
     report(workload, results, peak, len(grid))
     return results
 
