@@ -109,6 +109,30 @@ def test_on_a_cpu_a_sweep_too_big_for_the_caches_is_cut_into_groups_that_fit() -
     assert max(sizes) - min(sizes) <= 1
 
 
+def test_a_study_cut_on_a_cpu_keeps_each_entrys_trials_in_one_group() -> None:
+    # Three entries' sweeps of 40 trials each, where a group holds fewer than 80: the cut
+    # keeps every entry's trials together, since its pruning rule ranks the trials that
+    # train together (a plain sweep is cut into near-equal groups instead, above).
+    sweep = [
+        OptimizerConfig(name, name, torch_class, {"lr": 0.01})
+        for name, torch_class in (("sgd", "SGD"), ("adam", "Adam"), ("rmsprop", "RMSprop"))
+    ]
+    wide = ModelConfig("mlp", {"hidden": [512]})
+    config = dataclasses.replace(job(sweep, epochs=1, model=wide), fuse="auto")
+    trials = tuple(
+        dataclasses.replace(run, key=run.key * 100 + i, trial=True)
+        for run in config.runs
+        for i in range(40)
+    )
+    experiment = Experiment(dataclasses.replace(config, runs=trials))
+    member = experiment._member_bytes(False)
+    assert member is not None and 40 <= CPU_FUSED_ACTIVATION_BYTES // member < 80
+    groups = experiment.groups()
+    labels = [{run.optimizer.label for run in group.runs} for group in groups]
+    assert len(groups) == 3 and all(len(found) == 1 for found in labels)
+    assert sorted(len(group.runs) for group in groups) == [40, 40, 40]
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     found: set[str] = set()

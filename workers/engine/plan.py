@@ -93,12 +93,31 @@ def _cut(members: list[RunConfig], member_bytes: int | None) -> list[RunGroup]:
             f"{CPU_FUSED_ACTIVATION_BYTES // 2**20} MiB, in groups of {MIN_CUT_GROUP} at least)"
         )
         return [RunGroup((run,), fused=False, reason=reason) for run in members]
-    count = math.ceil(len(members) / capacity)
-    chunks = [members[index::count] for index in range(count)]  # near-equal sizes
     full = f"on a CPU, fused groups of this schedule hold at most {capacity} runs"
+    if any(run.trial for run in members):
+        chunks = _whole_labels(members, capacity)
+    else:
+        count = math.ceil(len(members) / capacity)
+        chunks = [members[index::count] for index in range(count)]  # near-equal sizes
     return [
         RunGroup(tuple(chunk), fused=True)
         if len(chunk) > 1
         else RunGroup(tuple(chunk), False, full)
         for chunk in chunks
     ]
+
+
+def _whole_labels(members: list[RunConfig], capacity: int) -> list[list[RunConfig]]:
+    """A study's trials cut with each label's trials kept in one group (a pruning rule ranks
+    the trials that train together, so it must see all of an entry's): labels packed in
+    order into groups of at most ``capacity`` runs, a label larger than that alone."""
+    by_label: dict[str, list[RunConfig]] = {}
+    for run in members:
+        by_label.setdefault(run.optimizer.label, []).append(run)
+    chunks: list[list[RunConfig]] = []
+    for trials in by_label.values():
+        if chunks and len(chunks[-1]) + len(trials) <= capacity:
+            chunks[-1].extend(trials)
+        else:
+            chunks.append(list(trials))
+    return chunks
