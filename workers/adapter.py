@@ -9,7 +9,9 @@ spec: data files and uploads are resolved here, the engine sees parameters only.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from services.db.session import unit_of_work
 from services.settings import Settings
 from services.spec import CATALOG, JobSpec, OptimizerEntry, TargetSpec
 from services.study.phases import BASELINE_SUFFIX
+from services.study.pruning import to_prune
 from workers.engine import (
     DatasetConfig,
     Experiment,
@@ -133,15 +136,22 @@ def _run_config(run: Run, entries: dict[str, OptimizerEntry]) -> RunConfig:
     )
 
 
+def _decide(
+    scores: Mapping[int, float | None], higher: bool, *, rule: str, reduction_factor: int
+) -> set[int]:
+    return to_prune(rule, scores, higher=higher, reduction_factor=reduction_factor)
+
+
 def _pruning(spec: JobSpec) -> PruningConfig | None:
     """A study's pruning rule at its rungs, on the selection metric's epoch column."""
     if spec.tuning is None or spec.tuning.pruning is None:
         return None
     pruning, metric = spec.tuning.pruning, spec.selection_metric
     return PruningConfig(
-        rule=pruning.rule,
+        decide=functools.partial(
+            _decide, rule=pruning.rule, reduction_factor=pruning.reduction_factor
+        ),
         rungs=tuple(pruning.rungs(spec.epochs)),
-        reduction_factor=pruning.reduction_factor,
         column=metric.replace("_r2", "_accuracy"),
         higher_is_better=metric.endswith(("accuracy", "r2")),
     )

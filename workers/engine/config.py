@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,13 +49,18 @@ class RunConfig:
     trial: bool = False
 
 
+# Which members stop at a rung: (value at the rung per member, higher is better) → members.
+# The rules live with the study (services/study/pruning.py); the adapter hands one over, so
+# the engine imports nothing of the services.
+PruningRule = Callable[[Mapping[int, float | None], bool], set[int]]
+
+
 @dataclass(frozen=True)
 class PruningConfig:
-    """Pruning of trials at epoch rungs (services/study/pruning.py has the rules)."""
+    """Pruning of trials at epoch rungs: ``decide`` is the study's rule."""
 
-    rule: str
+    decide: PruningRule
     rungs: tuple[int, ...]
-    reduction_factor: int
     column: str  # the epoch record's field the rule reads (val_accuracy, train_loss, ...)
     higher_is_better: bool
 

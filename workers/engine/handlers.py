@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from services.study.pruning import to_prune
 from workers.engine import checkpoint
 from workers.engine.checkpoint import CheckpointClock, RunState
 from workers.engine.config import PruningConfig
@@ -101,12 +100,7 @@ class Pruner:
                 value = getattr(self.evaluator.records[k], self.config.column)
                 by_label.setdefault(run.optimizer.label, {})[k] = value
         for scores in by_label.values():
-            stop = to_prune(
-                self.config.rule,
-                scores,
-                higher=self.config.higher_is_better,
-                reduction_factor=self.config.reduction_factor,
-            )
+            stop = self.config.decide(scores, self.config.higher_is_better)
             for k in sorted(stop):
                 trainer.prune(k)
 
