@@ -77,7 +77,8 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture
 def postgres_db(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """This process's settings point at the session's PostgreSQL database; tables emptied after."""
+    """This process's settings point at the session's PostgreSQL database; tables emptied
+    before and after."""
     from sqlalchemy import text
 
     from services.db.session import get_engine
@@ -87,6 +88,9 @@ def postgres_db(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     # (OPTBENCH_AUTH=required) refuses: they opt in, as an operator would.
     monkeypatch.setenv("OPTBENCH_AUTH", "loopback")
     reset_process_state()
+    # Start empty too: the integration tests that ran before share this database.
+    with get_engine().begin() as connection:
+        connection.execute(text("TRUNCATE job, run, step_metric, epoch_metric CASCADE"))
     yield postgres_url
     assert_stored_metrics_valid(postgres_url)
     with get_engine().begin() as connection:

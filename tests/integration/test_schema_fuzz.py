@@ -242,6 +242,7 @@ def test_routes_with_ids_answer_as_documented_for_the_owner_s_own_ids(world: Wor
         "GET /v1/jobs/{job_id}/metrics",
         "GET /v1/jobs/{job_id}/report",
         "GET /v1/jobs/{job_id}/charts",
+        "GET /v1/jobs/{job_id}/trials",
         "GET /v1/datasets/{dataset_id}",
     }
     for label, statuses in found.statuses.items():
