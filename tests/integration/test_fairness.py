@@ -47,7 +47,10 @@ def two_workers(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             tmp_path_factory,
             redis_url=redis.url,
             worker_args=("--concurrency", "1"),
-            env={"OPTBENCH_JOB_PARTS": "2"},
+            # No reconciler: it would send this test's workers the jobs other tests left
+            # queued in the shared database (stored without a message), and they would
+            # train those first. This test's jobs are sent at submission anyway.
+            env={"OPTBENCH_JOB_PARTS": "2", "OPTBENCH_RECONCILE_INTERVAL_SECONDS": "0"},
             workers=2,
         ) as cluster:
             yield cluster
