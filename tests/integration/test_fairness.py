@@ -90,8 +90,10 @@ def test_another_owner_s_short_job_starts_within_one_part_s_duration(
                 connection.execute(
                     text(
                         "SELECT count(DISTINCT r.worker) FROM run r JOIN job j ON j.id = r.job_id "
-                        "WHERE j.owner = 'local' AND r.status = 'running'"
-                    )
+                        "WHERE j.owner = 'local' AND r.status = 'running' "
+                        "AND CAST(j.id AS TEXT) = ANY(:ids)"
+                    ),
+                    {"ids": long_jobs},
                 ).scalar_one()
             )
 
@@ -118,13 +120,21 @@ def test_another_owner_s_short_job_starts_within_one_part_s_duration(
         jobs = {
             str(row.id): row
             for row in connection.execute(
-                text("SELECT id, status, created_at, started_at FROM job")
+                text(
+                    "SELECT id, status, created_at, started_at FROM job "
+                    "WHERE CAST(id AS TEXT) = ANY(:ids)"  # the database is shared
+                ),
+                {"ids": [*long_jobs, short_id]},
             ).all()
         }
         runs = {
             row.id: row
             for row in connection.execute(
-                text("SELECT id, job_id, started_at, finished_at FROM run")
+                text(
+                    "SELECT id, job_id, started_at, finished_at FROM run "
+                    "WHERE CAST(job_id AS TEXT) = ANY(:ids)"
+                ),
+                {"ids": [*long_jobs, short_id]},
             ).all()
         }
     engine.dispose()
