@@ -22,25 +22,9 @@ import pytest
 
 from tests.e2e.helpers import by_testid, severe, wait_until
 from tests.e2e.test_charts import chart, hover, shoot
+from tests.unit.test_report_page import STUDY as REPORT_STUDY
 
-STUDY = {
-    "name": "charts: a small study",
-    "dataset": {"name": "digits", "val_fraction": 0.2},
-    "model": {"name": "mlp", "hidden": [32]},
-    "optimizers": [
-        {"name": "sgd", "lr": 0.05, "search": {"lr": {"log_uniform": [1e-3, 1.0]}}},
-        {"name": "adam", "lr": 1e-3, "search": {"lr": {"log_uniform": [1e-4, 0.1]}}},
-        {"name": "sgd", "label": "sgd.hot", "lr": 50, "search": {"lr": {"log_uniform": [20, 500]}}},
-    ],
-    "epochs": 3,
-    "batch_size": 64,
-    "tuning": {
-        "trials": {"sgd": 4, "adam": 4, "sgd.hot": 2},
-        "sampler": "quasirandom",
-        "rerun_seeds": 2,
-        "pruning": {"rule": "successive_halving", "min_epochs": 2, "reduction_factor": 2},
-    },
-}
+STUDY = {**REPORT_STUDY, "name": "charts: a small study"}  # the report tests' study
 PHASES = ("Study searching", "Study rerunning the best settings", "Study done")
 READOUT = re.compile(
     r"(?P<label>\S+) trial (?P<trial>\d+) · lr (?P<lr>\S+) · score (?P<score>\S+) · "

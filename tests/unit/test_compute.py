@@ -17,6 +17,7 @@ from services.settings import get_settings
 from services.sizes import DataShape
 from services.spec import LECTURE_SPEC, JobSpec
 from tests.support import local_client
+from tests.unit.test_limits import MODELS  # the same nine models, counted by torch there
 
 SPEC: dict[str, Any] = {
     "dataset": {"name": "digits"},
@@ -24,17 +25,6 @@ SPEC: dict[str, Any] = {
     "optimizers": [{"name": "sgd", "lr": 0.1}],
     "epochs": 2,
 }
-MODELS = [
-    ({"name": "linear"}, (64,), 10),
-    ({"name": "mlp", "hidden": [128]}, (64,), 10),
-    ({"name": "mlp", "hidden": [30, 20, 10], "norm": "batch"}, (13,), 3),
-    ({"name": "mlp", "hidden": [16, 8], "norm": "layer", "dropout": 0.1}, (9,), 1),
-    ({"name": "cnn"}, (1, 28, 28), 10),
-    ({"name": "cnn"}, (3, 32, 32), 10),
-    ({"name": "resnet"}, (3, 32, 32), 10),
-    ({"name": "resnet", "width": 8, "blocks": 3}, (1, 28, 28), 10),
-    ({"name": "resnet", "width": 32, "blocks": 2}, (3, 32, 32), 10),
-]
 
 
 @pytest.mark.parametrize(("model", "input_shape", "outputs"), MODELS)
