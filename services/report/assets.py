@@ -18,6 +18,13 @@ _BOOT = """
 const chartData = JSON.parse(document.getElementById("ob-chart-data").textContent);
 mountJobCharts(document.getElementById("ob-charts"), chartData);
 """
+# A suite's report (services/report/suite_page.py): series.js for the palette and dashes,
+# then the suite's modules; its boot mounts them on the embedded scores.
+SUITE_MODULES = ("js/series.js", "js/suite_series.js", "js/suite_charts.js")
+_SUITE_BOOT = """
+const suiteScores = JSON.parse(document.getElementById("ob-suite-data").textContent);
+mountSuiteCharts(document.getElementById("ob-suite"), suiteScores);
+"""
 
 
 def _read(name: str) -> str:
@@ -34,12 +41,28 @@ def library() -> str:
 def module() -> str:
     """series.js and charts.js as one inline module (imports removed), then the boot code
     that mounts the charts on the embedded data."""
-    return "\n".join(_IMPORT.sub("", _read(name)) for name in MODULES) + _BOOT
+    return _inline(MODULES, _BOOT)
+
+
+def _inline(names: tuple[str, ...], boot: str) -> str:
+    return "\n".join(_IMPORT.sub("", _read(name)) for name in names) + boot
+
+
+@functools.cache
+def suite_module() -> str:
+    """series.js and the suite's modules as one inline module, then the boot code that
+    mounts them on the embedded scores."""
+    return _inline(SUITE_MODULES, _SUITE_BOOT)
 
 
 @functools.cache
 def styles() -> str:
     return _read("vendor/uPlot.min.css") + "\n" + _read("charts.css")
+
+
+@functools.cache
+def suite_styles() -> str:
+    return styles() + "\n" + _read("suite_charts.css")
 
 
 def script_hash(source: str) -> str:
@@ -51,7 +74,18 @@ def script_hash(source: str) -> str:
 def csp() -> str:
     """The report's Content-Security-Policy: its two inline scripts and nothing else run,
     nothing is fetched; images only from data: and blob: (the PNG downloads)."""
-    scripts = " ".join(script_hash(s) for s in (library(), module()))
+    return _csp(library(), module())
+
+
+def suite_csp() -> str:
+    """The suite report's Content-Security-Policy: as the job report's, for its own two
+    inline scripts (uPlot and the suite module). Its links to job reports are navigations,
+    which ``default-src`` does not govern."""
+    return _csp(library(), suite_module())
+
+
+def _csp(*inline_scripts: str) -> str:
+    scripts = " ".join(script_hash(s) for s in inline_scripts)
     return (
         f"default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; "
         "img-src data: blob:; base-uri 'none'; form-action 'none'"
