@@ -41,6 +41,15 @@ def _number(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def _job_links(workload: dict[str, Any]) -> str:
+    """A workload's job reports, one link per study (what the script's heat map links too)."""
+    links = " ".join(
+        f'<a href="/v1/jobs/{esc(job.get("job_id"))}/report">study {esc(job.get("study"))}</a>'
+        for job in workload.get("jobs") or []
+    )
+    return f"<br>{links}" if links else ""
+
+
 def _fallback_tables(scores: dict[str, Any]) -> str:
     """The score table and r(s, w) as plain HTML, for readers without scripts."""
     rows = "".join(
@@ -49,7 +58,8 @@ def _fallback_tables(scores: dict[str, Any]) -> str:
         f"<td>{esc(row.get('solved'))} / {esc(row.get('workloads'))}</td></tr>"
         for row in sorted(scores.get("table") or [], key=lambda r: r.get("rank") or 0)
     )
-    workloads = [str(w.get("name")) for w in scores.get("workloads") or []]
+    scores = {**scores, "workloads": scores.get("workloads") or []}
+    workloads = [str(w.get("name")) for w in scores["workloads"]]
     cells = {(c.get("optimizer"), c.get("workload")): c for c in scores.get("cells") or []}
 
     def ratio(label: str, workload: str) -> str:
@@ -62,7 +72,7 @@ def _fallback_tables(scores: dict[str, Any]) -> str:
         + "</tr>"
         for label in scores.get("optimizers") or []
     )
-    head = "".join(f"<th>{esc(w)}</th>" for w in workloads)
+    head = "".join(f"<th>{esc(w.get('name'))}{_job_links(w)}</th>" for w in scores["workloads"])
     return (
         "<noscript><p class=note>The charts are drawn by the page's script; the numbers:</p>"
         "<table><thead><tr><th>rank</th><th class=text>optimizer</th><th>score B</th>"

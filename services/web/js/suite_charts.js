@@ -35,7 +35,7 @@ function node(tag, attrs = {}, ...children) {
     if (key === "on") for (const [event, fn] of Object.entries(value)) made.addEventListener(event, fn);
     else made.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== null && child !== undefined && child !== false) made.append(child instanceof Node ? child : String(child));
   }
   return made;
@@ -139,7 +139,7 @@ export function mountSuiteCharts(container, initial, options = {}) {
   function renderProfile() {
     if (plot) plot.destroy();
     plot = null;
-    const title = "Performance profile ρ(τ)";
+    const title = "ρ(τ): the share of workloads each optimizer solved within τ times the fastest";
     const figure = node("figure", { class: "ob-chart", "data-chart": "profile" });
     const tools = node("span", { class: "ob-tools" });
     const legend = node("div", { class: "ob-legend", role: "group", "aria-label": "optimizers: click to hide or show" });

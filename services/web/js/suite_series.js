@@ -156,7 +156,7 @@ export function formatScore(score) {
 }
 
 export function formatSpeedup(speedup) {
-  return isNumber(speedup) ? `${Number(speedup.toPrecision(3))}×` : "–";
+  return isNumber(speedup) ? `${speedup.toPrecision(3)}×` : "–";
 }
 
 /** The palette index of each optimizer: its place in the spec's order. */
