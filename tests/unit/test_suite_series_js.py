@@ -202,3 +202,15 @@ def test_every_planted_ratio_colour_is_a_colour_or_a_miss(r_max: float) -> None:
             assert isinstance(colour, str) and len(colour) == 7 and colour.startswith("#")
         else:
             assert colour is None
+
+
+def test_a_listed_suites_jobs_done_read_from_whichever_shape_the_list_gives() -> None:
+    items = [
+        {"jobs_done": 3, "jobs_total": 10},
+        {"progress": {"done": 4, "total": 8}},
+        {"progress": {"jobs_done": 1, "jobs_total": 2}},
+        {"jobs": [{"status": "succeeded"}, {"status": "running"}, {"status": "failed"}]},
+        {"status": "queued"},
+    ]
+    got = js("items.map(S.listedProgress)", items=items)
+    assert [g and (g["done"], g["total"]) for g in got] == [(3, 10), (4, 8), (1, 2), (2, 3), None]

@@ -3,6 +3,7 @@
 
 import { api } from "./api.js";
 import { announce, focusHeading, h, show } from "./dom.js";
+import { lectureSuiteButton } from "./suites.js";
 import { problemBox } from "./widgets.js";
 
 const DRAFT_KEY = "optbench.draft";
@@ -68,6 +69,7 @@ export function formView() {
     "form",
     { "data-testid": "job-form", novalidate: true, onsubmit: (event) => send(event) },
     presetBox,
+    suiteBox(),
     h("label", { for: "spec", class: "field-label" }, "Job spec (JSON)"),
     h(
       "p",
@@ -149,6 +151,19 @@ export function formView() {
       stopped = true;
     },
   };
+}
+
+// The built-in suite: many workloads, one job each per study, so it is submitted on its own
+// route (POST /v1/suites) and opens its suite's page, not the job spec above.
+function suiteBox() {
+  const errors = h("div", { "aria-live": "assertive" });
+  return h(
+    "div",
+    { class: "presets", role: "group", "aria-label": "Suites" },
+    h("span", { class: "muted" }, "Or a suite: "),
+    lectureSuiteButton(errors),
+    errors,
+  );
 }
 
 async function loadCatalog(box) {

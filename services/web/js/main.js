@@ -3,7 +3,7 @@
 // Hash routes: #/ the jobs (#/?name=..&dataset=..&model=..&status=.. filtered), #/jobs/<id>
 // one job, #/new the form, #/key the API key. Every request goes to this origin's /v1 API
 // (api.js); views that show something running poll it. Each view returns {stop()}, called
-// when the route changes.
+// when the route changes. Suites: #/suites the caller's suites, #/suites/<id> one suite.
 
 import { keyHeaders, storedKey } from "./api.js";
 import { announce, focusHeading, h, main, show } from "./dom.js";
@@ -11,6 +11,8 @@ import { formView } from "./form.js";
 import { jobView } from "./job.js";
 import { keyView } from "./key.js";
 import { listView } from "./list.js";
+import { suiteView } from "./suite.js";
+import { suitesView } from "./suites.js";
 
 let current = null; // the view on screen
 
@@ -37,7 +39,8 @@ function route() {
   current = null;
   const { path, params } = parseHash(location.hash);
   const jobMatch = path.match(/^\/jobs\/([0-9a-fA-F-]{32,36})\/?$/);
-  const section = path === "/new" || path === "/key" ? `#${path}` : "#/";
+  const suiteMatch = path.match(/^\/suites\/([0-9a-fA-F-]{32,36})\/?$/);
+  const section = path === "/new" || path === "/key" ? `#${path}` : path.startsWith("/suites") ? "#/suites" : "#/";
   for (const link of document.querySelectorAll("header nav a")) {
     if (link.getAttribute("href") === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -46,6 +49,8 @@ function route() {
   else if (path === "/new") current = formView();
   else if (path === "/key") current = keyView();
   else if (jobMatch) current = jobView(jobMatch[1]);
+  else if (path === "/suites") current = suitesView();
+  else if (suiteMatch) current = suiteView(suiteMatch[1]);
   else current = notFoundView(path);
 }
 

@@ -193,11 +193,15 @@ export function mountSuiteCharts(container, initial, options = {}) {
         }],
       },
     };
+    const markRange = (u) => {
+      figure.dataset.xMin = String(u.scales.x.min);
+      figure.dataset.xMax = String(u.scales.x.max);
+    };
+    opts.hooks.setScale = [(u, key) => key === "x" && markRange(u)];
     plot = new uPlot(opts, table, area);
     figure.dataset.series = String(labels.length);
     figure.dataset.xScale = "log";
-    figure.dataset.xMin = String(plot.scales.x.min);
-    figure.dataset.xMax = String(plot.scales.x.max);
+    markRange(plot);
     legend.replaceChildren(...labels.map((label, i) => {
       const button = node("button", {
         type: "button", class: "ob-key", "data-label": label, "aria-pressed": String(!hidden.has(label)), title: "click to hide or show",

@@ -225,3 +225,15 @@ export function tauTicks(rMax) {
   if (isNumber(rMax) && Math.abs(ticks[ticks.length - 1] - rMax) > 1e-9 * rMax) ticks.push(rMax);
   return ticks;
 }
+
+/** Jobs done of a suite as GET /v1/suites lists it: {done, total} from `jobs_done` and
+ * `jobs_total`, a `progress` object ({done, total} or {jobs_done, jobs_total}) or a `jobs`
+ * array with statuses, whichever the item has; null when it has none of them. */
+export function listedProgress(item) {
+  const pair = (done, total) => (isNumber(done) && isNumber(total) ? { done, total, fraction: total ? done / total : null } : null);
+  const p = item.progress || {};
+  return pair(item.jobs_done, item.jobs_total)
+    ?? pair(p.done, p.total)
+    ?? pair(p.jobs_done, p.jobs_total)
+    ?? (Array.isArray(item.jobs) ? pair(item.jobs.filter((j) => JOB_FINISHED.includes(j.status)).length, item.jobs.length) : null);
+}
