@@ -2,7 +2,7 @@
 for the tests of what a suite's results look like: the report (services/report/suite_page.py)
 and the web page's suite view, in Python and in headless Chromium.
 
-The times are planted; r, ρ, B and the speedups are derived here from them by the
+The times are planted; r, rho, B and the speedups are derived here from them by the
 contract's definitions, so the document is consistent with itself. This is not the scoring
 (services/suite/scores.py is, tested on its own): only a fixture the view is drawn from.
 
@@ -94,8 +94,8 @@ def succeeded() -> dict[str, Any]:
         label: [sum(1 for r in rs if r is not None and r <= tau) / n for tau in grid]
         for label, rs in ratios.items()
     }
-    # B = 1/(r_max - 1) ∫ ρ dτ, exactly for a step function: each workload with r <= r_max
-    # contributes (r_max - r) / n.
+    # B = 1/(r_max - 1) * integral of rho over [1, r_max], exactly for a step function:
+    # each workload with r <= r_max contributes (r_max - r) / n.
     score = {
         label: sum(R_MAX - r for r in rs if r is not None and r <= R_MAX) / n / (R_MAX - 1)
         for label, rs in ratios.items()
@@ -109,8 +109,7 @@ def succeeded() -> dict[str, Any]:
     speedup = {
         label: math.exp(
             statistics.fmean(
-                math.log(time_or_budget(REFERENCE, w) / time_or_budget(label, w))
-                for w in WORKLOADS
+                math.log(time_or_budget(REFERENCE, w) / time_or_budget(label, w)) for w in WORKLOADS
             )
         )
         for label in OPTIMIZERS

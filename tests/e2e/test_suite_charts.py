@@ -3,7 +3,7 @@ on planted scores (tests/suite_scores.py); and the web page's suite views (the l
 suite while it runs and once done, the form's lecture-suite button).
 
 Checked as a reader would look: the performance profile's canvas holds a line in each
-optimizer's colour (and loses it when its legend key is clicked), hovering reads ρ at τ; the
+optimizer's colour (and loses it when its legend key is clicked), hovering reads rho at tau; the
 heat map has one cell per (optimizer, workload) with misses and a workload nobody solved
 marked, t in each cell's title, and each workload's header links its jobs' reports; the
 score table is ranked; the console stays clean. Screenshots go to ``$OPTBENCH_SCREENSHOTS``
@@ -43,8 +43,9 @@ FINISHED = ("succeeded", "failed", "cancelled")
 SMALL_SUITE = {
     "name": "e2e: a small suite",
     "workloads": [
-        {"name": "moons-mlp", "dataset": {"name": "moons"}, "model": {"name": "mlp", "hidden": [16]},
-         "batch_size": 32, "epochs": 3, "target": {"metric": "val_accuracy", "value": 0.85}},
+        {"name": "moons-mlp", "dataset": {"name": "moons"},
+         "model": {"name": "mlp", "hidden": [16]}, "batch_size": 32, "epochs": 3,
+         "target": {"metric": "val_accuracy", "value": 0.85}},
         {"name": "wine-linear", "dataset": {"name": "wine"}, "model": {"name": "linear"},
          "batch_size": 32, "epochs": 3, "target": {"metric": "val_accuracy", "value": 0.9}},
     ],
@@ -111,8 +112,8 @@ def colour_pixels(driver: Any, colours: list[str]) -> list[int]:
       const want = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
       let n = 0;
       for (let p = 0; p < data.length; p += 4) {
-        if (data[p + 3] > 200 && Math.abs(data[p] - want[0]) < 12 && Math.abs(data[p + 1] - want[1]) < 12
-            && Math.abs(data[p + 2] - want[2]) < 12) n++;
+        const near = [0, 1, 2].every((k) => Math.abs(data[p + k] - want[k]) < 12);
+        if (data[p + 3] > 200 && near) n++;
       }
       return n;
     });
@@ -133,7 +134,9 @@ def check_profile(driver: Any, scores: dict[str, Any], logs: list[Path]) -> None
 
     labels = scores["optimizers"]
     figure = wait_until(
-        lambda: (f := css(driver, 'figure[data-chart="profile"]')) and css(driver, ".u-over", f[0]) and f[0],
+        lambda: (f := css(driver, 'figure[data-chart="profile"]'))
+        and css(driver, ".u-over", f[0])
+        and f[0],
         30, "the profile plot", logs, driver,
     )  # fmt: skip
     assert figure.get_attribute("data-series") == str(len(labels))
@@ -155,7 +158,7 @@ def check_profile(driver: Any, scores: dict[str, Any], logs: list[Path]) -> None
     key.click()
     assert colour_pixels(driver, colours[:1])[0] > 30
 
-    # hover near τ = 1.2: ρ of every optimizer there, as a share and as workloads
+    # hover near tau = 1.2: rho of every optimizer there, as a share and as workloads
     over = css(driver, ".u-over", figure)[0]
     width = over.size["width"]
     dx = int(width * math.log(1.2) / math.log(scores["r_max"]) - width / 2)
@@ -208,7 +211,9 @@ def check_heat_map(driver: Any, scores: dict[str, Any], page: bool) -> None:
         assert [re.sub(r"^\w+://[^/]*", "", h) for h in reports] == expected
         if page:  # the page links each job's own view too (its summary)
             jobs = [a.get_attribute("href") for a in by_testid(driver, "workload-job", header)]
-            assert [h.split("#", 1)[1] for h in jobs] == [f"/jobs/{j['job_id']}" for j in workload["jobs"]]
+            assert [h.split("#", 1)[1] for h in jobs] == [
+                f"/jobs/{j['job_id']}" for j in workload["jobs"]
+            ]
 
 
 def check_table(driver: Any, scores: dict[str, Any]) -> None:
@@ -216,7 +221,9 @@ def check_table(driver: Any, scores: dict[str, Any]) -> None:
     ranks = [int(r.get_attribute("data-rank")) for r in rows]
     shown = [r.get_attribute("data-optimizer") for r in rows]
     assert ranks == sorted(ranks) and len(rows) == len(scores["table"])
-    best_first = sorted(scores["table"], key=lambda r: (r["rank"], scores["optimizers"].index(r["optimizer"])))
+    best_first = sorted(
+        scores["table"], key=lambda r: (r["rank"], scores["optimizers"].index(r["optimizer"]))
+    )
     assert shown == [r["optimizer"] for r in best_first]
     scores_shown = [float(r.get_attribute("data-score")) for r in rows]
     assert scores_shown == sorted(scores_shown, reverse=True)
@@ -261,12 +268,22 @@ def test_the_suites_page_lists_a_suite_and_shows_its_progress_then_its_results(
     url, logs = suite_site.url, suite_site.logs
     browser.get(f"{url}/#/suites")
     row = wait_until(
-        lambda: [r for r in by_testid(browser, "suite-row") if r.get_attribute("data-suite-id") == suite_site.suite_id],
+        lambda: [
+            r
+            for r in by_testid(browser, "suite-row")
+            if r.get_attribute("data-suite-id") == suite_site.suite_id
+        ],
         30, "the suite in the list", logs, browser,
     )[0]  # fmt: skip
     assert re.fullmatch(r"\d+ / \d+|—", by_testid(browser, "suite-jobs", row)[0].text)
     by_testid(browser, "suite-link", row)[0].click()
-    wait_until(lambda: browser.current_url.endswith(f"#/suites/{suite_site.suite_id}"), 10, "the suite's page", logs, browser)
+    wait_until(
+        lambda: browser.current_url.endswith(f"#/suites/{suite_site.suite_id}"),
+        10,
+        "the suite's page",
+        logs,
+        browser,
+    )
     seen: list[str] = []
     deadline = time.monotonic() + (600 if suite_site.stub is None else 60)
     while time.monotonic() < deadline:
@@ -281,24 +298,54 @@ def test_the_suites_page_lists_a_suite_and_shows_its_progress_then_its_results(
     assert status == "succeeded", (status, seen)
     assert all(re.fullmatch(r"\d+ of \d+ jobs done \(\d+ workloads?\).*", t) for t in seen), seen
     if suite_site.stub is not None:  # the planted run: 6 of 10 done, then all
-        assert seen[0] == "6 of 10 jobs done (5 workloads)" and seen[-1] == "10 of 10 jobs done (5 workloads)"
+        assert (
+            seen[0] == "6 of 10 jobs done (5 workloads)"
+            and seen[-1] == "10 of 10 jobs done (5 workloads)"
+        )
     scores = httpx.get(f"{url}/v1/suites/{suite_site.suite_id}/scores", timeout=30).json()
-    wait_until(lambda: by_testid(browser, "heat-cell") and not css(browser, '[data-state="pending"]'), 10, "final cells", logs, browser)
+    wait_until(
+        lambda: by_testid(browser, "heat-cell") and not css(browser, '[data-state="pending"]'),
+        10,
+        "final cells",
+        logs,
+        browser,
+    )
     check_suite(browser, scores, logs, page=True)
-    assert by_testid(browser, "suite-report-link")[0].get_attribute("href").endswith(
-        f"/v1/suites/{suite_site.suite_id}/report"
+    assert (
+        by_testid(browser, "suite-report-link")[0]
+        .get_attribute("href")
+        .endswith(f"/v1/suites/{suite_site.suite_id}/report")
     )
     print("screenshot:", shoot(browser, "suite-page"))
     assert severe(browser.get_log("browser")) == []
 
 
-def test_the_form_offers_the_lecture_suite_and_opens_it(browser: Any, suite_site: SuiteSite) -> None:
+def test_the_form_offers_the_lecture_suite_and_opens_it(
+    browser: Any, suite_site: SuiteSite
+) -> None:
     url, logs = suite_site.url, suite_site.logs
     browser.get(f"{url}/#/new")
-    button = wait_until(lambda: by_testid(browser, "submit-lecture-suite"), 10, "the suite button", logs, browser)[0]
+    button = wait_until(
+        lambda: by_testid(browser, "submit-lecture-suite"), 10, "the suite button", logs, browser
+    )[0]
     button.click()
-    wait_until(lambda: re.search(r"#/suites/[0-9a-f-]{36}$", browser.current_url), 20, "the new suite's page", logs, browser)
+    wait_until(
+        lambda: re.search(r"#/suites/[0-9a-f-]{36}$", browser.current_url),
+        20,
+        "the new suite's page",
+        logs,
+        browser,
+    )
     if suite_site.stub is not None:
         assert suite_site.stub.posted == [{"preset": "lecture"}]
-    wait_until(lambda: by_testid(browser, "suite-progress-text") and by_testid(browser, "suite-progress-text")[0].text, 20, "the progress line", logs, browser)
+    wait_until(
+        lambda: (
+            by_testid(browser, "suite-progress-text")
+            and by_testid(browser, "suite-progress-text")[0].text
+        ),
+        20,
+        "the progress line",
+        logs,
+        browser,
+    )
     assert severe(browser.get_log("browser")) == []

@@ -84,8 +84,11 @@ def test_without_scripts_the_numbers_are_in_plain_tables() -> None:
     page = render_suite_report(scores)
     fallback = page[page.index("<noscript>") : page.index("</noscript>")]
     ranks = re.findall(r"<tr><td>(\d)</td><td class=text>(\w+)</td><td>([\d.]+)</td>", fallback)
-    assert ranks == [("1", "momentum", "0.733"), ("2", "sgd", "0.467"), ("3", "adam", "0.4")] + [
-        ("4", "gd", "0.156")
+    assert ranks == [
+        ("1", "momentum", "0.733"),
+        ("2", "sgd", "0.467"),
+        ("3", "adam", "0.4"),
+        ("4", "gd", "0.156"),
     ]
     adam = re.search(r"<tr><th class=text>adam</th>(.*?)</tr>", fallback)
     assert adam is not None

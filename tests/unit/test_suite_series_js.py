@@ -47,12 +47,13 @@ def test_ratios_times_scores_and_speedups_read_as_a_reader_expects() -> None:
         "[S.formatRatio(1), S.formatRatio(1.6666), S.formatRatio(12.345), S.formatRatio(null),"
         ' S.formatTime(340, "steps"), S.formatTime(1, "steps"), S.formatTime(12345, "steps"),'
         ' S.formatTime(1.23456, "seconds"), S.formatTime(null, "steps"),'
-        " S.formatScore(0.73333), S.formatScore(null), S.formatSpeedup(1), S.formatSpeedup(0.63106)]"
+        " S.formatScore(0.73333), S.formatScore(null),"
+        " S.formatSpeedup(1), S.formatSpeedup(0.63106)]"
     )
     assert got == [
         "1", "1.67", "12.3", "∞",
         "340 steps", "1 step", "12,345 steps", "1.23 s", "miss",
-        "0.733", "–", "1.00×", "0.631×",
+        "0.733", "\u2013", "1.00\u00d7", "0.631\u00d7",
     ]  # fmt: skip
 
 
@@ -134,13 +135,13 @@ def test_the_profile_table_is_tau_then_one_rho_per_optimizer_in_the_specs_order(
 
 def test_rho_at_a_tau_is_the_step_functions_value_right_continuous() -> None:
     tau, rho = [1, 1.5, 2, 4], [0.2, 0.4, 0.8, 0.8]
-    got = js("[0.5, 1, 1.2, 1.5, 1.99, 2, 3.9, 4].map((t) => S.rhoAt(tau, rho, t))", tau=tau, rho=rho)
+    got = js(
+        "[0.5, 1, 1.2, 1.5, 1.99, 2, 3.9, 4].map((t) => S.rhoAt(tau, rho, t))", tau=tau, rho=rho
+    )
     assert got == [None, 0.2, 0.2, 0.4, 0.4, 0.8, 0.8, 0.8]
     # on the planted profile: momentum solved 3 of 5 at τ = 1 and 4 of 5 from τ = 2 on
     scores = suite_scores.succeeded()
-    at = js(
-        "[1, 1.99, 2].map((t) => S.rhoAt(p.tau, p.rho.momentum, t))", p=scores["profile"]
-    )
+    at = js("[1, 1.99, 2].map((t) => S.rhoAt(p.tau, p.rho.momentum, t))", p=scores["profile"])
     assert at == [0.6, 0.6, 0.8]
     assert js("S.rhoText(0.6, 5)") == "0.6 (3 of 5 workloads)"
     assert js("[S.tauTicks(4), S.tauTicks(3.5)]") == [
