@@ -180,3 +180,13 @@ def running() -> dict[str, Any]:
         if cell["workload"] in RUNNING_WORKLOADS:
             cell.update(t=None, r=None, t_per_study=[None, None], solved_by_anyone=False)
     return scores
+
+
+def queued() -> dict[str, Any]:
+    """The suite before anything trained: every job queued, no cells, profile or table."""
+    scores = copy.deepcopy(succeeded())
+    scores.update(status="queued", cells=[], profile={"tau": [], "rho": {}}, table=[])
+    for workload in scores["workloads"]:
+        for job in workload["jobs"]:
+            job["status"] = "queued"
+    return scores

@@ -259,6 +259,28 @@ def test_the_saved_suite_report_draws_profile_heat_map_and_ranked_table_offline(
     assert severe(browser.get_log("browser")) == []
 
 
+def test_a_suite_report_before_anything_trained_says_so_and_raises_nothing(
+    browser: Any, tmp_path: Path
+) -> None:
+    scores = suite_scores.queued()
+    path = tmp_path / "queued.html"
+    path.write_text(render_suite_report(scores), encoding="utf-8")
+    browser.get(path.as_uri())
+    wait_until(
+        lambda: css(browser, "#ob-suite[data-suite-ready]"), 30, "the suite module", [], browser
+    )
+    assert by_testid(browser, "suite-progress")[0].text.startswith(
+        "Suite queued: 0 of 10 jobs done (5 workloads)"
+    )
+    figure = css(browser, 'figure[data-chart="profile"]')[0]
+    assert figure.get_attribute("data-series") == "0"
+    assert "Drawn once a workload has finished." in figure.text
+    states = {c.get_attribute("data-state") for c in by_testid(browser, "heat-cell")}
+    assert states == {"pending"} and len(by_testid(browser, "heat-cell")) == 20
+    assert by_testid(browser, "score-row") == []
+    assert severe(browser.get_log("browser")) == []
+
+
 # ---------------------------------------------------------------- the web page
 
 
@@ -285,12 +307,14 @@ def test_the_suites_page_lists_a_suite_and_shows_its_progress_then_its_results(
         browser,
     )
     seen: list[str] = []
+    pending = 0  # the most cells shown as still training at once
     deadline = time.monotonic() + (600 if suite_site.stub is None else 60)
     while time.monotonic() < deadline:
         texts = by_testid(browser, "suite-progress-text")
         text = texts[0].text if texts else ""
         if text and (not seen or seen[-1] != text):
             seen.append(text)
+        pending = max(pending, len(css(browser, '[data-state="pending"]')))
         status = browser.find_element("css selector", "main").get_attribute("data-suite-status")
         if status in FINISHED:
             break
@@ -302,6 +326,8 @@ def test_the_suites_page_lists_a_suite_and_shows_its_progress_then_its_results(
             seen[0] == "6 of 10 jobs done (5 workloads)"
             and seen[-1] == "10 of 10 jobs done (5 workloads)"
         )
+        # while it ran: the running workloads' cells were pending, not misses
+        assert pending == len(suite_scores.RUNNING_WORKLOADS) * len(suite_scores.OPTIMIZERS)
     scores = httpx.get(f"{url}/v1/suites/{suite_site.suite_id}/scores", timeout=30).json()
     wait_until(
         lambda: by_testid(browser, "heat-cell") and not css(browser, '[data-state="pending"]'),
