@@ -275,6 +275,7 @@ def test_a_suite_report_before_anything_trained_says_so_and_raises_nothing(
     figure = css(browser, 'figure[data-chart="profile"]')[0]
     assert figure.get_attribute("data-series") == "0"
     assert "Drawn once a workload has finished." in figure.text
+    assert by_testid(browser, "unsolved-mark") == []  # nothing finished: nobody failed yet
     states = {c.get_attribute("data-state") for c in by_testid(browser, "heat-cell")}
     assert states == {"pending"} and len(by_testid(browser, "heat-cell")) == 20
     assert by_testid(browser, "score-row") == []

@@ -97,6 +97,7 @@ def test_the_heat_grid_has_a_cell_per_optimizer_and_workload_in_its_state() -> N
     assert {c["state"] for c in rosenbrock} == {"unsolved"}
     assert "nobody reached" in rosenbrock[0]["title"]
     assert [c["solved"] for c in grid["columns"]] == [True, True, True, True, False]
+    assert [c["unsolved"] for c in grid["columns"]] == [False, False, False, False, True]
     sgd = states[("sgd", "wine-linear")]
     assert (sgd["text"], sgd["t"], sgd["r"]) == ("2.5", 100, 2.5)
     assert sgd["title"].startswith("sgd on wine-linear: t = 100 steps")
@@ -111,6 +112,8 @@ def test_cells_of_a_running_workload_are_pending_not_misses() -> None:
             if cell["workload"] in suite_scores.RUNNING_WORKLOADS:
                 assert cell["state"] == "pending" and cell["text"] == "…", cell
     assert [c["running"] for c in grid["columns"]] == [False, False, True, False, True]
+    # nobody has solved the running ones yet: not marked unsolved until their jobs finish
+    assert [c["unsolved"] for c in grid["columns"]] == [False] * 5
     progress = js("S.suiteProgress(scores)", scores=scores)
     assert progress["done"] == 6 and progress["total"] == 10 and progress["fraction"] == 0.6
     assert progress["text"] == "6 of 10 jobs done (5 workloads)"

@@ -270,13 +270,13 @@ export function mountSuiteCharts(container, initial, options = {}) {
     const header = grid.columns.map((column) => {
       const target = column.target ? `${column.target.metric} ${/loss|distance/.test(column.target.metric) ? "≤" : "≥"} ${column.target.value}` : "";
       return node("th", {
-        scope: "col", class: `ob-workload${column.solved ? "" : " ob-unsolved"}`, "data-testid": "heat-workload",
-        "data-workload": column.name, "data-solved": String(column.solved),
+        scope: "col", class: `ob-workload${column.unsolved ? " ob-unsolved" : ""}`, "data-testid": "heat-workload",
+        "data-workload": column.name, "data-solved": String(column.solved), "data-unsolved": String(column.unsolved),
       },
       node("span", { class: "ob-workload-name" }, column.name),
       node("span", { class: "ob-workload-facts" }, [column.dataset, column.model].filter(Boolean).join(" · ")),
       target ? node("span", { class: "ob-workload-facts" }, target) : null,
-      column.solved ? null : node("span", { class: "ob-unsolved-mark", "data-testid": "unsolved-mark", title: "no optimizer reached this workload's target: every r is ∞, and it lowers every profile alike" }, "solved by none"),
+      !column.unsolved ? null : node("span", { class: "ob-unsolved-mark", "data-testid": "unsolved-mark", title: "no optimizer reached this workload's target: every r is ∞, and it lowers every profile alike" }, "solved by none"),
       column.running ? node("span", { class: "ob-workload-facts" }, "running") : null,
       node("span", { class: "ob-job-links" }, column.jobs.map((job) => jobLinks(job, column)).flat()));
     });

@@ -69,18 +69,20 @@ function openJobs(workload) {
  * "solved" (1 < r <= r_max), "beyond" (r > r_max: reached, but outside the profile),
  * "miss" (t is null: never reached the target; r = ∞), "unsolved" (nobody reached this
  * workload's target, so no r is finite), "pending" (no time yet and the workload's jobs
- * are still running). */
+ * are still running). Columns: {name, ..., jobs, running, solved, unsolved}, unsolved once
+ * the workload's jobs have all finished and none reached the target. */
 export function heatGrid(scores) {
   const rMax = scores.r_max;
   const measure = scores.time_measure;
   const byKey = new Map((scores.cells || []).map((c) => [`${c.optimizer}\u0000${c.workload}`, c]));
   const columns = (scores.workloads || []).map((w) => {
     const cells = (scores.cells || []).filter((c) => c.workload === w.name);
-    const open = openJobs(w);
+    const running = openJobs(w) > 0;
+    const solved = cells.some((c) => c.solved_by_anyone || isNumber(c.t));
+    // Nobody solved it: only once its jobs have finished (until then, nobody has yet).
     return {
       name: w.name, dataset: w.dataset, model: w.model, target: w.target, budget: w.budget,
-      jobs: w.jobs || [], running: open > 0,
-      solved: cells.some((c) => c.solved_by_anyone || isNumber(c.t)),
+      jobs: w.jobs || [], running, solved, unsolved: !solved && !running,
     };
   });
   const rows = (scores.optimizers || []).map((optimizer) => ({
