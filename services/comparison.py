@@ -198,7 +198,9 @@ def _dataset_condition(session: Session, dataset: str, owner: str | None) -> Any
 def history(query: HistoryQuery, *, owner: str | None) -> dict[str, Any]:
     """The label's rows over the caller's succeeded jobs on the data set (module docstring)."""
     if query.model is not None and query.model not in MODEL_MODELS:
-        raise invalid("model", f"no model named '{query.model}'; use one of {', '.join(MODEL_MODELS)}")
+        raise invalid(
+            "model", f"no model named '{query.model}'; use one of {', '.join(MODEL_MODELS)}"
+        )
     with unit_of_work() as session:
         on_dataset = _dataset_condition(session, query.dataset, owner)
         of_label = (Run.job_id == Job.id) & (Run.label == query.label)
@@ -224,7 +226,11 @@ def history(query: HistoryQuery, *, owner: str | None) -> dict[str, Any]:
     items = [
         item
         for job_id, name, created, spec, summary, hyperparameters in found[: query.limit]
-        if (item := _history_item(query.label, job_id, name, created, spec, summary, hyperparameters))
+        if (
+            item := _history_item(
+                query.label, job_id, name, created, spec, summary, hyperparameters
+            )
+        )
     ]
     return {
         "label": query.label,
@@ -292,5 +298,7 @@ def aggregate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "ranked": len(ranked),
         "first_share": first / len(ranked) if ranked else None,
         "mean_success_rate": statistics.fmean(rates) if rates else None,
-        "metrics": {name: describe_range([row.get(name) for row in rows]) for name in HISTORY_METRICS},
+        "metrics": {
+            name: describe_range([row.get(name) for row in rows]) for name in HISTORY_METRICS
+        },
     }

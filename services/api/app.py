@@ -15,8 +15,8 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from services import jobs as job_cases
 from services import reconcile, retention
 from services.api import errors, request_context, security
-from services.api.routes import datasets, jobs, metrics, system, trials, web
 from services.api.routes import compare as compare_routes
+from services.api.routes import datasets, jobs, metrics, system, trials, web
 from services.api.routes import history as history_routes
 from services.api.routes import report as report_routes
 from services.settings import get_settings

@@ -19,7 +19,9 @@ class ComparedJob(BaseModel):
     id: uuid.UUID
     name: str
     status: str
-    finished: bool = Field(description="false: its cells are the summary so far (ranks provisional)")
+    finished: bool = Field(
+        description="false: its cells are the summary so far (ranks provisional)"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -78,7 +80,9 @@ class MetricRange(BaseModel):
 class HistoryAggregate(BaseModel):
     jobs: int
     ranked_first: int = Field(description="jobs where the label has rank 1")
-    ranked: int = Field(description="jobs where the label has a rank (a study's one-shot row has none)")
+    ranked: int = Field(
+        description="jobs where the label has a rank (a study's one-shot row has none)"
+    )
     first_share: float | None = Field(description="ranked_first / ranked")
     mean_success_rate: float | None
     metrics: dict[str, MetricRange] = Field(

@@ -88,7 +88,7 @@ def comparison_table(result: Mapping[str, Any]) -> RenderableType:
     letters = string.ascii_uppercase
     lines: list[RenderableType] = []
     for letter, job in zip(letters, jobs, strict=False):
-        state = "" if job["finished"] else " (running: ranks so far)"
+        state = "" if job["finished"] else ": not finished, ranks so far"
         lines.append(
             Text(f"{letter}: {job['id']} {job['name']} [{job['status']}{state}]: {_setup(job)}")
         )
@@ -156,7 +156,9 @@ def history(
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else str(value)
+    return (
+        json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else str(value)
+    )
 
 
 def history_table(result: Mapping[str, Any]) -> RenderableType:
@@ -191,23 +193,29 @@ def history_table(result: Mapping[str, Any]) -> RenderableType:
     aggregate = result["aggregate"]
     share = aggregate.get("first_share")
     head = [
-        Text(f"{result['label']} on {where}: {aggregate['jobs']} succeeded jobs, newest first"),
+        Text(
+            f"{result['label']} on {where}: {aggregate['jobs']} succeeded "
+            f"job{'' if aggregate['jobs'] == 1 else 's'}, newest first"
+        ),
     ]
     if fixed:
         same = ", ".join(f"{n}={_compact(settings[0].get(n))}" for n in fixed)
         head.append(Text(f"the same in every job: {same}"))
-    ranked = (
-        f"ranked first in {aggregate['ranked_first']} of {aggregate['ranked']}"
-        + (f" ({share:.0%})" if share is not None else "")
+    ranked = f"ranked first in {aggregate['ranked_first']} of {aggregate['ranked']}" + (
+        f" ({share:.0%})" if share is not None else ""
     )
     rate = aggregate.get("mean_success_rate")
-    summary = plain_table("over the jobs", "median", "min", "max", "n", right=("median", "min", "max", "n"))
+    summary = plain_table(
+        "over the jobs", "median", "min", "max", "n", right=("median", "min", "max", "n")
+    )
     for name, stat in aggregate["metrics"].items():
         if stat["n"]:
             summary.add_row(
                 name, *(_number(stat[k]) for k in ("median", "min", "max")), str(stat["n"])
             )
-    tail = [Text(f"{ranked}; mean success rate {_number(rate, '{:.0%}')}"), summary]
+    tail: list[RenderableType] = [Text(f"{ranked}; mean success rate {_number(rate, '{:.0%}')}")]
+    if summary.row_count:
+        tail.append(summary)
     if result.get("truncated"):
         tail.append(Text("(more jobs match: raise --limit)"))
     return Group(*head, table, *tail)
