@@ -213,7 +213,16 @@ def history(query: HistoryQuery, *, owner: str | None) -> dict[str, Any]:
             .scalar_subquery()
         )
         statement = (
-            select(Job.id, Job.name, Job.created_at, Job.spec, Job.summary, settings)
+            # The spec's model and epochs, not all of it (its optimizers, data set).
+            select(
+                Job.id,
+                Job.name,
+                Job.created_at,
+                Job.spec["model"],
+                Job.spec["epochs"],
+                Job.summary,
+                settings,
+            )
             .where(Job.status == SUCCEEDED, on_dataset, select(Run.id).where(of_label).exists())
             .order_by(Job.created_at.desc(), Job.id)
             .limit(query.limit + 1)
@@ -225,10 +234,10 @@ def history(query: HistoryQuery, *, owner: str | None) -> dict[str, Any]:
         found = list(session.execute(statement))
     items = [
         item
-        for job_id, name, created, spec, summary, hyperparameters in found[: query.limit]
+        for job_id, name, created, model, epochs, summary, settings_ in found[: query.limit]
         if (
             item := _history_item(
-                query.label, job_id, name, created, spec, summary, hyperparameters
+                query.label, job_id, name, created, model, epochs, summary, settings_
             )
         )
     ]
@@ -247,7 +256,8 @@ def _history_item(
     job_id: uuid.UUID,
     name: str,
     created: Any,
-    spec: Mapping[str, Any],
+    model: Mapping[str, Any] | None,
+    epochs: Any,
     summary: Mapping[str, Any] | None,
     hyperparameters: Mapping[str, Any] | None,
 ) -> dict[str, Any] | None:
@@ -255,19 +265,20 @@ def _history_item(
     ended without a summary, or whose runs of the label were only a study's trials)."""
     if not isinstance(summary, Mapping):
         return None
-    full = with_defaults(summary)
-    rows = full.get("optimizers", [])
-    row = next((r for r in rows if r.get("label") == label), None)
-    if row is None:
+    rows = summary.get("optimizers", [])
+    stored = next((r for r in rows if r.get("label") == label), None)
+    if stored is None:
         return None
+    # Defaults for this row only: filling every row's was most of the time of a long history.
+    row = with_defaults({"optimizers": [stored]})["optimizers"][0]
     return {
         "job_id": job_id,
         "job_name": name,
         "created_at": created,
-        "model": dict(spec.get("model") or {}),
-        "epochs": spec.get("epochs"),
-        "target": full.get("target"),
-        "task": full.get("task"),
+        "model": dict(model or {}),
+        "epochs": int(epochs),
+        "target": summary.get("target"),
+        "task": summary.get("task"),
         "hyperparameters": None if hyperparameters is None else dict(hyperparameters),
         "labels": sum(r.get("rank") is not None for r in rows),
         "row": row,

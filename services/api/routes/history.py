@@ -28,8 +28,9 @@ def optimizer_history(
         Path(
             min_length=1,
             max_length=64,
+            pattern=r"^[A-Za-z0-9_.:+\-]+$",
             description="an optimizer label as jobs' summaries name it (the entry's label, "
-            "else its optimizer name), e.g. adam",
+            "else its optimizer name; a study's baseline <label>:one-shot), e.g. adam",
         ),
     ],
     dataset: Annotated[
