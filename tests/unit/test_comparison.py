@@ -320,6 +320,74 @@ def test_history_lists_the_label_over_the_caller_s_succeeded_jobs_with_an_aggreg
         assert [item["job_id"] for item in his["items"]] == [bobs]
 
 
+def test_a_study_s_history_row_carries_its_best_trial_s_setting_not_a_trial_s(
+    client: TestClient,
+) -> None:
+    """A tuning study's label has many runs: its trials (each its own sampled lr) first, then
+    the reruns of the best trial's setting. The history shows the rerun's setting, and the
+    one-shot baseline is a label of its own (unranked)."""
+    from services.db.models import BASELINE, RERUN, Run
+
+    spec = JobSpec.model_validate(
+        {
+            "name": "study",
+            "dataset": {"name": "digits"},
+            "model": {"name": "mlp"},
+            "optimizers": [{"name": "adam", "search": {"lr": {"log_uniform": [1e-4, 1e-1]}}}],
+            "tuning": {"trials": 3, "rerun_seeds": 2},
+        }
+    )
+    with unit_of_work() as session:
+        job = store.create_job(session, spec)
+        trials = {run.hyperparameters["lr"] for run in job.runs}
+        assert len(trials) == 3 and 0.0123 not in trials
+        base = dict(job.runs[0].hyperparameters)
+        for seed in (1, 2):
+            job.runs.append(
+                Run(
+                    label="adam",
+                    optimizer="adam",
+                    seed=seed,
+                    role=RERUN,
+                    hyperparameters={**base, "lr": 0.0123},
+                    trial=1,
+                )
+            )
+            job.runs.append(
+                Run(
+                    label="adam:one-shot",
+                    optimizer="adam",
+                    seed=seed,
+                    role=BASELINE,
+                    hyperparameters={**base, "lr": 0.001},
+                )
+            )
+        session.flush()
+        tuned = {**summary_row("adam", 1, best_val_accuracy=0.97), "role": "tuned"}
+        one_shot = {
+            **summary_row("adam:one-shot", None, best_val_accuracy=0.93),
+            "role": "one-shot",
+        }
+        store.finish_job(
+            session,
+            job.id,
+            summary={
+                "task": "classification",
+                "target": {"metric": "val_accuracy", "value": 0.9},
+                "best": "adam",
+                "optimizers": [tuned, one_shot],
+            },
+        )
+    url = "/v1/optimizers/{}/history"
+    [item] = client.get(url.format("adam"), params={"dataset": "digits"}).json()["items"]
+    assert item["hyperparameters"]["lr"] == 0.0123
+    assert item["row"]["role"] == "tuned" and item["labels"] == 1
+    baseline = client.get(url.format("adam:one-shot"), params={"dataset": "digits"}).json()
+    [item] = baseline["items"]
+    assert item["hyperparameters"]["lr"] == 0.001 and item["row"]["rank"] is None
+    assert baseline["aggregate"]["ranked"] == 0 and baseline["aggregate"]["first_share"] is None
+
+
 def npz() -> bytes:
     buffer = io.BytesIO()
     x = np.random.default_rng(0).normal(size=(40, 3))
