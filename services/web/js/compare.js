@@ -59,9 +59,15 @@ function setupCells(job, differs) {
     batch_size: String(job.batch_size),
     target: targetText(job.target),
   };
-  return Object.entries(value).map(([key, text]) =>
-    h("td", { class: differs.includes(key) ? "differs" : null, "data-key": key, title: differs.includes(key) ? "differs between the jobs" : null }, text),
-  );
+  return Object.entries(value).map(([key, text]) => {
+    const cell = h("td", { class: differs.includes(key) ? "differs" : null, "data-key": key, title: differs.includes(key) ? "differs between the jobs" : null }, text);
+    if (differs.includes(key)) {
+      // CSSOM, not a style attribute (the page's CSP allows it); the page's style sheet stays as it is
+      cell.style.background = "#fff1cc";
+      cell.style.fontWeight = "600";
+    }
+    return cell;
+  });
 }
 
 function setupTable(body, labelColour) {
@@ -138,7 +144,7 @@ function alignedTable(body, labelColour) {
           row.cells.map((cell, j) =>
             cell
               ? block.map(([, value]) => h("td", { class: "num", "data-job": jobs[j].id }, value(cell, jobs[j])))
-              : h("td", { colspan: String(block.length), class: "absent muted", "data-testid": "absent", "data-job": jobs[j].id }, "not in this job"),
+              : h("td", { colspan: String(block.length), class: "absent muted", "data-testid": "absent", "data-job": jobs[j].id }, h("em", {}, "not in this job")),
           ),
         );
       }),
