@@ -175,6 +175,7 @@ def test_compare_names_what_is_wrong_with_the_ids_as_a_422(client: TestClient) -
         f"{one},nope": "'nope' is not a job id",
         f"{one},{two},{one.upper()}": "is named twice",
         ",".join(str(uuid.uuid4()) for _ in range(9)): "at most 8 can be compared",
+        ",".join(str(uuid.uuid4()) for _ in range(20)): "20 jobs named",
     }
     for jobs, said in cases.items():
         response = client.get("/v1/compare", params={"jobs": jobs})
