@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import Cluster, running_cluster
-from tests.support import fill, v1_operations
+from tests.support import url_of, v1_operations
 
 pytestmark = pytest.mark.integration
 
@@ -90,28 +90,14 @@ def secured(
             "alice's job to finish",
         )
         # "label": an optimizer label (the history's path), not an owned id; the history is
-        # reached with alice's data set's id, the comparison with her job's (QUERIES).
+        # reached with alice's data set's id, the comparison with her job's (tests/support.py
+        # QUERIES).
         ids = {"job_id": job_id, "dataset_id": upload.json()["id"], "label": "adam"}
         yield cluster, {"keys": keys, "ids": ids, "spec": spec}
 
 
 def auth_headers(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-# Routes that name owned ids in the query string: what they get there.
-QUERIES = {
-    "/v1/compare": "jobs={job_id}",
-    "/v1/optimizers/{label}/history": "dataset={dataset_id}",
-}
-
-
-def url_of(path: str, ids: dict[str, str]) -> str | None:
-    """``fill``, with the query of the routes in QUERIES (None: the route names no id)."""
-    url = fill(path, ids)
-    if path in QUERIES:
-        return f"{url or path}?{QUERIES[path].format(**ids)}"
-    return url
 
 
 def operations(cluster: Cluster) -> list[tuple[str, str]]:
