@@ -68,6 +68,8 @@ def test_pick_two_jobs_in_the_list_and_compare_their_curves(
         )
         by_testid(driver, "job-pick", row)[0].click()
     assert button.is_enabled() and button.text == "Compare (2)"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / "compare-list.png"))
     button.click()
 
     wait_until(lambda: "#/compare?jobs=" in driver.current_url, 10, "the comparison", logs, driver)
@@ -83,7 +85,6 @@ def test_pick_two_jobs_in_the_list_and_compare_their_curves(
         driver,
     )
     assert ready
-    SHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SHOTS / "compare.png"))
 
     # The setups: epochs differ (4 and 6), and only they are marked.
