@@ -138,6 +138,21 @@ def test_pick_two_jobs_in_the_list_and_compare_their_curves(
     assert len(by_testid(driver, "history-rank")) == 2
     assert by_testid(driver, "history-aggregate")
     driver.save_screenshot(str(SHOTS / "history.png"))
+    # Narrowed to another model: none of the jobs (both are MLPs), and the URL says so.
+    from selenium.webdriver.support.ui import Select
+
+    wait_until(
+        lambda: driver.find_elements(
+            "css selector", '[data-testid="history-model"] option[value="linear"]'
+        ),
+        15,
+        "the catalog's models",
+        logs,
+        driver,
+    )
+    Select(by_testid(driver, "history-model")[0]).select_by_value("linear")
+    wait_until(lambda: by_testid(driver, "history-empty"), 15, "the narrowed history", logs, driver)
+    assert driver.current_url.endswith("#/history/adam?dataset=iris&model=linear")
 
     # The job page's summary links its labels to the same history.
     driver.get(f"{url}/#/jobs/{first}")

@@ -94,9 +94,29 @@ export function historyView(label, params) {
   document.title = `${label} history · optbench`;
   const slot = h("div", { "data-testid": "history" });
   const where = `${dataset}${model ? `, model ${model}` : ""}`;
-  show(h("p", { class: "crumbs" }, h("a", { href: "#/" }, "← Jobs")), h("h1", {}, `${label} on ${where || "?"}`), slot);
+  // The model filter: a new route (the URL says what is shown), models from the catalog.
+  const modelSelect = h("select", {
+    id: "history-model",
+    "data-testid": "history-model",
+    onchange: (e) => { location.hash = historyHref(label, dataset, e.target.value); },
+  });
+  const fillModels = (names) => {
+    const all = model && !names.includes(model) ? [...names, model] : names;
+    modelSelect.replaceChildren(h("option", { value: "" }, "all"), ...all.map((n) => h("option", { value: n }, n)));
+    modelSelect.value = model;
+  };
+  fillModels([]);
+  show(
+    h("p", { class: "crumbs" }, h("a", { href: "#/" }, "← Jobs")),
+    h("h1", {}, `${label} on ${where || "?"}`),
+    h("form", { class: "toolbar filters", onsubmit: (e) => e.preventDefault() }, h("div", { class: "filter" }, h("label", { for: "history-model" }, "Model"), modelSelect)),
+    slot,
+  );
   focusHeading();
   let stopped = false;
+  api("/v1/catalog").then((result) => {
+    if (!stopped && result.ok) fillModels((result.body.models || []).map((m) => m.name));
+  });
 
   (async () => {
     const query = new URLSearchParams({ dataset });
