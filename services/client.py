@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -92,6 +93,23 @@ class ApiClient:
 
     def summary(self, job_id: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/v1/jobs/{job_id}/summary"))
+
+    def compare(self, job_ids: list[str]) -> dict[str, Any]:
+        """The jobs' summaries aligned by optimizer label (``GET /v1/compare``)."""
+        return dict(self._request("GET", "/v1/compare", params={"jobs": ",".join(job_ids)}))
+
+    def history(
+        self, label: str, dataset: str, model: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """One label's rows over the caller's succeeded jobs on ``dataset``
+        (``GET /v1/optimizers/{label}/history``)."""
+        params: dict[str, Any] = {"dataset": dataset}
+        if model:
+            params["model"] = model
+        if limit is not None:
+            params["limit"] = limit
+        path = f"/v1/optimizers/{quote(label, safe='')}/history"
+        return dict(self._request("GET", path, params=params))
 
     def trials(self, job_id: str, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
         """A page of a study's trials (``GET /v1/jobs/{id}/trials``; the API's default page

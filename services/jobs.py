@@ -279,6 +279,7 @@ def listing(
     name: str | None = None,
     dataset: str | None = None,
     model: str | None = None,
+    best: str | None = None,
 ) -> tuple[list[Job], int]:
     """The owner's jobs (everyone's for None), newest first, and how many there are.
 
@@ -286,7 +287,8 @@ def listing(
     case-insensitive; ``dataset`` and ``model`` the spec's ``dataset.name`` and ``model.name``
     exactly (an unknown name is a 422 listing the known ones, not an empty page). They are
     SQL on the stored spec JSON: SQLAlchemy's JSON path renders as ``json_extract`` on SQLite
-    and ``#>>`` on PostgreSQL, so both databases filter before the page is cut."""
+    and ``#>>`` on PostgreSQL, so both databases filter before the page is cut. ``best``: the
+    finished jobs whose stored summary's rank-1 label is this one (``JobOut.best_label``)."""
     conditions = []
     if name:
         conditions.append(Job.name.icontains(name, autoescape=True))
@@ -300,6 +302,8 @@ def listing(
             message = f"no {field} named '{value}'; use one of {', '.join(known)}"
             raise InvalidSpec(f"{field}: {message}", errors=[{"field": field, "message": message}])
         conditions.append(Job.spec[(field, "name")].as_string() == value)
+    if best:
+        conditions.append(Job.status.in_(FINISHED) & (Job.summary["best"].as_string() == best))
     with unit_of_work() as session:
         return store.list_jobs_of(
             session, owner, status=status, limit=limit, offset=offset, where=conditions

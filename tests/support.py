@@ -80,3 +80,18 @@ def fill(path: str, ids: dict[str, str]) -> str | None:
     missing = [name for name in names if name not in ids]
     assert not missing, f"{path}: no test id for {missing}; add one to the isolation tests"
     return path.format(**{name: ids[name] for name in names})
+
+
+# Routes that name owned ids in their query string, not their path: what they get there.
+QUERIES = {
+    "/v1/compare": "jobs={job_id}",
+    "/v1/optimizers/{label}/history": "dataset={dataset_id}",
+}
+
+
+def url_of(path: str, ids: dict[str, str]) -> str | None:
+    """``fill``, with the query of the routes in QUERIES (None: the route names no id)."""
+    url = fill(path, ids)
+    if path in QUERIES:
+        return f"{url or path}?{QUERIES[path].format(**ids)}"
+    return url

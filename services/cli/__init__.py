@@ -14,6 +14,8 @@
     optbench cancel JOB      cancel a queued or running job
     optbench watch JOB       live progress per optimizer (seeds combined), then the summary
     optbench summary JOB     the per-optimizer table
+    optbench compare JOB JOB ...    jobs side by side, rows aligned by optimizer label
+    optbench history LABEL --dataset D    one label's results over your jobs on a data set
     optbench report JOB      write the HTML report (-o FILE)
     optbench export JOB      dump the series (--format csv|json|parquet|tensorboard|mlflow,
                              -o FILE, DIR or URI)
@@ -38,12 +40,13 @@ only inside the commands that train.
 
 Modules: ``base`` (the group, ``main``, exit statuses, shared options, job ids, spec files),
 ``local`` (demo, run, api, worker, migrate, reconcile), ``remote`` (the API commands),
+``compare`` (compare, history: across jobs),
 ``files`` (report, export), ``keys``, ``progress`` (live progress).
 """
 
 # The commands register on the group as their modules load, in the overview's order.
 # isort: off
-from services.cli import local, remote, files, keys  # noqa: F401  (registration)
+from services.cli import local, remote, compare, files, keys  # noqa: F401  (registration)
 
 # isort: on
 from services.cli.base import (

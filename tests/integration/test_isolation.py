@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import Cluster, running_cluster
-from tests.support import fill, v1_operations
+from tests.support import url_of, v1_operations
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,10 @@ def secured(
             180,
             "alice's job to finish",
         )
-        ids = {"job_id": job_id, "dataset_id": upload.json()["id"]}
+        # "label": an optimizer label (the history's path), not an owned id; the history is
+        # reached with alice's data set's id, the comparison with her job's (tests/support.py
+        # QUERIES).
+        ids = {"job_id": job_id, "dataset_id": upload.json()["id"], "label": "adam"}
         yield cluster, {"keys": keys, "ids": ids, "spec": spec}
 
 
@@ -110,7 +113,7 @@ def test_another_owner_gets_404_on_every_route_with_an_id(
     alice, bob = (auth_headers(world["keys"][o]["key"]) for o in ("alice", "bob"))
     checked = []
     for method, path in operations(cluster):
-        url = fill(path, world["ids"])
+        url = url_of(path, world["ids"])
         if url is None:
             continue
         # The 404 below is not a broken path: the owner reaches it (cancelling her finished
@@ -128,6 +131,7 @@ def test_another_owner_gets_404_on_every_route_with_an_id(
             assert cluster.client.get(url, headers=alice).status_code == 200, url
         checked.append(path)
     assert "/v1/jobs/{job_id}/report" in checked and "/v1/datasets/{dataset_id}" in checked
+    assert {"/v1/compare", "/v1/optimizers/{label}/history"} <= set(checked)
     assert ("DELETE", "/v1/jobs/{job_id}") in operations(cluster)
 
 
@@ -152,7 +156,7 @@ def test_no_key_and_a_revoked_key_get_401_on_every_route(
     cluster, world = secured
     revoked = auth_headers(world["keys"]["carol"]["key"])
     for method, path in operations(cluster):
-        url = fill(path, world["ids"]) or path
+        url = url_of(path, world["ids"]) or path
         for headers in ({}, revoked):  # from 127.0.0.1, which AUTH=required does not trust
             response = cluster.client.request(method, url, headers=headers, json={})
             assert response.status_code == 401, (method, url, headers, response.text)

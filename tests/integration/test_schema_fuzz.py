@@ -110,7 +110,8 @@ def world(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             cluster,
             f"http://127.0.0.1:{cluster.api_port}",
             headers,
-            {"job_id": job_id, "dataset_id": upload.json()["id"]},
+            # "label": the history's path (an optimizer label the owner's job trained)
+            {"job_id": job_id, "dataset_id": upload.json()["id"], "label": "adam"},
         )
         # Whatever the fuzzer queued: cancelled, so that the worker stops at once.
         listing = cluster.client.get("/v1/jobs", params={"limit": 200}, headers=headers).json()
@@ -244,6 +245,7 @@ def test_routes_with_ids_answer_as_documented_for_the_owner_s_own_ids(world: Wor
         "GET /v1/jobs/{job_id}/charts",
         "GET /v1/jobs/{job_id}/trials",
         "GET /v1/datasets/{dataset_id}",
+        "GET /v1/optimizers/{label}/history",
     }
     for label, statuses in found.statuses.items():
         reached = 409 if label.endswith("/cancel") else 200

@@ -126,6 +126,8 @@ OPERATION_IDS = {
     ("GET", "/v1/datasets"): "listDatasets",
     ("GET", "/v1/datasets/{dataset_id}"): "getDataset",
     ("DELETE", "/v1/datasets/{dataset_id}"): "deleteDataset",
+    ("GET", "/v1/compare"): "compareJobs",
+    ("GET", "/v1/optimizers/{label}/history"): "getOptimizerHistory",
     ("GET", "/v1/catalog"): "getCatalog",
     ("GET", "/v1/presets"): "getPresets",
     ("GET", "/metrics"): "getPrometheusMetrics",

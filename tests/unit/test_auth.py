@@ -28,7 +28,7 @@ from services.db.models import ApiKey
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec
 from services.settings import get_settings
-from tests.support import fill, local_client, v1_operations
+from tests.support import local_client, url_of, v1_operations
 
 PROBLEM = "application/problem+json"
 SPEC: dict[str, Any] = {
@@ -80,7 +80,8 @@ def owned(app: Any) -> dict[str, str]:
         assert job.status_code == 202, job.text
         data = client.post("/v1/datasets", files={"file": ("d.npz", npz())})
         assert data.status_code == 201, data.text
-    return {"alice": alice, "bob": bob, "job_id": job.json()["id"], "dataset_id": data.json()["id"]}
+    ids = {"job_id": job.json()["id"], "dataset_id": data.json()["id"], "label": "adam"}
+    return {"alice": alice, "bob": bob, **ids}  # label: the history's path, no owned id
 
 
 # --- keys ----------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def assert_401(response: Any) -> dict[str, Any]:
 def every_v1_request(app: Any, ids: dict[str, str]) -> list[tuple[str, str]]:
     operations = v1_operations(app.openapi())
     assert ("POST", "/v1/jobs") in operations and ("GET", "/v1/jobs/{job_id}/report") in operations
-    return [(method, fill(path, ids) or path) for method, path in operations]
+    return [(method, url_of(path, ids) or path) for method, path in operations]
 
 
 def test_every_v1_route_needs_a_key_from_another_machine(owned: dict[str, str], app: Any) -> None:
@@ -238,7 +239,7 @@ def test_auth_required_refuses_loopback_without_a_key(app_factory: Callable[...,
 def test_another_owner_gets_404_on_every_route_with_an_id(owned: dict[str, str], app: Any) -> None:
     checked = []
     for method, path in v1_operations(app.openapi()):
-        url = fill(path, owned)
+        url = url_of(path, owned)
         if url is None:
             continue
         if method != "DELETE":  # alice deleting her own would end the test; below instead
@@ -254,6 +255,7 @@ def test_another_owner_gets_404_on_every_route_with_an_id(owned: dict[str, str],
         assert owned["job_id"] not in response.text or "no job with id" in response.text
         checked.append(path)
     assert {"/v1/jobs/{job_id}", "/v1/datasets/{dataset_id}"} <= set(checked)
+    assert {"/v1/compare", "/v1/optimizers/{label}/history"} <= set(checked)
     assert checked.count("/v1/datasets/{dataset_id}") == 2  # GET and DELETE
     with remote(app, owned["alice"]) as alice:  # her own deletions get past the owner check
         # (the loop cancelled her job: POST .../cancel, so it may be deleted)

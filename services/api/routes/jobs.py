@@ -101,11 +101,20 @@ def list_jobs(
     model: Annotated[
         str | None, Query(max_length=64, description="the spec's model name, e.g. mlp")
     ] = None,
+    best: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="the best optimizer: finished jobs whose rank-1 label (best_label) "
+            "is this one, e.g. adam",
+        ),
+    ] = None,
 ) -> JobPage:
-    """The caller's jobs, newest first; ``name``, ``dataset``, ``model`` and ``status``
-    narrow the list (all that are given must hold; an unknown data set or model is a 422)."""
+    """The caller's jobs, newest first; ``name``, ``dataset``, ``model``, ``best`` and
+    ``status`` narrow the list (all that are given must hold; an unknown data set or model
+    is a 422)."""
     items, total = jobs.listing(
-        status, limit, offset, owner=owner, name=name, dataset=dataset, model=model
+        status, limit, offset, owner=owner, name=name, dataset=dataset, model=model, best=best
     )
     return JobPage(items=[JobOut.of(job) for job in items], total=total, limit=limit, offset=offset)
 

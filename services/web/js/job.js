@@ -6,6 +6,7 @@ import { api, poller } from "./api.js";
 import { mountJobCharts } from "./charts.js";
 import { announce, focusHeading, h, main, show } from "./dom.js";
 import { dash, fmtDuration, fmtTime, progressText } from "./format.js";
+import { datasetKey, historyHref } from "./history.js";
 import { runsRenderer } from "./runs.js";
 import { studyProgressText } from "./series.js";
 import { summaryTable } from "./summary.js";
@@ -127,8 +128,11 @@ export function jobView(id) {
     }
   }
 
-  function renderSummary(status) {
-    if (summaryData) summarySlot.replaceChildren(summaryTable(summaryData, status));
+  function renderSummary(status, spec) {
+    // Each label links to its history over the caller's jobs on this data set.
+    const dataset = datasetKey(spec && spec.dataset);
+    const href = dataset ? (label) => historyHref(label, dataset) : null;
+    if (summaryData) summarySlot.replaceChildren(summaryTable(summaryData, status, href));
   }
 
   function notFound(result) {
@@ -164,7 +168,7 @@ export function jobView(id) {
       if (lastStatus !== null) announce(`Job ${job.status}`);
       lastStatus = job.status;
     }
-    renderSummary(job.status);
+    renderSummary(job.status, job.spec);
     main.dataset.jobStatus = job.status;
     return !FINISHED.has(job.status);
   }

@@ -1,16 +1,19 @@
 // #/ the job list: name, data set, model, best optimizer, status, progress, duration, created.
 //
-// Filters (name substring, data set, model, status) are kept in the hash (#/?name=..&dataset=..)
-// so that a reload or a shared link shows the same list; the API filters (GET /v1/jobs).
+// Filters (name substring, data set, model, status, best optimizer) are kept in the hash
+// (#/?name=..&dataset=..) so that a reload or a shared link shows the same list; the API
+// filters (GET /v1/jobs). A checkbox per row picks jobs; "Compare" opens #/compare?jobs=..
+// (compare.js) with the picked ones, in the order they were picked.
 
 import { api, poller } from "./api.js";
-import { focusHeading, h, show } from "./dom.js";
+import { announce, focusHeading, h, show } from "./dom.js";
 import { dash, fmtDuration, fmtTime, progressText } from "./format.js";
 import { STATUSES, problemBox, setProgress, statusBadge } from "./widgets.js";
 
 const REFRESH_MS = 2000;
 const TYPING_MS = 250; // wait this long after the last key before asking the API
-export const FILTERS = ["name", "dataset", "model", "status"];
+export const FILTERS = ["name", "dataset", "model", "status", "best"];
+const MAX_PICKED = 8; // what GET /v1/compare takes
 
 let catalogNames = null; // {datasets: [...], models: [...]} once the catalog has loaded
 
@@ -43,6 +46,8 @@ export function listView(params) {
   const rows = new Map();
   let latest = 0; // the newest request: an older answer that lands later is dropped
   let typing = null;
+  let typingBest = null;
+  const picked = new Set(); // job ids, in the order picked; kept across pages and refreshes
 
   const tbody = h("tbody");
   const count = h("p", { class: "muted", "data-testid": "jobs-count", "aria-live": "polite" });
@@ -74,6 +79,24 @@ export function listView(params) {
     },
   });
   nameInput.value = filters.name;
+  const bestInput = h("input", {
+    id: "best-filter",
+    type: "search",
+    autocomplete: "off",
+    spellcheck: "false",
+    placeholder: "label, e.g. adam",
+    "data-testid": "best-filter",
+    oninput: () => {
+      clearTimeout(typingBest);
+      typingBest = setTimeout(() => changed("best", bestInput.value.trim()), TYPING_MS);
+    },
+  });
+  bestInput.value = filters.best;
+  const compareButton = h(
+    "button",
+    { type: "button", class: "button secondary", "data-testid": "compare-picked", disabled: true, onclick: openComparison },
+    "Compare",
+  );
   const select = (key) =>
     h("select", { id: `${key}-filter`, "data-testid": `${key}-filter`, onchange: (e) => changed(key, e.target.value) });
   const datasetSelect = select("dataset");
@@ -103,7 +126,7 @@ export function listView(params) {
     "table",
     { class: "jobs", "data-testid": "jobs-table" },
     h("caption", { class: "visually-hidden" }, "Jobs, newest first"),
-    h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, h("span", { class: "visually-hidden" }, "Pick to compare")), headers.map((t) => h("th", { scope: "col" }, t)))),
     tbody,
   );
   const field = (id, label, control) =>
@@ -114,6 +137,7 @@ export function listView(params) {
       "div",
       { class: "title-row" },
       h("h1", {}, "Jobs"),
+      compareButton,
       h("a", { class: "button", href: "#/new", "data-testid": "new-job" }, "New job"),
     ),
     h(
@@ -123,6 +147,7 @@ export function listView(params) {
       field("dataset-filter", "Data set", datasetSelect),
       field("model-filter", "Model", modelSelect),
       field("status-filter", "Status", statusSelect),
+      field("best-filter", "Best optimizer", bestInput),
       count,
     ),
     problemSlot,
@@ -144,6 +169,7 @@ export function listView(params) {
   function clearFilters() {
     for (const key of FILTERS) filters[key] = "";
     nameInput.value = "";
+    bestInput.value = "";
     for (const s of [datasetSelect, modelSelect, statusSelect]) s.value = "";
     paging.offset = 0;
     keepInHash();
@@ -160,6 +186,30 @@ export function listView(params) {
   function page(direction) {
     paging.offset = Math.max(0, paging.offset + direction * paging.limit);
     refresh();
+  }
+
+  function pickedChanged() {
+    compareButton.disabled = picked.size < 2;
+    compareButton.textContent = picked.size ? `Compare (${picked.size})` : "Compare";
+    compareButton.title = picked.size < 2 ? "pick two jobs or more with the checkboxes" : `compare the ${picked.size} picked jobs`;
+  }
+
+  function openComparison() {
+    if (picked.size >= 2) location.hash = `#/compare?jobs=${[...picked].join(",")}`;
+  }
+
+  function pickBox(job) {
+    const box = h("input", { type: "checkbox", "data-testid": "job-pick", "aria-label": `pick ${job.name || job.id} to compare` });
+    box.checked = picked.has(job.id);
+    box.addEventListener("change", () => {
+      if (box.checked && picked.size >= MAX_PICKED) {
+        box.checked = false;
+        announce(`At most ${MAX_PICKED} jobs can be compared at once`);
+      } else if (box.checked) picked.add(job.id);
+      else picked.delete(job.id);
+      pickedChanged();
+    });
+    return box;
   }
 
   function rowFor(job) {
@@ -180,6 +230,7 @@ export function listView(params) {
       const tr = h(
         "tr",
         { "data-testid": "job-row", "data-job-id": job.id },
+        h("td", { class: "pick" }, pickBox(job)),
         h("th", { scope: "row" }, cells.link, " ", cells.id),
         cells.dataset,
         cells.model,
@@ -252,6 +303,7 @@ export function listView(params) {
   return {
     stop() {
       clearTimeout(typing);
+      clearTimeout(typingBest);
       handle.stop();
     },
   };

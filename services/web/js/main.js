@@ -1,13 +1,17 @@
 // optbench web page: a single-page app over the HTTP API, ES modules, no build step.
 //
 // Hash routes: #/ the jobs (#/?name=..&dataset=..&model=..&status=.. filtered), #/jobs/<id>
-// one job, #/new the form, #/key the API key. Every request goes to this origin's /v1 API
-// (api.js); views that show something running poll it. Each view returns {stop()}, called
-// when the route changes. Suites: #/suites the caller's suites, #/suites/<id> one suite.
+// one job, #/new the form, #/key the API key, #/compare?jobs=<id>,<id> jobs side by side,
+// #/history/<label>?dataset=.. one optimizer label over the jobs, #/suites the caller's
+// suites, #/suites/<id> one suite. Every request goes to this origin's /v1 API (api.js);
+// views that show something running poll it. Each view returns {stop()}, called when the
+// route changes.
 
 import { keyHeaders, storedKey } from "./api.js";
+import { compareView } from "./compare.js";
 import { announce, focusHeading, h, main, show } from "./dom.js";
 import { formView } from "./form.js";
+import { historyView } from "./history.js";
 import { jobView } from "./job.js";
 import { keyView } from "./key.js";
 import { listView } from "./list.js";
@@ -51,6 +55,8 @@ function route() {
   else if (jobMatch) current = jobView(jobMatch[1]);
   else if (path === "/suites") current = suitesView();
   else if (suiteMatch) current = suiteView(suiteMatch[1]);
+  else if (path === "/compare") current = compareView(params);
+  else if (path.startsWith("/history/")) current = historyView(path.slice("/history/".length), params);
   else current = notFoundView(path);
 }
 

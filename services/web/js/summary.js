@@ -57,8 +57,9 @@ function rankCell(row, status) {
   return h("span", { class: "provisional", title: `rank so far: ${row.rank ?? dash}` }, "provisional");
 }
 
-/** The table for `summary` (GET /v1/jobs/{id}/summary) of a job in `status`. */
-export function summaryTable(summary, status) {
+/** The table for `summary` (GET /v1/jobs/{id}/summary) of a job in `status`; with
+ * `labelHref` (label → URL) each label links there (the label's history across jobs). */
+export function summaryTable(summary, status, labelHref = null) {
   const rows = summary.optimizers || [];
   const target = summary.target || {};
   const finished = FINISHED.has(status);
@@ -98,7 +99,7 @@ export function summaryTable(summary, status) {
           "tr",
           { "data-testid": "summary-row", "data-label": row.label },
           ranked ? h("td", { class: "num", "data-testid": "rank" }, rankCell(row, status)) : null,
-          h("th", { scope: "row" }, row.label),
+          h("th", { scope: "row" }, labelHref ? h("a", { href: labelHref(row.label), title: `${row.label} over your jobs`, "data-testid": "history-link" }, row.label) : row.label),
           columns.map(([, cell]) => h("td", { class: "num" }, cell(row))),
         ),
       ),
