@@ -121,7 +121,10 @@ def _resnet(blocks: int) -> list[ParameterInfo]:
                 *_norm(f"{prefix}body.4."),
             ]
             if stage > 0 and block == 0:  # stride 2 and twice the channels: a projection
-                out += [*_layer(f"{prefix}skip.0.", "matrix", 4, bias=False), *_norm(f"{prefix}skip.1.")]
+                out += [
+                    *_layer(f"{prefix}skip.0.", "matrix", 4, bias=False),
+                    *_norm(f"{prefix}skip.1."),
+                ]
             index += 1
     return out + _layer(f"{index + 2}.", "output", 2)
 
@@ -201,7 +204,7 @@ def resolve(
         if not mine:
             raise GroupError(
                 f"{where}groups[{index}]: params {selector!r} selects no parameter"
-                + (f" the earlier groups left" if taken else "")
+                + (" the earlier groups left" if taken else "")
                 + f"; {describe_model_list(parameters)}"
             )
         twice = [p.name for p in mine if p.name in taken]
@@ -241,9 +244,7 @@ def _split(
     if on:
         out.append(ResolvedGroup(name, kwargs, tuple(p.name for p in on)))
     if off:
-        out.append(
-            ResolvedGroup(name, {**kwargs, "weight_decay": 0.0}, tuple(p.name for p in off))
-        )
+        out.append(ResolvedGroup(name, {**kwargs, "weight_decay": 0.0}, tuple(p.name for p in off)))
     return out
 
 

@@ -8,8 +8,8 @@ from pydantic import Field, field_validator, model_validator
 
 from services.spec.base import StrictModel
 from services.spec.data import DatasetSpec, dataset_task
-from services.spec.models import IMAGE_DATASETS, ModelSpec
 from services.spec.groups import GroupError, model_parameters
+from services.spec.models import IMAGE_DATASETS, ModelSpec
 from services.spec.optimizers import REFUSED, OptimizerEntry, canonical_name, resolve_groups
 from services.spec.tuning import TuningSpec
 

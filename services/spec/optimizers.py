@@ -385,7 +385,7 @@ class OptimizerEntryBase(StrictModel):
     no_decay: Selector | None = Field(
         default=None,
         description="of the parameters this entry's own optimizer trains, those these select "
-        "(roles or name globs, e.g. [\"bias\", \"norm\"]) get weight_decay 0",
+        '(roles or name globs, e.g. ["bias", "norm"]) get weight_decay 0',
     )
 
     @property

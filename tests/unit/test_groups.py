@@ -323,7 +323,9 @@ def test_grouped_entries_store_the_same_fused_and_alone(image_folder: Path) -> N
         "groups": [{"params": ["1.weight", "3.weight"], "name": "muon", "lr": 0.02}],
     }
     images = DatasetConfig("mnist", {"folder": str(image_folder)})
-    config = job([grouped(lenet, {"name": "cnn"})], seeds=(0, 1), epochs=1, model=ModelConfig("cnn", {}))
+    config = job(
+        [grouped(lenet, {"name": "cnn"})], seeds=(0, 1), epochs=1, model=ModelConfig("cnn", {})
+    )
     config = dataclasses.replace(config, dataset=images, batch_size=32, dtype="float64")
     fused = train(dataclasses.replace(config, fuse="always"))
     alone = train(dataclasses.replace(config, fuse="never"))

@@ -70,9 +70,7 @@ class GroupedOptimizer(torch.optim.Optimizer):
             optimizer.load_state_dict(state)
 
 
-def build_grouped(
-    config: OptimizerConfig, named: dict[str, torch.Tensor]
-) -> torch.optim.Optimizer:
+def build_grouped(config: OptimizerConfig, named: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
     """The optimizers of a grouped entry over a member's parameters (``named``: by module
     name), one per group, as one ``GroupedOptimizer``; every parameter in exactly one group."""
     assigned = [name for group in config.groups for name in group.parameters]
