@@ -482,3 +482,27 @@ def test_the_catalog_lists_each_models_parameters_and_roles() -> None:
     assert {"matrix", "bias", "norm", "input", "output", "rest"} == set(
         catalog()["parameter_groups"]["roles"]
     )
+
+
+def test_a_study_searches_a_groups_hyperparameter() -> None:
+    from services.db.models import Run
+    from services.study.phases import _setting, sampled_values
+
+    spec = {
+        "dataset": {"name": "digits", "val_fraction": 0.2},
+        "model": MLP,
+        "optimizers": [MUON_ADAMW | {"search": {"groups.0.lr": {"log_uniform": [1e-3, 0.1]}}}],
+        "tuning": {"trials": 4},
+    }
+    entry = JobSpec.model_validate(spec).optimizers[0]
+    stored = _setting(entry, {"groups.0.lr": 0.05})
+    assert stored["groups"][0]["lr"] == 0.05 and stored["lr"] == 0.003  # the group's, only
+    assert sampled_values(Run(hyperparameters=stored), entry) == {"groups.0.lr": 0.05}
+    spec["optimizers"][0]["search"] = {"groups.0.lr": {"log_uniform": [1e-3, 1e7]}}
+    with pytest.raises(ValidationError) as caught:
+        JobSpec.model_validate(spec)
+    [message] = [str(e) for e in field_errors(caught.value.errors())]
+    assert message == (
+        "optimizers[0].search.groups.0.lr: 10000000.0 is outside what groups.0.lr accepts "
+        "(allowed: 0 < groups.0.lr <= 1e+06)"
+    )
