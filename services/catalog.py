@@ -13,7 +13,8 @@ from services.spec.landscapes import LANDSCAPE_MODELS
 from services.spec.optimizers import ENTRY_MODELS
 from services.spec.schedules import ScheduleSpec
 
-_NOT_PARAMETERS = {"name", "label", "schedule"}
+# Entry fields that are not the optimizer's hyperparameters (groups: "parameter_groups" below).
+_NOT_PARAMETERS = {"name", "label", "schedule", "groups", "no_decay"}
 
 
 def _parameters(model: type[BaseModel]) -> dict[str, Any]:
@@ -71,5 +72,13 @@ def catalog() -> dict[str, Any]:
         "parameter_groups": {
             "selectors": SELECTOR_HELP,
             "roles": ROLES | {REST: "every parameter no earlier group took (the last group)"},
+            "example": {
+                "label": "muon+adamw",
+                "name": "adamw",
+                "lr": 0.003,
+                "weight_decay": 0.01,
+                "no_decay": ["bias", "norm"],
+                "groups": [{"params": "matrix", "name": "muon", "lr": 0.02}],
+            },
         },
     }

@@ -289,6 +289,7 @@ class CatalogModel(CatalogEntry):
 class CatalogParameterGroups(BaseModel):
     selectors: str
     roles: dict[str, str]  # role -> which parameters have it
+    example: dict[str, Any]  # an optimizer entry with groups
 
 
 class CatalogOut(BaseModel):

@@ -32,7 +32,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -252,7 +252,8 @@ def describe_model_list(parameters: Sequence[ParameterInfo]) -> str:
     return "the model's parameters: " + ", ".join(p.describe() for p in parameters)
 
 
-Selector = str | list[str]
+_Item = Annotated[str, Field(min_length=1, max_length=200)]
+Selector = _Item | Annotated[list[_Item], Field(min_length=1, max_length=64)]
 
 
 class ParameterGroupSpec(BaseModel):

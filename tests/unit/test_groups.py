@@ -506,3 +506,53 @@ def test_a_study_searches_a_groups_hyperparameter() -> None:
         "optimizers[0].search.groups.0.lr: 10000000.0 is outside what groups.0.lr accepts "
         "(allowed: 0 < groups.0.lr <= 1e+06)"
     )
+
+
+def test_a_stored_grouped_job_trains_through_the_worker_path(embedded_home: Path) -> None:
+    from services.db import store
+    from services.db.models import StepMetric
+    from services.db.session import unit_of_work
+    from workers.execution import execute_job
+
+    plain = {"name": "adamw", "lr": 0.003, "weight_decay": 0.01}
+    spec = {
+        "dataset": {"name": "digits"},
+        "model": MLP,
+        "optimizers": [MUON_ADAMW | {"no_decay": ["bias"]}, plain],
+        "epochs": 1,
+        "execution": {"dtype": "float64"},
+    }
+    with unit_of_work() as session:
+        job_id = str(store.create_job(session, JobSpec.model_validate(spec)).id)
+    assert execute_job(job_id) == "succeeded"
+    with unit_of_work() as session:
+        job = store.get_job(session, job_id)
+        runs = {run.label: run for run in job.runs}
+        grouped = runs["muon+adamw"]
+        assert grouped.status == "succeeded" and grouped.fused, grouped.fusion
+        assert grouped.hyperparameters["groups"][0] == {
+            "params": "matrix",
+            "name": "muon",
+            "lr": 0.02,
+            "weight_decay": 0.1,
+            "momentum": 0.95,
+            "nesterov": True,
+            "ns_coefficients": [3.4445, -4.775, 2.0315],
+            "eps": 1e-07,
+            "ns_steps": 5,
+            "adjust_lr_fn": None,
+        }
+        assert grouped.hyperparameters["no_decay"] == ["bias"]
+        losses = {
+            label: [
+                row.loss
+                for row in sorted(
+                    session.query(StepMetric).filter(StepMetric.run_id == run.id),
+                    key=lambda row: row.step,
+                )
+            ]
+            for label, run in runs.items()
+        }
+    # The same start and batches: the first loss is AdamW's; then Muon's steps differ.
+    assert losses["muon+adamw"][0] == pytest.approx(losses["adamw"][0], rel=1e-12)
+    assert losses["muon+adamw"][-1] != pytest.approx(losses["adamw"][-1], rel=1e-3)
