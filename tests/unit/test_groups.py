@@ -343,6 +343,22 @@ def test_a_schedule_sets_every_groups_rate_and_the_first_groups_is_recorded() ->
     assert lrs == pytest.approx([0.02, 0.018, 0.0162])  # Muon's, groups[0]
 
 
+def test_a_schedule_scales_each_groups_own_rate() -> None:
+    matrix, bias = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
+    grouped = GroupedOptimizer(
+        [torch.optim.Muon([matrix], lr=0.02), torch.optim.AdamW([bias], lr=0.003)]
+    )
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(grouped, gamma=0.5)
+    for _ in range(2):
+        matrix.grad, bias.grad = torch.ones(2, 2), torch.ones(2)
+        grouped.step()
+        scheduler.step()
+    muon, adamw = grouped.optimizers
+    assert muon.param_groups[0]["lr"] == pytest.approx(0.005)
+    assert adamw.param_groups[0]["lr"] == pytest.approx(0.00075)
+    assert grouped.defaults == {}  # two classes: a one-cycle schedule cycles no momentum
+
+
 def test_a_grouped_optimizer_resumes_from_its_state() -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)).double()
 
