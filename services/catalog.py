@@ -8,11 +8,13 @@ from typing import Any, get_args
 from pydantic import BaseModel
 
 from services.spec import CATALOG, DATASET_MODELS, MODEL_MODELS, REFUSED
+from services.spec.groups import REST, ROLES, SELECTOR_HELP, model_parameters
 from services.spec.landscapes import LANDSCAPE_MODELS
 from services.spec.optimizers import ENTRY_MODELS
 from services.spec.schedules import ScheduleSpec
 
-_NOT_PARAMETERS = {"name", "label", "schedule"}
+# Entry fields that are not the optimizer's hyperparameters (groups: "parameter_groups" below).
+_NOT_PARAMETERS = {"name", "label", "schedule", "groups", "no_decay"}
 
 
 def _parameters(model: type[BaseModel]) -> dict[str, Any]:
@@ -32,13 +34,26 @@ def _task(name: str, model: type[BaseModel]) -> str:
     return "landscape" if name in LANDSCAPE_MODELS else str(getattr(model, "task", ""))
 
 
+def _model(name: str, model: type[BaseModel]) -> dict[str, Any]:
+    """A model's entry, with the parameters (names and roles) its default spec builds: what
+    an optimizer entry's ``groups`` select (services/spec/groups.py)."""
+    default = model.model_validate({"name": name})
+    return {
+        **_entry(name, model),
+        "named_parameters_of": default.model_dump(mode="json"),
+        "named_parameters": [
+            {"name": p.name, "role": p.role, "ndim": p.ndim} for p in model_parameters(default)
+        ],
+    }
+
+
 def catalog() -> dict[str, Any]:
     schedules = get_args(get_args(ScheduleSpec)[0])
     return {
         "datasets": [
             _entry(name, model, task=_task(name, model)) for name, model in DATASET_MODELS.items()
         ],
-        "models": [_entry(name, model) for name, model in MODEL_MODELS.items()],
+        "models": [_model(name, model) for name, model in MODEL_MODELS.items()],
         "optimizers": [
             {
                 "name": name,
@@ -54,4 +69,16 @@ def catalog() -> dict[str, Any]:
             _entry(get_args(model.model_fields["name"].annotation)[0], model) for model in schedules
         ],
         "refused_optimizers": REFUSED,
+        "parameter_groups": {
+            "selectors": SELECTOR_HELP,
+            "roles": ROLES | {REST: "every parameter no earlier group took (the last group)"},
+            "example": {
+                "label": "muon+adamw",
+                "name": "adamw",
+                "lr": 0.003,
+                "weight_decay": 0.01,
+                "no_decay": ["bias", "norm"],
+                "groups": [{"params": "matrix", "name": "muon", "lr": 0.02}],
+            },
+        },
     }

@@ -24,6 +24,8 @@ from services.db.models import TRIAL, Job, Run
 from services.db.session import unit_of_work
 from services.settings import Settings
 from services.spec import CATALOG, JobSpec, OptimizerEntry, TargetSpec
+from services.spec.groups import ParameterInfo, model_parameters
+from services.spec.optimizers import resolve_groups
 from services.study.phases import BASELINE_SUFFIX
 from services.study.pruning import to_prune
 from workers.engine import (
@@ -34,7 +36,7 @@ from workers.engine import (
     OptimizerConfig,
     RunConfig,
 )
-from workers.engine.config import PruningConfig
+from workers.engine.config import ParameterGroupConfig, PruningConfig
 
 
 def pick_device(setting: str) -> str:
@@ -94,7 +96,8 @@ def job_config(
     """Translate the job's validated ``spec`` and its stored runs into the engine's frozen
     configuration."""
     entries = {entry.display_label: entry for entry in spec.optimizers}
-    runs = tuple(_run_config(run, entries) for run in job.runs)
+    parameters = model_parameters(spec.model)
+    runs = tuple(_run_config(run, entries, parameters) for run in job.runs)
     return JobConfig(
         dataset=dataset_config(session, spec, settings),
         model=ModelConfig(spec.model.name, spec.model.model_dump(exclude={"name"})),
@@ -114,12 +117,18 @@ def job_config(
     )
 
 
-def _run_config(run: Run, entries: dict[str, OptimizerEntry]) -> RunConfig:
+def _run_config(
+    run: Run, entries: dict[str, OptimizerEntry], parameters: list[ParameterInfo]
+) -> RunConfig:
     """A stored run as the engine takes it. A study's runs carry their own setting: a
     searched schedule is stored under ``schedule`` in their hyperparameters, and a baseline's
-    label (``<label>:one-shot``) names the entry it comes from."""
+    label (``<label>:one-shot``) names the entry it comes from. A grouped entry's ``groups``
+    and ``no_decay`` become the engine's parameter groups, by parameter name."""
     hyperparameters = dict(run.hyperparameters)
     schedule = hyperparameters.pop("schedule", None)
+    groups = parameter_groups(run.optimizer, hyperparameters, parameters)
+    hyperparameters.pop("groups", None)
+    hyperparameters.pop("no_decay", None)
     entry = entries.get(run.label) or entries[run.label.removesuffix(BASELINE_SUFFIX)]
     return RunConfig(
         key=run.id,
@@ -131,8 +140,27 @@ def _run_config(run: Run, entries: dict[str, OptimizerEntry]) -> RunConfig:
             hyperparameters=hyperparameters,
             full_batch=CATALOG[run.optimizer].full_batch,
             schedule=schedule or _schedule(entry),
+            groups=groups,
         ),
         trial=run.role == TRIAL,
+    )
+
+
+def parameter_groups(
+    name: str, hyperparameters: dict[str, Any], parameters: list[ParameterInfo]
+) -> tuple[ParameterGroupConfig, ...]:
+    """The engine's parameter groups of a run of optimizer ``name`` with these stored
+    hyperparameters (none for an entry without ``groups`` or ``no_decay``)."""
+    if "groups" not in hyperparameters and "no_decay" not in hyperparameters:
+        return ()
+    return tuple(
+        ParameterGroupConfig(
+            name=group.name,
+            torch_class=CATALOG[group.name].torch_class,
+            hyperparameters={**group.hyperparameters, **CATALOG[group.name].fixed},
+            parameters=group.parameters,
+        )
+        for group in resolve_groups(name, hyperparameters, parameters)
     )
 
 

@@ -279,12 +279,26 @@ class CatalogOptimizer(CatalogEntry):
     fixed: dict[str, Any]
 
 
+class CatalogModel(CatalogEntry):
+    # The parameters the default spec (named_parameters_of) builds, with their roles: what
+    # an optimizer entry's parameter groups select (services/spec/groups.py).
+    named_parameters_of: dict[str, Any]
+    named_parameters: list[dict[str, Any]]  # {"name": "1.weight", "role": "input", "ndim": 2}
+
+
+class CatalogParameterGroups(BaseModel):
+    selectors: str
+    roles: dict[str, str]  # role -> which parameters have it
+    example: dict[str, Any]  # an optimizer entry with groups
+
+
 class CatalogOut(BaseModel):
     datasets: list[CatalogDataset]
-    models: list[CatalogEntry]
+    models: list[CatalogModel]
     optimizers: list[CatalogOptimizer]
     schedules: list[CatalogEntry]
     refused_optimizers: dict[str, str]  # torch.optim class -> why a job cannot name it
+    parameter_groups: CatalogParameterGroups
 
 
 # --- GET /healthz, /readyz (services/api/routes/system.py) ---

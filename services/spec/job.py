@@ -8,8 +8,9 @@ from pydantic import Field, field_validator, model_validator
 
 from services.spec.base import StrictModel
 from services.spec.data import DatasetSpec, dataset_task
+from services.spec.groups import GroupError, model_parameters
 from services.spec.models import IMAGE_DATASETS, ModelSpec
-from services.spec.optimizers import REFUSED, OptimizerEntry, canonical_name
+from services.spec.optimizers import REFUSED, OptimizerEntry, canonical_name, resolve_groups
 from services.spec.tuning import TuningSpec
 
 TargetMetric = Literal[
@@ -180,6 +181,33 @@ class JobSpec(StrictModel):
                 f"target.metric: '{self.target.metric}' does not fit a {self.task} data set; "
                 f"use one of {', '.join(TASK_METRICS[self.task])}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _groups_fit_model(self) -> JobSpec:
+        """Every entry's parameter groups fit the model (services/spec/groups.py): each group
+        selects something, no parameter is selected twice, and an optimizer of matrices only
+        (Muon) gets only 2-D ones (so Muon alone is refused on a model with biases)."""
+        parameters = model_parameters(self.model)
+        for index, entry in enumerate(self.optimizers):
+            grouped = entry.groups is not None or entry.no_decay is not None
+            if not grouped and not entry.info.matrices_only:
+                continue
+            if not parameters:  # the landscapes' point
+                raise ValueError(
+                    f"optimizers[{index}]: a landscape trains one parameter, the point (x, y); "
+                    + (
+                        "parameter groups need a model"
+                        if grouped
+                        else f"{entry.info.torch_class} updates 2-D matrices only"
+                    )
+                )
+            try:
+                resolve_groups(
+                    entry.name, entry.hyperparameters(), parameters, where=f"optimizers[{index}]."
+                )
+            except GroupError as error:
+                raise ValueError(str(error)) from None
         return self
 
     @model_validator(mode="after")

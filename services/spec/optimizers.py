@@ -17,9 +17,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag, create_model, model_validator
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
 from services.spec.base import StrictModel
+from services.spec.groups import (
+    GroupError,
+    ParameterGroupSpec,
+    ParameterInfo,
+    ResolvedGroup,
+    Selector,
+    check_selector,
+    describe_model_list,
+    resolve,
+)
 from services.spec.schedules import ScheduleSpec
 from services.spec.tuning import Distribution, check_space
 
@@ -47,6 +65,8 @@ class OptimizerInfo:
     params: dict[str, Param]
     fixed: dict[str, Any] = field(default_factory=dict)
     full_batch: bool = False
+    # Updates 2-D matrices only (Muon): its parameters must all be 2-D (services/spec/groups.py).
+    matrices_only: bool = False
 
 
 def _lr(default: float) -> Param:
@@ -290,6 +310,35 @@ CATALOG: dict[str, OptimizerInfo] = {
                 "weight_decay": _WD,
             },
         ),
+        OptimizerInfo(
+            "muon",
+            "Muon",
+            "Muon: momentum orthogonalised by Newton-Schulz iterations, for 2-D hidden weight "
+            "matrices (the other parameters train with another optimizer: 'groups').",
+            {
+                "lr": _lr(1e-3),
+                "weight_decay": Param(Decay, 0.1, "decoupled weight decay"),
+                "momentum": Param(Unit, 0.95, "momentum factor"),
+                "nesterov": Param(bool, True, "Nesterov momentum"),
+                "ns_coefficients": Param(
+                    tuple[float, float, float],
+                    (3.4445, -4.775, 2.0315),
+                    "coefficients of the quintic Newton-Schulz iteration",
+                ),
+                "eps": Param(Epsilon, 1e-7, "term added to the norm before orthogonalising"),
+                "ns_steps": Param(
+                    Annotated[int, Field(ge=1, le=100)], 5, "Newton-Schulz iterations per step"
+                ),
+                "adjust_lr_fn": Param(
+                    Literal["original", "match_rms_adamw"] | None,
+                    None,
+                    "scaling of lr by the matrix's shape: null or 'original' "
+                    "(sqrt(max(1, rows / cols))), 'match_rms_adamw' (0.2 sqrt(max(rows, cols)): "
+                    "AdamW's lr and weight decay carry over)",
+                ),
+            },
+            matrices_only=True,
+        ),
     ]
 }
 
@@ -297,8 +346,6 @@ CATALOG: dict[str, OptimizerInfo] = {
 REFUSED: dict[str, str] = {
     "sparseadam": "SparseAdam needs sparse gradients (nn.Embedding(sparse=True)), which no "
     "optbench model produces; use 'adam' or 'adamw'",
-    "muon": "Muon updates 2-D weight matrices only and needs a second optimizer for biases, "
-    "which a single optimizer entry cannot express yet; use 'adamw' or 'nag'",
 }
 
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(CATALOG)
@@ -328,6 +375,18 @@ class OptimizerEntryBase(StrictModel):
         "the entry's own values are its one-shot setting (see the job's 'tuning')",
         max_length=32,
     )
+    groups: list[ParameterGroupSpec] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="parameter groups, each with its own optimizer and hyperparameters "
+        "(services/spec/groups.py); parameters no group selects train with this entry's",
+    )
+    no_decay: Selector | None = Field(
+        default=None,
+        description="of the parameters this entry's own optimizer trains, those these select "
+        '(roles or name globs, e.g. ["bias", "norm"]) get weight_decay 0',
+    )
 
     @property
     def info(self) -> OptimizerInfo:
@@ -344,14 +403,157 @@ class OptimizerEntryBase(StrictModel):
             values.get("momentum", 0) <= 0 or values.get("dampening", 0)
         ):
             raise ValueError("nesterov=true needs momentum > 0 and dampening 0")
+        if self.groups is not None or self.no_decay is not None:
+            _check_groups(self)
         if self.search:
             check_space(self)
         return self
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The keyword arguments of the torch constructor (the user's values and the fixed ones)."""
-        values = self.model_dump(exclude={"name", "label", "schedule", "search"})
-        return {**values, **self.info.fixed}
+        """The keyword arguments of the torch constructor (the user's values and the fixed ones);
+        a grouped entry's also hold ``groups`` and ``no_decay`` as ``group_settings`` gives
+        them (the engine's adapter takes them out)."""
+        values = self.model_dump(exclude=_NOT_TORCH_ARGUMENTS)
+        return {**values, **self.info.fixed, **self.group_settings()}
+
+    def group_settings(self) -> dict[str, Any]:
+        """What a run stores of the entry's groups: each group's selector, optimizer and
+        every torch keyword argument it trains with (inherited ones included), as JSON."""
+        settings: dict[str, Any] = {}
+        if self.groups is not None:
+            settings["groups"] = [
+                {
+                    "params": group.params,
+                    "name": entry.name,
+                    **_json(entry.hyperparameters()),
+                    **({"no_decay": group.no_decay} if group.no_decay is not None else {}),
+                }
+                for group, entry in zip(self.groups, group_entries(self), strict=True)
+            ]
+        if self.no_decay is not None:
+            settings["no_decay"] = self.no_decay
+        return settings
+
+
+_NOT_TORCH_ARGUMENTS = {"name", "label", "schedule", "search", "groups", "no_decay"}
+
+
+def _json(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+# Parameter groups (services/spec/groups.py): the checks that need no model. Which parameters
+# each group selects depends on the model, so the job checks that (services/spec/job.py).
+def group_entries(entry: OptimizerEntryBase) -> list[OptimizerEntryBase]:
+    """Each group of ``entry`` as an entry of its own optimizer: the entry's values under the
+    group's where the group trains the entry's own optimizer, that optimizer's defaults under
+    them otherwise. ValueError naming the group's field when a value is not allowed."""
+    own = entry.model_dump(exclude=_NOT_TORCH_ARGUMENTS)
+    out = []
+    for index, group in enumerate(entry.groups or ()):
+        name = canonical_name(group.name) if group.name is not None else entry.name
+        where = f"groups[{index}]"
+        if name not in CATALOG:
+            allowed = ", ".join(n for n in OPTIMIZER_NAMES if _groupable(n))
+            if isinstance(name, str) and name in REFUSED:
+                raise ValueError(f"{where}.name: {REFUSED[name]}")
+            raise ValueError(
+                f"{where}.name: {group.name!r} is an unknown optimizer name; allowed in a group "
+                f"(case-insensitive): {allowed}"
+            )
+        info = CATALOG[name]
+        if not _groupable(name):
+            raise ValueError(
+                f"{where}.name: {name} cannot train a group: "
+                + (
+                    "its full-batch schedule is the entry's (name it on the entry)"
+                    if info.full_batch
+                    else "it takes one parameter group and re-evaluates the loss itself"
+                )
+            )
+        given = group.hyperparameters
+        unknown = sorted(set(given) - set(info.params))
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown key {', '.join(map(repr, unknown))}; allowed keys: params, "
+                f"name, no_decay and {name}'s hyperparameters: {', '.join(info.params)}"
+            )
+        values = {**(own if name == entry.name else {}), **given}
+        try:
+            out.append(ENTRY_MODELS[name].model_validate({"name": name, **values}))
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ValueError(f"{where}{'.' + field if field else ''}: {message}") from None
+    return out
+
+
+def _groupable(name: str) -> bool:
+    info = CATALOG[name]
+    return not info.full_batch and info.torch_class != "LBFGS"
+
+
+def _check_groups(entry: OptimizerEntryBase) -> None:
+    if not _groupable(entry.name) and entry.name != "gd":
+        raise ValueError(
+            f"groups: {entry.info.torch_class} takes one parameter group (its closure "
+            "re-evaluates the loss over all of them); drop 'groups' and 'no_decay'"
+        )
+    groups = entry.groups or []
+    for index, group in enumerate(groups):
+        try:
+            check_selector(group.params, last=index == len(groups) - 1)
+        except ValueError as error:
+            raise ValueError(f"groups[{index}].{error}") from None
+    entries = group_entries(entry)
+    for where, no_decay, info in [
+        ("no_decay", entry.no_decay, entry.info),
+        *(
+            (f"groups[{i}].no_decay", g.no_decay, e.info)
+            for i, (g, e) in enumerate(zip(groups, entries, strict=True))
+        ),
+    ]:
+        if no_decay is not None:
+            try:
+                check_selector(no_decay, last=False)
+            except ValueError:
+                raise ValueError(
+                    f"{where}: give roles or name globs; 'rest' selects nothing here"
+                ) from None
+            if "weight_decay" not in info.params:
+                raise ValueError(f"{where}: {info.name} has no weight_decay to turn off")
+
+
+def resolve_groups(
+    name: str, hyperparameters: dict[str, Any], parameters: list[ParameterInfo], where: str = ""
+) -> list[ResolvedGroup]:
+    """The torch parameter groups of a run of optimizer ``name`` with the stored
+    ``hyperparameters`` (``OptimizerEntryBase.hyperparameters``: ``groups`` and ``no_decay``
+    among them) on a model with ``parameters``. ``GroupError`` (its message prefixed with
+    ``where``) when the groups do not fit the model, or give an optimizer that updates
+    matrices only (Muon) a parameter that is not one."""
+    own = {k: v for k, v in hyperparameters.items() if k not in ("groups", "no_decay")}
+    groups = hyperparameters.get("groups") or []
+    resolved = resolve(name, own, groups, hyperparameters.get("no_decay"), parameters, where)
+    ndim = {p.name: p for p in parameters}
+    for group in resolved:
+        info = CATALOG[group.name]
+        others = [ndim[n] for n in group.parameters if ndim[n].ndim != 2]
+        if info.matrices_only and others:
+            index = next(
+                (i for i, g in enumerate(groups) if canonical_name(g["name"]) == group.name), None
+            )
+            place = f"groups[{index}]" if index is not None else "name"
+            listed = ", ".join(p.describe() for p in others)
+            raise GroupError(
+                f"{where}{place}: {info.torch_class} updates 2-D weight matrices only, and would "
+                f"get {listed}; give it the hidden matrices and the rest another optimizer, e.g. "
+                '"name": "adamw", "groups": [{"params": "matrix", "name": "muon"}] (on a '
+                "convolutional model select the linear layers by name: their matrices are "
+                f"2-D, the convolutions' 4-D); {describe_model_list(parameters)}"
+            )
+    return resolved
 
 
 def _entry_model(info: OptimizerInfo) -> type[OptimizerEntryBase]:

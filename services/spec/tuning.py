@@ -8,8 +8,9 @@ protocol (services/study/ runs them).
                            "reduction_factor": 3},
                "rerun_seeds": 5, "baseline": true}
 
-A search names any hyperparameter of its entry (``betas.0`` for one element of a pair) or of
-its schedule (``schedule.warmup_steps``). Each distribution is checked against the
+A search names any hyperparameter of its entry (``betas.0`` for one element of a pair), of
+its schedule (``schedule.warmup_steps``) or of one of its parameter groups (``groups.0.lr``:
+the first group's; services/spec/groups.py). Each distribution is checked against the
 hyperparameter's own bounds: its ends (or every listed value) must be values the entry
 accepts, so a bad space is a 422 naming the field and the allowed range. The entry's given
 values are its one-shot setting: with ``baseline`` they are rerun beside the tuned setting.
@@ -172,6 +173,11 @@ def apply(entry: Any, values: dict[str, Any]) -> Any:
         head, _, rest = key.partition(".")
         if head == "schedule":
             data["schedule"] = {**data["schedule"], rest: value}
+        elif head == "groups":
+            index, _, name = rest.partition(".")
+            groups = list(data["groups"])
+            groups[int(index)] = {**groups[int(index)], name: value}
+            data["groups"] = groups
         elif rest:
             items = list(data[head])
             items[int(rest)] = value
@@ -199,6 +205,13 @@ def allowed_range(entry: Any, key: str) -> str | None:
     import typing
 
     head, _, rest = key.partition(".")
+    if head == "groups":
+        from services.spec.optimizers import group_entries
+
+        index, _, name = rest.partition(".")
+        group = type(group_entries(entry)[int(index)])
+        field = group.model_fields.get(name)
+        return _constraints(field.metadata) if field is not None else None
     model = type(entry.schedule) if head == "schedule" and entry.schedule else type(entry)
     field = model.model_fields.get(rest if head == "schedule" else head)
     if field is None:
@@ -219,11 +232,16 @@ def check_space(entry: Any) -> None:
     from pydantic import ValidationError
 
     allowed = [
-        k for k in type(entry).model_fields if k not in ("name", "label", "schedule", "search")
+        k
+        for k in type(entry).model_fields
+        if k not in ("name", "label", "schedule", "search", "groups", "no_decay")
     ]
     for key, distribution in (entry.search or {}).items():
         head, _, rest = key.partition(".")
-        if head == "schedule":
+        current: Any
+        if head == "groups":
+            current = _group_value(entry, key)
+        elif head == "schedule":
             if entry.schedule is None or rest not in type(entry.schedule).model_fields:
                 fields = sorted(type(entry.schedule).model_fields) if entry.schedule else []
                 raise ValueError(
@@ -245,9 +263,11 @@ def check_space(entry: Any) -> None:
             and int(rest) < len(getattr(entry, head))
         ):
             raise ValueError(f"search.{key}: '{head}' has no element {rest}")
-        current = getattr(entry.schedule, rest) if head == "schedule" else getattr(entry, head)
-        if rest and head != "schedule":
-            current = current[int(rest)]
+        if head == "schedule":
+            current = getattr(entry.schedule, rest)
+        elif head != "groups":
+            current = getattr(entry, head)
+            current = current[int(rest)] if rest else current
         if (
             distribution.kind in ("log_uniform", "uniform")
             and isinstance(current, bool | int)
@@ -267,3 +287,26 @@ def check_space(entry: Any) -> None:
                 raise ValueError(
                     f"search.{key}: {value!r} is outside what {key} accepts ({accepts})"
                 ) from None
+
+
+def _group_value(entry: Any, key: str) -> Any:
+    """The value a group's searched hyperparameter (``groups.<index>.<name>``) has now;
+    ValueError naming the groups and their hyperparameters when the key names neither."""
+    from services.spec.optimizers import group_entries
+
+    _, _, rest = key.partition(".")
+    index, _, name = rest.partition(".")
+    groups = group_entries(entry)
+    if not (index.isdigit() and int(index) < len(groups)):
+        raise ValueError(
+            f"search.{key}: the entry has {len(groups)} parameter group(s); name one as "
+            "groups.<index>.<hyperparameter>, e.g. groups.0.lr"
+        )
+    group = groups[int(index)]
+    searchable = [k for k in group.info.params]
+    if name not in searchable:
+        raise ValueError(
+            f"search.{key}: '{name}' is not a hyperparameter of groups[{index}] ({group.name}); "
+            f"searchable: {', '.join(searchable)}"
+        )
+    return getattr(group, name)

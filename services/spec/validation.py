@@ -23,8 +23,13 @@ _UNION_TAGS = {
     "schedule": set(SCHEDULE_NAMES),
 }
 _PATH_IN_MESSAGE = re.compile(r"^(?P<field>[a-z_]+(\[\d+\])?(\.[a-z_]+)?): (?P<message>.*)$", re.S)
-# A path relative to the entry that raised it: an optimizer entry's search space key.
-_RELATIVE_PATH = re.compile(r"^(?P<field>search\.[A-Za-z0-9_.]+): (?P<message>.*)$", re.S)
+# A path relative to the entry that raised it: an optimizer entry's search space key, one of
+# its parameter groups (groups[1].lr) or its no_decay.
+_RELATIVE_PATH = re.compile(
+    r"^(?P<field>search\.[A-Za-z0-9_.]+|groups(\[\d+\])?[A-Za-z0-9_.\[\]]*|no_decay): "
+    r"(?P<message>.*)$",
+    re.S,
+)
 
 
 @dataclass(frozen=True)

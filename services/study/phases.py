@@ -81,6 +81,9 @@ def sampled_values(run: Run, entry: Any) -> dict[str, Any]:
         head, _, rest = key.partition(".")
         if head == "schedule":
             out[key] = (run.hyperparameters.get("schedule") or {}).get(rest)
+        elif head == "groups":  # groups.<index>.<hyperparameter>
+            index, _, name = rest.partition(".")
+            out[key] = run.hyperparameters["groups"][int(index)][name]
         elif rest:
             out[key] = run.hyperparameters[head][int(rest)]
         else:

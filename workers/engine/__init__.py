@@ -1,7 +1,14 @@
 """The training engine: pure torch. It knows nothing of Celery, SQL or Prometheus and reports
 everything through hooks (workers/engine/hooks.py); adapters live in workers/sinks/."""
 
-from workers.engine.config import DatasetConfig, JobConfig, ModelConfig, OptimizerConfig, RunConfig
+from workers.engine.config import (
+    DatasetConfig,
+    JobConfig,
+    ModelConfig,
+    OptimizerConfig,
+    ParameterGroupConfig,
+    RunConfig,
+)
 from workers.engine.experiment import Experiment
 from workers.engine.hooks import EpochRecord, Hooks, RunResult, StepColumns, StepRecord
 from workers.engine.plan import RunGroup
@@ -14,6 +21,7 @@ __all__ = [
     "JobConfig",
     "ModelConfig",
     "OptimizerConfig",
+    "ParameterGroupConfig",
     "RunConfig",
     "RunGroup",
     "RunResult",

@@ -63,6 +63,18 @@ class ParameterBank:
             for name, (start, end) in self._offsets.items()
         ]
 
+    def member_named_parameters(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's parameters, one leaf view each under its module name (a grouped entry's
+        optimizers each take theirs: member k's own slices of the bank, so an optimizer over
+        whole matrices, Muon's, steps each member's matrix on its own)."""
+        return {
+            name: _leaf_view(
+                self.values[k, start:end].view(self.shapes[name]),
+                self.grads[k, start:end].view(self.shapes[name]),
+            )
+            for name, (start, end) in self._offsets.items()
+        }
+
     def member_values(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's parameters under their module names: copies, not views of the bank."""
         return {

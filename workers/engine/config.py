@@ -29,6 +29,18 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ParameterGroupConfig:
+    """One parameter group of a grouped entry (services/spec/groups.py resolved it): the
+    parameters, by their names in the module's ``named_parameters()``, that one optimizer
+    updates with these keyword arguments."""
+
+    name: str  # the catalog name
+    torch_class: str
+    hyperparameters: dict[str, Any]
+    parameters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class OptimizerConfig:
     label: str  # unique within the job
     name: str  # the catalog name (gd, nag, adamw, ...)
@@ -36,6 +48,16 @@ class OptimizerConfig:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     full_batch: bool = False
     schedule: dict[str, Any] | None = None  # {"name": "cosine", ...}; see engine/schedules.py
+    # Parameter groups, each with its own optimizer; empty: every parameter trains with this
+    # entry's own (torch_class, hyperparameters). Every parameter is in exactly one group.
+    groups: tuple[ParameterGroupConfig, ...] = ()
+
+    @property
+    def torch_classes(self) -> tuple[str, ...]:
+        """Every optimizer class the entry steps: its groups', or its own."""
+        if self.groups:
+            return tuple(dict.fromkeys(group.torch_class for group in self.groups))
+        return (self.torch_class,)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,11 @@ class Members:
         """What member k's optimizer of ``torch_class`` updates."""
         raise NotImplementedError
 
+    def named_parameters(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's parameters under their module names, one tensor each (what a grouped
+        entry's optimizers split between them)."""
+        raise NotImplementedError
+
     def zero_grad(self) -> None:
         raise NotImplementedError
 
@@ -85,6 +90,9 @@ class ModuleMember(Members):
     def parameters(self, k: int, torch_class: str) -> list[torch.Tensor]:
         return self._parameters
 
+    def named_parameters(self, k: int) -> dict[str, torch.Tensor]:
+        return dict(self.module.named_parameters())
+
     def zero_grad(self) -> None:
         for parameter in self._parameters:
             parameter.grad = None
@@ -107,6 +115,9 @@ class _BankMembers(Members):
 
     def parameters(self, k: int, torch_class: str) -> list[torch.Tensor]:
         return self.bank.member_parameters(k, flat=torch_class in ELEMENTWISE)
+
+    def named_parameters(self, k: int) -> dict[str, torch.Tensor]:
+        return self.bank.member_named_parameters(k)
 
     def zero_grad(self) -> None:
         self.bank.zero_grad()

@@ -36,3 +36,54 @@ def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
 
 def needs_closure_class(torch_class: str) -> bool:
     return torch_class == "LBFGS"
+
+
+# Parameter groups (services/spec/groups.py): each group's optimizer over its own parameters.
+class GroupedOptimizer(torch.optim.Optimizer):
+    """Several optimizers stepped as one: what a learning-rate scheduler, the checkpoint and
+    the recorder see of a grouped entry. Its ``param_groups`` are the optimizers' own group
+    dicts (the same objects), so a schedule sets every group's rate, each relative to its own
+    initial rate, and the first group's rate is the one recorded."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+        classes = {type(optimizer) for optimizer in optimizers}
+        # One class: its defaults (a one-cycle schedule cycles its momentum); several: none,
+        # since a schedule that cycles momentum would set one class's key on the other's.
+        defaults = dict(optimizers[0].defaults) if len(classes) == 1 else {}
+        groups = [group for optimizer in optimizers for group in optimizer.param_groups]
+        super().__init__(groups, defaults)
+
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for optimizer, state in zip(self.optimizers, state_dict["optimizers"], strict=True):
+            optimizer.load_state_dict(state)
+
+
+def build_grouped(config: OptimizerConfig, named: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
+    """The optimizers of a grouped entry over a member's parameters (``named``: by module
+    name), one per group, as one ``GroupedOptimizer``; every parameter in exactly one group."""
+    assigned = [name for group in config.groups for name in group.parameters]
+    if sorted(assigned) != sorted(named) or len(set(assigned)) != len(assigned):
+        raise ValueError(
+            f"the parameter groups of '{config.label}' name {sorted(assigned)}, but the model's "
+            f"parameters are {sorted(named)}; each must be in exactly one group"
+        )
+    optimizers = [
+        build(
+            OptimizerConfig(config.label, group.name, group.torch_class, group.hyperparameters),
+            [named[name] for name in group.parameters],
+        )
+        for group in config.groups
+    ]
+    return GroupedOptimizer(optimizers)

@@ -62,8 +62,9 @@ def plan(
     groups: list[RunGroup] = []
     by_schedule: dict[bool, list[RunConfig]] = {}
     for run in runs:
-        if optimizers.needs_closure_class(run.optimizer.torch_class):
-            reason = f"{run.optimizer.torch_class} re-evaluates the loss through a closure"
+        closure = [c for c in run.optimizer.torch_classes if optimizers.needs_closure_class(c)]
+        if closure:
+            reason = f"{closure[0]} re-evaluates the loss through a closure"
             groups.append(RunGroup((run,), fused=False, reason=reason))
         else:
             full_batch = run.optimizer.full_batch and not one_schedule

@@ -50,9 +50,13 @@ class Update:
 
     @classmethod
     def build(cls, run: RunConfig, members: Members, k: int, total_steps: int) -> Update:
-        optimizer = optimizers.build(
-            run.optimizer, members.parameters(k, run.optimizer.torch_class)
-        )
+        optimizer: torch.optim.Optimizer
+        if run.optimizer.groups:  # one optimizer per group, stepped as one
+            optimizer = optimizers.build_grouped(run.optimizer, members.named_parameters(k))
+        else:
+            optimizer = optimizers.build(
+                run.optimizer, members.parameters(k, run.optimizer.torch_class)
+            )
         return cls(optimizer, schedules.build(run.optimizer.schedule, optimizer, total_steps))
 
     @property
