@@ -15,7 +15,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from services import jobs as job_cases
 from services import reconcile, retention
 from services.api import errors, request_context, security
-from services.api.routes import datasets, jobs, metrics, system, trials, web
+from services.api.routes import datasets, jobs, metrics, suites, system, trials, web
 from services.api.routes import report as report_routes
 from services.settings import get_settings
 from services.telemetry import register_jobs_collector, set_build_info
@@ -68,6 +68,7 @@ def create_app() -> FastAPI:
     app.include_router(trials.router)
     app.include_router(report_routes.router)
     app.include_router(datasets.router)
+    app.include_router(suites.router)
     app.include_router(system.router)
     app.include_router(web.router)
     app.include_router(web.presets_router)
