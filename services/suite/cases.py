@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import delete as sa_delete
 from sqlalchemy.exc import IntegrityError
 
 from services import jobs as job_cases
@@ -181,5 +182,11 @@ def delete(suite_id: uuid.UUID | str, *, owner: str | None = None) -> dict[str, 
         for job in jobs:
             for name, count in store.delete_job_rows(session, job.id).items():
                 totals[name] = totals.get(name, 0) + count
-        session.delete(suite)
+        # A statement, not session.delete: the ORM would first set the loaded jobs' suite_id
+        # to NULL, on rows already gone.
+        session.execute(
+            sa_delete(Suite)
+            .where(Suite.id == suite.id)
+            .execution_options(synchronize_session=False)
+        )
         return {"id": suite.id, "jobs": len(jobs), "deleted": totals}

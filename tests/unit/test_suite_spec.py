@@ -91,6 +91,6 @@ def test_shrunk_caps_epochs_trials_and_studies() -> None:
     small = SuiteSpec.model_validate(shrunk(LECTURE_SUITE, epochs=2, trials=2, studies=2))
     assert all(w.epochs <= 2 for w in small.workloads if w.model.name != "point")  # type: ignore[attr-defined]
     landscape = next(w for w in small.workloads if w.model.name == "point")  # type: ignore[attr-defined]
-    assert landscape.epochs == round(200 * 2 / 6)  # scaled like the sample workloads
+    assert landscape.epochs == round(200 * 2 / 8)  # scaled like the sample workloads
     assert small.tuning.trials == 2 and small.studies == 2
-    assert SuiteSpec.model_validate(LECTURE_SUITE).workloads[0].epochs == 6  # not mutated
+    assert SuiteSpec.model_validate(LECTURE_SUITE).workloads[0].epochs == 8  # not mutated
