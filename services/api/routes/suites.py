@@ -27,7 +27,7 @@ def _spec(body: dict[str, Any]) -> SuiteSpec:
 
     if set(body) == {"preset"}:
         preset = body["preset"]
-        if preset not in SUITE_PRESETS:
+        if not isinstance(preset, str) or preset not in SUITE_PRESETS:
             message = f"'{preset}' is not a suite preset; use one of {', '.join(SUITE_PRESETS)}"
             raise InvalidSpec(
                 f"preset: {message}", errors=[{"field": "preset", "message": message}]
@@ -90,6 +90,13 @@ def list_suites(
     return SuitePage(
         items=[SuiteOut.of(suite) for suite in items], total=total, limit=limit, offset=offset
     )
+
+
+@router.get("/presets", operation_id="listSuitePresets", response_model=dict[str, SuiteSpec])
+def suite_presets() -> dict[str, SuiteSpec]:
+    """The built-in suites by name (``lecture``: LECTURE_SUITE), for a form's preset buttons;
+    ``POST /v1/suites`` takes ``{"preset": NAME}`` for any of them."""
+    return {name: SuiteSpec.model_validate(spec) for name, spec in SUITE_PRESETS.items()}
 
 
 @router.get(
