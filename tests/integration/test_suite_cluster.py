@@ -165,7 +165,9 @@ def test_the_built_in_suite_on_the_cluster(cluster: Cluster) -> None:
             assert cell["t_per_study"] == [None if math.isinf(t) else t for t in per_study]
             median = statistics.median(per_study)
             assert cell["t"] == (None if math.isinf(median) else median)
-            epochs = [e for study in stored for e in study["reruns"][label] if e is not None]
+            reruns = [e for study in stored for e in study["reruns"].get(label, [])]
+            assert cell["speed_reruns"] == len(reruns)  # none where every trial diverged
+            epochs = [e for e in reruns if e is not None]
             speed = cell["speed_epochs"]
             assert speed == (pytest.approx(statistics.fmean(epochs)) if epochs else None)
         assert workload["budget"] >= 2  # the longest trial: 2 epochs of mini-batches
