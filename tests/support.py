@@ -80,3 +80,21 @@ def fill(path: str, ids: dict[str, str]) -> str | None:
     missing = [name for name in names if name not in ids]
     assert not missing, f"{path}: no test id for {missing}; add one to the isolation tests"
     return path.format(**{name: ids[name] for name in names})
+
+
+# The smallest suite (services/spec/suite.py): one workload, one searched entry, one trial and
+# one rerun; for the tests that need a suite id on every route (isolation, auth).
+TINY_SUITE: dict[str, Any] = {
+    "name": "tiny suite",
+    "workloads": [
+        {
+            "name": "iris-linear",
+            "dataset": {"name": "iris"},
+            "model": {"name": "linear"},
+            "epochs": 1,
+            "target": {"metric": "val_accuracy", "value": 0.5},
+        }
+    ],
+    "optimizers": [{"name": "sgd", "lr": 0.1, "search": {"lr": {"log_uniform": [0.01, 1.0]}}}],
+    "tuning": {"trials": 1, "rerun_seeds": 1, "baseline": False},
+}

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import Cluster, running_cluster
-from tests.support import fill, v1_operations
+from tests.support import TINY_SUITE, fill, v1_operations
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,18 @@ def secured(
             180,
             "alice's job to finish",
         )
-        ids = {"job_id": job_id, "dataset_id": upload.json()["id"]}
+        suite = cluster.client.post("/v1/suites", json=TINY_SUITE, headers=alice)
+        assert suite.status_code == 202, suite.text
+        suite_id = suite.json()["id"]
+        cluster.wait_for(
+            lambda: (
+                cluster.client.get(f"/v1/suites/{suite_id}", headers=alice).json()["status"]
+                in ("succeeded", "failed")
+            ),
+            180,
+            "alice's suite to finish",
+        )
+        ids = {"job_id": job_id, "dataset_id": upload.json()["id"], "suite_id": suite_id}
         yield cluster, {"keys": keys, "ids": ids, "spec": spec}
 
 
@@ -139,7 +150,8 @@ def test_listings_and_specs_see_only_the_owner_s(
     assert cluster.client.get("/v1/jobs", headers=bob).json()["total"] == 0
     assert cluster.client.get("/v1/datasets", headers=bob).json()["total"] == 0
     mine = cluster.client.get("/v1/jobs", headers=alice).json()["items"]
-    assert [job["id"] for job in mine] == [world["ids"]["job_id"]]
+    assert [job["id"] for job in mine if job["suite_id"] is None] == [world["ids"]["job_id"]]
+    assert {job["suite_id"] for job in mine} == {None, world["ids"]["suite_id"]}
     # bob may not train on alice's upload: the same answer as for one that does not exist
     refused = cluster.client.post("/v1/jobs", json=world["spec"], headers=bob)
     assert refused.status_code == 422
