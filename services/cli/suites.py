@@ -115,7 +115,7 @@ def scores(suite_id: str, url: str | None, key: str | None, as_json: bool) -> in
     """The score table of SUITE (rank, score, speedup, workloads solved) and every t(s, w);
     --json prints the whole scores document (GET /v1/suites/{id}/scores)."""
     with client(url, key) as api:
-        document = api._request("GET", f"/v1/suites/{suite_id}/scores")
+        document = api.suite_scores(suite_id)
     if as_json:
         print_json(document)
     else:
@@ -131,7 +131,7 @@ def scores(suite_id: str, url: str | None, key: str | None, as_json: bool) -> in
 def report(suite_id: str, output: Path, url: str | None, key: str | None) -> int:
     """Write the self-contained HTML report of SUITE to OUTPUT."""
     with client(url, key) as api:
-        output.write_text(api._send("GET", f"/v1/suites/{suite_id}/report").text)
+        output.write_text(api.suite_report(suite_id))
     print(f"wrote {output}")
     return OK
 
@@ -212,7 +212,7 @@ def _run(data: Mapping[str, Any], **options: Any) -> int:
 
 
 def _submit_and_follow(api: ApiClient, spec: dict[str, Any], options: Mapping[str, Any]) -> Any:
-    created = api._request("POST", "/v1/suites", json=spec)
+    created = api.submit_suite(spec)
     suite_id = created["id"]
     print(
         f"submitted suite {suite_id}: {created['name']} ({len(created['jobs'])} tuning studies)",
@@ -220,7 +220,7 @@ def _submit_and_follow(api: ApiClient, spec: dict[str, Any], options: Mapping[st
     )
     shown = None
     while True:
-        state = api._request("GET", f"/v1/suites/{suite_id}")
+        state = api.suite(suite_id)
         done = sum(job["status"] in FINISHED for job in state["jobs"])
         running = [
             f"{job['workload']}/{job['study']}" for job in state["jobs"]
@@ -236,8 +236,8 @@ def _submit_and_follow(api: ApiClient, spec: dict[str, Any], options: Mapping[st
             break
         time.sleep(1.0)
     if options["report_path"]:
-        options["report_path"].write_text(api._send("GET", f"/v1/suites/{suite_id}/report").text)
-    return api._request("GET", f"/v1/suites/{suite_id}/scores")
+        options["report_path"].write_text(api.suite_report(suite_id))
+    return api.suite_scores(suite_id)
 
 
 @contextmanager
