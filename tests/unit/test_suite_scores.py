@@ -188,3 +188,68 @@ def test_time_measure_seconds_reads_the_attributed_training_seconds() -> None:
     assert cell(result, "c", "w4")["t"] == pytest.approx(0.25)
     # misses count budget + 1 = 2 s: c/a = (2/0.1) * 2 * 1 * (0.25/2) = 5
     assert row(result, "c")["geomean_speedup"] == pytest.approx(5**0.25)
+
+
+def test_workload_times_read_trials_reruns_and_the_budget_in_either_measure() -> None:
+    from types import SimpleNamespace
+
+    from services.spec.suite import SuiteSpec
+    from services.suite.results import workload_times
+
+    spec = {
+        "workloads": [
+            {
+                "name": "iris",
+                "dataset": {"name": "iris"},
+                "model": {"name": "linear"},
+                "epochs": 3,
+                "target": {"metric": "val_accuracy", "value": 0.8},
+            }
+        ],
+        "optimizers": [
+            {"name": "gd", "lr": 0.5, "search": {"lr": {"log_uniform": [0.1, 1.0]}}},
+            {"name": "sgd", "lr": 0.1, "search": {"lr": {"log_uniform": [0.01, 1.0]}}},
+        ],
+        "tuning": {"trials": 2, "rerun_seeds": 1, "baseline": False},
+    }
+
+    def run(id: int, label: str, role: str, total: int, diverged: bool = False) -> Any:
+        return SimpleNamespace(
+            id=id, label=label, role=role, seed=0, diverged=diverged, total_steps=total
+        )
+
+    def epochs(accuracies: list[float], steps_per_epoch: int) -> dict[str, list[Any]]:
+        n = len(accuracies)
+        return {
+            "epoch": list(range(1, n + 1)),
+            "step": [steps_per_epoch * k for k in range(1, n + 1)],
+            "train_loss": [1.0] * n,
+            "val_accuracy": accuracies,
+            "train_seconds": [0.25 * k * steps_per_epoch for k in range(1, n + 1)],
+        }
+
+    runs = [
+        run(1, "gd", "trial", 3),  # reaches 0.8 at epoch 2: step 2, 0.5 s
+        run(2, "gd", "trial", 3, diverged=True),  # diverged: a miss whatever it stored
+        run(3, "sgd", "trial", 30),  # epoch 3: step 30, 7.5 s
+        run(4, "sgd", "trial", 30),  # never
+        run(5, "gd", "rerun", 3),  # epoch 1
+        run(6, "sgd", "rerun", 30),  # never
+    ]
+    stored = {
+        1: epochs([0.5, 0.85, 0.9], 1),
+        2: epochs([0.9, 0.9, 0.9], 1),
+        3: epochs([0.5, 0.6, 0.8], 10),
+        4: epochs([0.5, 0.6, 0.7], 10),
+        5: epochs([0.81, 0.9, 0.9], 1),
+        6: epochs([0.1, 0.2, 0.3], 10),
+    }
+    job = SimpleNamespace(suite_study=0, runs=runs)
+    (steps,) = workload_times(SuiteSpec.model_validate(spec), {"iris": [job]}, stored)
+    assert steps.trials == {"gd": [[2.0, None]], "sgd": [[30.0, None]]}
+    assert steps.rerun_epochs == {"gd": [1.0], "sgd": [None]}
+    assert steps.budget == 30  # the longest trial (sgd's mini-batches), not gd's 3 steps
+    seconds_spec = SuiteSpec.model_validate({**spec, "time_measure": "seconds"})
+    (seconds,) = workload_times(seconds_spec, {"iris": [job]}, stored)
+    assert seconds.trials == {"gd": [[0.5, None]], "sgd": [[7.5, None]]}
+    assert seconds.budget == 7.5  # the longest stored trial's training seconds
