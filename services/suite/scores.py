@@ -7,8 +7,11 @@ checks each against hand-computed values):
   seconds) at the end of the first epoch whose target metric reached the workload's target
   (services/summary.py computes it per run); a trial that never reaches it is a miss (∞).
 - **t(s, w)**: per study, the fastest trial of optimizer ``s`` on workload ``w`` (the
-  minimum over its trials: AlgoPerf's ``get_best_trial_index`` takes the trial that reaches
-  the target at the earliest evaluation); then the **median over the studies**
+  minimum of its trials' times; AlgoPerf's ``get_best_trial_index`` takes the trial that
+  reaches the target at the earliest evaluation index, the same trial when the trials share
+  an evaluation schedule, as one optimizer's trials do here in steps: every epoch ends at
+  the same step; in seconds the minimum time is taken, the issue's "fastest trial");
+  then the **median over the studies**
   (``np.median`` in ``get_workloads_time_to_target``): a study whose trials all missed
   counts as ∞ inside the median, so with 3 studies one miss still leaves a finite median,
   two do not, and with an even count a single ∞ makes the mean of the middle pair ∞.
