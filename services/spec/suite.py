@@ -139,10 +139,11 @@ def _searched(entry: dict[str, Any]) -> dict[str, Any]:
 # The built-in suite (issue 15): the lecture's eight optimizers, each learning rate searched
 # over LECTURE_TUNED_RANGES (two decades around the lecture's value), on six small workloads
 # of the catalog, each with a target most tuned optimizers reach within its epochs (so that
-# times to target, not only misses, separate them). One protocol for all: 8 quasirandom
-# trials per optimizer, the best rerun on 2 fresh seeds (DeepOBS speed), no one-shot baseline
-# (the suite scores the tuned optimizers). No pruning: a rung is an epoch, and the
-# landscape's epochs are single steps, where halving at epoch 2 would judge on noise. Three
+# times to target, not only misses, separate them). One protocol for all: 16 quasirandom
+# trials per optimizer (the tuned preset's), the best rerun on 3 fresh seeds (DeepOBS speed),
+# no one-shot baseline (the suite scores the tuned optimizers). No pruning: a rung is an
+# epoch, and the landscape's epochs are single steps, where halving at epoch 2 would judge on
+# noise. Three
 # studies per workload, as AlgoPerf runs, so that t(s, w) is a median of three searches.
 # Budget measured through `optbench suite lecture` in README ("Suites").
 LECTURE_SUITE: dict[str, Any] = {
@@ -199,9 +200,9 @@ LECTURE_SUITE: dict[str, Any] = {
     ],
     "optimizers": [_searched(entry) for entry in LECTURE_SPEC["optimizers"]],
     "tuning": {
-        "trials": 8,
+        "trials": 16,
         "sampler": "quasirandom",
-        "rerun_seeds": 2,
+        "rerun_seeds": 3,
         "baseline": False,
     },
     "studies": 3,
