@@ -1,8 +1,8 @@
 """The built-in suite end to end at a reduced budget, the ways people run it:
 
 - on the cluster (``optbench api`` and ``optbench worker`` processes, PostgreSQL, Redis:
-  tests/integration/conftest.py ``cluster``), submitted as ``POST /v1/suites``: every child
-  study succeeds, every t(s, w) of ``GET /v1/suites/{id}/scores`` is recomputed here from
+  tests/integration/conftest.py ``cluster``), through ``optbench suite lecture --url``
+  (shrunk): every child study succeeds, every t(s, w) of the scores is recomputed from
   the stored epoch rows (the first epoch reaching the target, the fastest trial), then r,
   rho, B and the speedup from those t's, and the report renders; deleting the suite deletes
   its jobs;
@@ -19,7 +19,6 @@ import os
 import statistics
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -126,27 +125,32 @@ def check_document(document: dict[str, Any], spec: dict[str, Any]) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
-def test_the_built_in_suite_on_the_cluster(cluster: Cluster) -> None:
-    key = str(uuid.uuid4())
-    response = cluster.client.post("/v1/suites", json=SMALL, headers={"Idempotency-Key": key})
-    assert response.status_code == 202, response.text
-    suite = response.json()
-    assert len(suite["jobs"]) == 2 * len(SMALL["workloads"])
-    again = cluster.client.post("/v1/suites", json=SMALL, headers={"Idempotency-Key": key})
-    assert again.status_code == 200 and again.json()["id"] == suite["id"]
-    cluster.wait_for(
-        lambda: (
-            cluster.client.get(f"/v1/suites/{suite['id']}").json()["status"]
-            in ("succeeded", "failed", "cancelled")
-        ),
-        240,
-        "the suite to finish",
-    )
-    state = cluster.client.get(f"/v1/suites/{suite['id']}").json()
+def test_optbench_suite_lecture_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    report = tmp_path / "suite.html"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "services.cli", "suite", "lecture",
+            "--url", f"http://127.0.0.1:{cluster.api_port}",
+            "--epochs", "2", "--trials", "2", "--reruns", "1", "--studies", "2",
+            "--json", "-o", str(report),
+        ],
+        env={k: v for k, v in os.environ.items() if k != "OPTBENCH_API_KEY"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    state = cluster.client.get(f"/v1/suites/{document['suite_id']}").json()
     assert state["status"] == "succeeded", state
+    assert len(state["jobs"]) == 2 * len(SMALL["workloads"])
     assert {job["status"] for job in state["jobs"]} == {"succeeded"}
-    document = cluster.client.get(f"/v1/suites/{suite['id']}/scores").json()
+    assert document == {
+        **cluster.client.get(f"/v1/suites/{state['id']}/scores").json(),
+        "wall_seconds": document["wall_seconds"],
+    }
     check_document(document, SMALL)
+    suite = state
     # every t recomputed from the stored rows: per study its fastest trial, then the median
     cells = {(c["optimizer"], c["workload"]): c for c in document["cells"]}
     for workload in document["workloads"]:
@@ -171,9 +175,10 @@ def test_the_built_in_suite_on_the_cluster(cluster: Cluster) -> None:
             speed = cell["speed_epochs"]
             assert speed == (pytest.approx(statistics.fmean(epochs)) if epochs else None)
         assert workload["budget"] >= 2  # the longest trial: 2 epochs of mini-batches
-    report = cluster.client.get(f"/v1/suites/{suite['id']}/report")
-    assert report.status_code == 200 and "text/html" in report.headers["content-type"]
-    assert all(label in report.text for label in LABELS)
+    page = cluster.client.get(f"/v1/suites/{suite['id']}/report")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert all(label in page.text for label in LABELS)
+    assert report.read_text() == page.text
     child = state["jobs"][0]["job_id"]
     assert cluster.client.delete(f"/v1/jobs/{child}").status_code == 409  # the suite's
     deleted = cluster.client.delete(f"/v1/suites/{suite['id']}")

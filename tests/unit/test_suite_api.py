@@ -101,3 +101,18 @@ def test_a_suite_counts_as_one_job_in_flight_and_follows_its_jobs(
             store.get_job(session, job["job_id"], with_runs=False).status = "succeeded"
         store.get_job(session, suite["jobs"][1]["job_id"], with_runs=False).status = "failed"
     assert client.get(f"/v1/suites/{suite['id']}").json()["status"] == "failed"
+
+
+def test_an_idempotency_key_answers_with_the_suite_it_created(
+    client: TestClient, embedded_home: Path
+) -> None:
+    headers = {"Idempotency-Key": "suite-1"}
+    first = client.post("/v1/suites", json=SMALL, headers=headers)
+    again = client.post("/v1/suites", json=SMALL, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert queued_messages(embedded_home) == len(first.json()["jobs"])  # sent once
+    other = client.post("/v1/suites", json={**SMALL, "name": "another"}, headers=headers)
+    assert other.status_code == 422 and "a different spec" in other.json()["detail"]
+    assert client.get("/v1/suites").json()["total"] == 1
