@@ -3,11 +3,11 @@
     {"name": "lecture suite",
      "workloads": [{"name": "digits-mlp", "dataset": {"name": "digits"},
                     "model": {"name": "mlp", "hidden": [64]}, "batch_size": 64, "epochs": 8,
-                    "target": {"metric": "val_accuracy", "value": 0.95}}, ...],
+                    "target": {"metric": "val_accuracy", "value": 0.96}}, ...],
      "optimizers": [{"name": "adam", "lr": 0.001,
                      "search": {"lr": {"log_uniform": [3e-4, 3e-2]}}}, ...],
-     "tuning": {"trials": 6, "rerun_seeds": 2, "baseline": false},
-     "studies": 1, "time_measure": "steps", "reference": "adam", "r_max": 4.0}
+     "tuning": {"trials": 16, "rerun_seeds": 3, "baseline": false},
+     "studies": 3, "time_measure": "steps", "reference": "adam", "r_max": 4.0}
 
 A suite runs one tuning study per workload and study (``job_specs``): each is an ordinary
 job (a JobSpec with the suite's optimizers and tuning block), so it trains as its own fused

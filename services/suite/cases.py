@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import delete as sa_delete
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from services import jobs as job_cases
 from services import limits
@@ -60,14 +61,21 @@ def _same_request(suite: Suite, digest: str | None) -> Suite:
     return suite
 
 
-def _child(session: Any, spec: SuiteSpec, owner: str, suite: Suite, item: Any) -> Job:
+def _child(
+    session: Session, spec: SuiteSpec, owner: str, suite: Suite, item: tuple[str, int, Any]
+) -> Job:
+    """Store one child job (``item``: workload name, study, JobSpec JSON) through the job
+    submission's checks; a limit it goes over is reported with the workload's place."""
     workload, study, job_json = item
     index = [w.name for w in spec.workloads].index(workload)
     try:
         job = job_cases.create_checked(session, JobSpec.model_validate(job_json), owner)
-    except InvalidSpec as error:  # name the workload whose job went over a limit
-        detail = f"workloads[{index}] ({workload}): {error.detail}"
-        raise InvalidSpec(detail, **error.extra) from None
+    except InvalidSpec as error:  # the same error (and status), naming the workload
+        error.detail = f"workloads[{index}] ({workload}): {error.detail}"
+        error.args = (error.detail,)
+        for item_error in error.extra.get("errors", []):
+            item_error["field"] = f"workloads[{index}].{item_error['field']}"
+        raise
     job.suite_id, job.suite_workload, job.suite_study = suite.id, workload, study
     return job
 

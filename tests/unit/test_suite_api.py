@@ -73,8 +73,11 @@ def test_bad_suites_are_problems_naming_what_to_change(client: TestClient) -> No
     spec = copy.deepcopy(SMALL)
     spec["workloads"][0]["epochs"] = 10_000
     spec["workloads"][0]["batch_size"] = 1
-    problem = client.post("/v1/suites", json=spec).json()
-    assert problem["detail"].startswith("workloads[0] (digits-mlp): ")  # a child's limit
+    response = client.post("/v1/suites", json=spec)
+    problem = response.json()
+    assert response.status_code == 422 and problem["type"].endswith("/limit-exceeded"), problem
+    assert problem["detail"].startswith("workloads[0] (digits-mlp): epochs: ")  # a child's
+    assert problem["errors"][0]["field"] == "workloads[0].epochs"
     assert client.get("/v1/suites").json()["total"] == 0  # nothing stored
 
 
