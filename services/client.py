@@ -127,6 +127,19 @@ class ApiClient:
         """The job's self-contained HTML report."""
         return self._send("GET", f"/v1/jobs/{job_id}/report").text
 
+    def submit_suite(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Submit a suite spec (or ``{"preset": NAME}``): ``POST /v1/suites``."""
+        return dict(self._request("POST", "/v1/suites", json=spec))
+
+    def suite(self, suite_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/suites/{suite_id}"))
+
+    def suite_scores(self, suite_id: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/suites/{suite_id}/scores"))
+
+    def suite_report(self, suite_id: str) -> str:
+        return self._send("GET", f"/v1/suites/{suite_id}/report").text
+
     def ready(self) -> bool:
         try:
             return self.http.get("/readyz").status_code == 200

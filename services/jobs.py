@@ -97,12 +97,8 @@ def submit(
             store.lock_owner(session, owner)
             if key is not None and (earlier := store.find_keyed_job(session, owner, key)):
                 return Submitted(_same_request(earlier, digest), created=False)
-            upload = _check_upload(session, spec, owner)
-            limits.check_spec(spec, settings, upload)
             limits.check_in_flight(owner, store.count_in_flight(session, owner), settings)
-            job = store.create_keyed_job(
-                session, spec, owner, key=key, request_sha256=digest, enqueued_at=utcnow()
-            )
+            job = create_checked(session, spec, owner, key=key, request_sha256=digest)
     except IntegrityError:
         if key is None:
             raise
@@ -116,6 +112,30 @@ def submit(
         JOBS_REJECTED.labels(reason or "invalid_spec").inc()
         raise
     JOBS_SUBMITTED.inc()
+    send(job, enqueue)
+    return Submitted(job, created=True)
+
+
+def create_checked(
+    session: Session,
+    spec: JobSpec,
+    owner: str,
+    *,
+    key: str | None = None,
+    request_sha256: str | None = None,
+) -> Job:
+    """Store a job whose spec passed the upload check and the per-job limits, in the
+    caller's transaction (its owner's lock held): ``submit``'s and a suite's (each child)."""
+    upload = _check_upload(session, spec, owner)
+    limits.check_spec(spec, get_settings(), upload)
+    return store.create_keyed_job(
+        session, spec, owner, key=key, request_sha256=request_sha256, enqueued_at=utcnow()
+    )
+
+
+def send(job: Job, enqueue: Callable[[uuid.UUID], None] = enqueue_job) -> None:
+    """Hand a committed job to the broker; if it does not take it, the job stays queued and
+    the reconciler sends it later."""
     try:
         enqueue(job.id)
     except Exception as error:  # the job is stored and stays queued; the broker may be down
@@ -127,7 +147,6 @@ def submit(
         )
         job.enqueued_at = None
         _forget_enqueue(job.id)
-    return Submitted(job, created=True)
 
 
 def _same_request(job: Job, digest: str | None) -> Job:
@@ -225,6 +244,11 @@ def delete(job_id: uuid.UUID | str, *, owner: str | None = None) -> Deleted:
     with unit_of_work() as session:
         owned = store.get_owned_job(session, job_id, owner, with_runs=False)
         job = store.lock_job(session, owned.id)
+        if job.suite_id is not None:
+            raise Conflict(
+                f"job {job.id} is part of suite {job.suite_id} (its scores read it): delete the "
+                f"suite instead (DELETE /v1/suites/{job.suite_id})"
+            )
         if job.status not in FINISHED:
             raise Conflict(
                 f"job {job.id} is {job.status}: cancel it first (POST /v1/jobs/{job.id}/cancel "

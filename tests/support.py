@@ -95,3 +95,21 @@ def url_of(path: str, ids: dict[str, str]) -> str | None:
     if path in QUERIES:
         return f"{url or path}?{QUERIES[path].format(**ids)}"
     return url
+
+
+# The smallest suite (services/spec/suite.py): one workload, one searched entry, one trial and
+# one rerun; for the tests that need a suite id on every route (isolation, auth).
+TINY_SUITE: dict[str, Any] = {
+    "name": "tiny suite",
+    "workloads": [
+        {
+            "name": "iris-linear",
+            "dataset": {"name": "iris"},
+            "model": {"name": "linear"},
+            "epochs": 1,
+            "target": {"metric": "val_accuracy", "value": 0.5},
+        }
+    ],
+    "optimizers": [{"name": "sgd", "lr": 0.1, "search": {"lr": {"log_uniform": [0.01, 1.0]}}}],
+    "tuning": {"trials": 1, "rerun_seeds": 1, "baseline": False},
+}

@@ -16,7 +16,7 @@ from services import jobs as job_cases
 from services import reconcile, retention
 from services.api import errors, request_context, security
 from services.api.routes import compare as compare_routes
-from services.api.routes import datasets, jobs, metrics, system, trials, web
+from services.api.routes import datasets, jobs, metrics, suites, system, trials, web
 from services.api.routes import history as history_routes
 from services.api.routes import report as report_routes
 from services.settings import get_settings
@@ -72,6 +72,7 @@ def create_app() -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(compare_routes.router)
     app.include_router(history_routes.router)
+    app.include_router(suites.router)
     app.include_router(system.router)
     app.include_router(web.router)
     app.include_router(web.presets_router)

@@ -58,6 +58,10 @@ class JobOut(BaseModel):
     # The rank-1 label of the summary stored when the job finished (null before, and for a
     # job that ended without one): read from the job row, no query per listed job.
     best_label: str | None = None
+    # The suite the job is a study of (services/suite/), with its workload and study number.
+    suite_id: uuid.UUID | None = None
+    suite_workload: str | None = None
+    suite_study: int | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -79,6 +83,9 @@ class JobOut(BaseModel):
             runs=[RunOut.of(run) for run in job.runs],
             spec=job.spec,
             best_label=_best_label(job),
+            suite_id=job.suite_id,
+            suite_workload=job.suite_workload,
+            suite_study=job.suite_study,
         )
 
 

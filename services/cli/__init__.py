@@ -20,6 +20,8 @@
     optbench export JOB      dump the series (--format csv|json|parquet|tensorboard|mlflow,
                              -o FILE, DIR or URI)
     optbench keys create --owner NAME | list | revoke ID    API keys (printed once)
+    optbench suite lecture | run FILE | scores SUITE | report SUITE -o FILE
+                             suites: one optimizer set over many workloads, AlgoPerf scores
 
 Every command has ``--help``. Exit status: 0 done; 1 the job failed, no such job (or key), or
 the API refused the operation (a conflict, a missing or wrong key); 2 a usage mistake
@@ -46,7 +48,7 @@ Modules: ``base`` (the group, ``main``, exit statuses, shared options, job ids, 
 
 # The commands register on the group as their modules load, in the overview's order.
 # isort: off
-from services.cli import local, remote, compare, files, keys  # noqa: F401  (registration)
+from services.cli import local, remote, compare, files, keys, suites  # noqa: F401  (registration)
 
 # isort: on
 from services.cli.base import (

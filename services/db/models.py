@@ -66,6 +66,32 @@ class Base(DeclarativeBase):
     pass
 
 
+class Suite(Base):
+    """A suite (services/spec/suite.py): one tuning-study job per workload and study, each a
+    ``Job`` with ``suite_id`` set. Its ``status`` follows theirs (services/suite/cases.py)."""
+
+    __tablename__ = "suite"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(String(128), default="local")
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(Json)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+
+    jobs: Mapped[list[Job]] = relationship(
+        order_by="(Job.suite_workload, Job.suite_study)", passive_deletes=True
+    )
+
+    __table_args__ = (
+        Index("ix_suite_owner_created", "owner", "created_at"),
+        Index("ux_suite_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+    )
+
+
 class Job(Base):
     __tablename__ = "job"
 
@@ -88,6 +114,13 @@ class Job(Base):
     # so services/reconcile.py sends it), and how many times that was tried.
     enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     enqueue_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    # A suite's child job (services/suite/): its suite, workload name and study number.
+    suite_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("suite.id", ondelete="CASCADE"), index=True
+    )
+    suite_workload: Mapped[str | None] = mapped_column(String(40))
+    suite_study: Mapped[int | None] = mapped_column(Integer)
 
     runs: Mapped[list[Run]] = relationship(
         back_populates="job", order_by="Run.id", cascade="all, delete-orphan", passive_deletes=True

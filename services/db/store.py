@@ -149,8 +149,9 @@ def list_jobs_of(
 
 
 def count_in_flight(session: Session, owner: str) -> int:
-    """The owner's jobs that are queued or running."""
-    query = select(func.count()).select_from(Job)
+    """The owner's jobs that are queued or running; a suite's children count as one job
+    (a suite is one submission, however many workloads and studies it has)."""
+    query = select(func.count(func.distinct(func.coalesce(Job.suite_id, Job.id))))
     query = query.where(Job.owner == owner, Job.status.in_((QUEUED, RUNNING)))
     return int(session.scalar(query) or 0)
 

@@ -9,10 +9,10 @@ marked, t in each cell's title, and each workload's header links its jobs' repor
 score table is ranked; the console stays clean. Screenshots go to ``$OPTBENCH_SCREENSHOTS``
 (default /tmp/optbench-screenshots).
 
-The web page's part runs against ``suite_site``: today a stub of the three suite routes
-(tests/e2e/suite_stub.py), because the suite backend is built on another branch. AT MERGE:
-set ``SUITE_BACKEND = "real_suite_site"`` (one line); the checks read what the site serves, so
-they hold for either.
+The web page's part runs against ``suite_site``: the real API and worker with SMALL_SUITE
+submitted (``real_suite_site``); ``stub_suite_site`` (tests/e2e/suite_stub.py, planted
+responses whose running phase is deterministic) is kept for working on the view alone. The
+checks read what the site serves, so they hold for either.
 """
 
 from __future__ import annotations
@@ -35,11 +35,10 @@ from tests.e2e.helpers import by_testid, severe, wait_until
 from tests.e2e.suite_stub import StubState, stub_server
 from tests.e2e.test_charts import shoot
 
-SUITE_BACKEND = "stub_suite_site"  # AT MERGE: "real_suite_site"
+SUITE_BACKEND = "real_suite_site"
 FINISHED = ("succeeded", "failed", "cancelled")
 
-# For the real backend: a suite small enough for a test (the contract's SuiteSpec; written
-# before that spec existed, so check it against services/spec/suite.py at merge).
+# For the real backend: a suite small enough for a test (services/spec/suite.py).
 SMALL_SUITE = {
     "name": "e2e: a small suite",
     "workloads": [
@@ -365,6 +364,12 @@ def test_the_form_offers_the_lecture_suite_and_opens_it(
     )
     if suite_site.stub is not None:
         assert suite_site.stub.posted == [{"preset": "lecture"}]
+    else:  # the real API made the built-in suite
+        from services.spec.suite import LECTURE_SUITE
+
+        suite_id = browser.current_url.rsplit("/", 1)[1]
+        made = httpx.get(f"{url}/v1/suites/{suite_id}", timeout=30).json()
+        assert made["name"] == LECTURE_SUITE["name"], made
     wait_until(
         lambda: (
             by_testid(browser, "suite-progress-text")
@@ -376,3 +381,6 @@ def test_the_form_offers_the_lecture_suite_and_opens_it(
         browser,
     )
     assert severe(browser.get_log("browser")) == []
+    if suite_site.stub is None:  # the whole built-in suite is not this test's to train
+        suite_id = browser.current_url.rsplit("/", 1)[1]
+        httpx.post(f"{url}/v1/suites/{suite_id}/cancel", timeout=30)

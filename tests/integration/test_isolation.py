@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest import Cluster, running_cluster
-from tests.support import url_of, v1_operations
+from tests.support import TINY_SUITE, url_of, v1_operations
 
 pytestmark = pytest.mark.integration
 
@@ -89,10 +89,26 @@ def secured(
             180,
             "alice's job to finish",
         )
+        suite = cluster.client.post("/v1/suites", json=TINY_SUITE, headers=alice)
+        assert suite.status_code == 202, suite.text
+        suite_id = suite.json()["id"]
+        cluster.wait_for(
+            lambda: (
+                cluster.client.get(f"/v1/suites/{suite_id}", headers=alice).json()["status"]
+                in ("succeeded", "failed")
+            ),
+            180,
+            "alice's suite to finish",
+        )
         # "label": an optimizer label (the history's path), not an owned id; the history is
         # reached with alice's data set's id, the comparison with her job's (tests/support.py
         # QUERIES).
-        ids = {"job_id": job_id, "dataset_id": upload.json()["id"], "label": "adam"}
+        ids = {
+            "job_id": job_id,
+            "dataset_id": upload.json()["id"],
+            "suite_id": suite_id,
+            "label": "adam",
+        }
         yield cluster, {"keys": keys, "ids": ids, "spec": spec}
 
 
@@ -143,7 +159,8 @@ def test_listings_and_specs_see_only_the_owner_s(
     assert cluster.client.get("/v1/jobs", headers=bob).json()["total"] == 0
     assert cluster.client.get("/v1/datasets", headers=bob).json()["total"] == 0
     mine = cluster.client.get("/v1/jobs", headers=alice).json()["items"]
-    assert [job["id"] for job in mine] == [world["ids"]["job_id"]]
+    assert [job["id"] for job in mine if job["suite_id"] is None] == [world["ids"]["job_id"]]
+    assert {job["suite_id"] for job in mine} == {None, world["ids"]["suite_id"]}
     # bob may not train on alice's upload: the same answer as for one that does not exist
     refused = cluster.client.post("/v1/jobs", json=world["spec"], headers=bob)
     assert refused.status_code == 422

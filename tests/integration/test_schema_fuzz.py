@@ -35,6 +35,7 @@ import schemathesis
 
 from tests.integration.conftest import Cluster, running_cluster
 from tests.integration.test_isolation import auth_headers, create_key
+from tests.support import TINY_SUITE
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -106,12 +107,28 @@ def world(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         )
         job = cluster.client.get(f"/v1/jobs/{job_id}", headers=headers).json()
         assert job["status"] == "succeeded", job["error"]
+        suite = cluster.client.post("/v1/suites", json=TINY_SUITE, headers=headers)
+        assert suite.status_code == 202, suite.text
+        suite_id = suite.json()["id"]
+        cluster.wait_for(
+            lambda: (
+                cluster.client.get(f"/v1/suites/{suite_id}", headers=headers).json()["status"]
+                in ("succeeded", "failed")
+            ),
+            120,
+            "the fuzz owner's suite to finish",
+        )
         yield World(
             cluster,
             f"http://127.0.0.1:{cluster.api_port}",
             headers,
             # "label": the history's path (an optimizer label the owner's job trained)
-            {"job_id": job_id, "dataset_id": upload.json()["id"], "label": "adam"},
+            {
+                "job_id": job_id,
+                "dataset_id": upload.json()["id"],
+                "suite_id": suite_id,
+                "label": "adam",
+            },
         )
         # Whatever the fuzzer queued: cancelled, so that the worker stops at once.
         listing = cluster.client.get("/v1/jobs", params={"limit": 200}, headers=headers).json()
@@ -246,6 +263,10 @@ def test_routes_with_ids_answer_as_documented_for_the_owner_s_own_ids(world: Wor
         "GET /v1/jobs/{job_id}/trials",
         "GET /v1/datasets/{dataset_id}",
         "GET /v1/optimizers/{label}/history",
+        "GET /v1/suites/{suite_id}",
+        "GET /v1/suites/{suite_id}/scores",
+        "GET /v1/suites/{suite_id}/report",
+        "POST /v1/suites/{suite_id}/cancel",
     }
     for label, statuses in found.statuses.items():
         reached = 409 if label.endswith("/cancel") else 200

@@ -28,7 +28,7 @@ from services.db.models import ApiKey
 from services.db.session import unit_of_work
 from services.errors import InvalidSpec
 from services.settings import get_settings
-from tests.support import local_client, url_of, v1_operations
+from tests.support import TINY_SUITE, local_client, url_of, v1_operations
 
 PROBLEM = "application/problem+json"
 SPEC: dict[str, Any] = {
@@ -73,15 +73,23 @@ def app(app_factory: Callable[..., Any]) -> Any:
 
 @pytest.fixture
 def owned(app: Any) -> dict[str, str]:
-    """Owner alice's key, job and data set, and bob's key."""
+    """Owner alice's key, job, data set and suite, and bob's key."""
     alice, bob = auth.create_key("alice").token, auth.create_key("bob").token
     with remote(app, alice) as client:
+        suite = client.post("/v1/suites", json=TINY_SUITE)  # first: her job is her newest
+        assert suite.status_code == 202, suite.text
         job = client.post("/v1/jobs", json=SPEC)
         assert job.status_code == 202, job.text
         data = client.post("/v1/datasets", files={"file": ("d.npz", npz())})
         assert data.status_code == 201, data.text
-    ids = {"job_id": job.json()["id"], "dataset_id": data.json()["id"], "label": "adam"}
-    return {"alice": alice, "bob": bob, **ids}  # label: the history's path, no owned id
+    return {
+        "alice": alice,
+        "bob": bob,
+        "job_id": job.json()["id"],
+        "dataset_id": data.json()["id"],
+        "suite_id": suite.json()["id"],
+        "label": "adam",  # the history's path, no owned id
+    }
 
 
 # --- keys ----------------------------------------------------------------------------------
@@ -272,7 +280,8 @@ def test_listings_show_only_the_owner_s(owned: dict[str, str], app: Any) -> None
         assert bob.get("/v1/jobs").json()["total"] == 1
     with remote(app, owned["alice"]) as alice:
         jobs = alice.get("/v1/jobs").json()
-        assert [job["id"] for job in jobs["items"]] == [owned["job_id"]]
+        assert [job["id"] for job in jobs["items"] if job["suite_id"] is None] == [owned["job_id"]]
+        assert [job["suite_id"] for job in jobs["items"]][1:] == [owned["suite_id"]]
         assert alice.get("/v1/datasets").json()["items"][0]["id"] == owned["dataset_id"]
     with local_client(app) as local:
         assert local.get("/v1/jobs").json()["total"] == 0

@@ -165,7 +165,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     from services.cli import cli
 
     names = [[name] for name in cli.commands] + [["keys", name] for name in ("create", "list")]
-    assert len(names) == 21  # with delete and trials, compare and history
+    names += [["suite", name] for name in ("lecture", "run", "scores", "report")]
+    assert len(names) == 26  # with delete, trials, compare, history and the suite group
     for words in names:
         assert main([*words, "--help"]) == 0, words
         text = capsys.readouterr().out
