@@ -62,8 +62,8 @@ def plan(
     groups: list[RunGroup] = []
     by_schedule: dict[bool, list[RunConfig]] = {}
     for run in runs:
-        if optimizers.needs_closure_class(run.optimizer.torch_class):
-            reason = f"{run.optimizer.torch_class} re-evaluates the loss through a closure"
+        reason = optimizers.alone_reason(run.optimizer.torch_class)
+        if reason:  # a closure (LBFGS), or a plugin that does not step per member
             groups.append(RunGroup((run,), fused=False, reason=reason))
         else:
             full_batch = run.optimizer.full_batch and not one_schedule
