@@ -83,7 +83,7 @@ def entry_model(described: dict[str, Any]) -> type[OptimizerEntryBase]:
 
 def resolve_entries(spec: JobSpec, available: dict[str, dict[str, Any]]) -> JobSpec:
     """The spec with each plugin entry validated against ``available`` (``live_optimizers``)
-    and replaced by its typed entry. InvalidSpec naming the field: an optimizer no live
+    by its typed entry model, and holding the validated values. InvalidSpec naming the field: an optimizer no live
     worker has (with the names they have), one that cannot be trained (with why), a bad
     hyperparameter (as for torch.optim's entries)."""
     if not has_plugins(spec):
@@ -113,11 +113,15 @@ def resolve_entries(spec: JobSpec, available: dict[str, dict[str, Any]]) -> JobS
             continue
         data = {**entry.model_dump(mode="json", exclude_none=False), "name": name}
         try:
-            entries.append(entry_model(described).model_validate(data))
+            typed = entry_model(described).model_validate(data)
         except ValidationError as error:
             for problem in field_errors(error.errors()):
                 where = f"{field}.{problem.field}" if problem.field else field
                 errors.append((where, problem.message))
+            continue
+        # Kept as a PluginEntry holding every validated value (defaults filled in): the job's
+        # spec serialises and parses again as one, on the worker too, without the catalog.
+        entries.append(PluginEntry.model_validate(typed.model_dump(mode="json")))
     if errors:
         raise InvalidSpec(
             "; ".join(f"{where}: {message}" for where, message in errors),

@@ -279,12 +279,27 @@ class CatalogOptimizer(CatalogEntry):
     fixed: dict[str, Any]
 
 
+class CatalogPluginOptimizer(CatalogEntry):
+    """An installed package's optimizer that a live worker can train: name it in a job as
+    its ``name`` ("<source>:<Name>", case-insensitive)."""
+
+    source: str
+    package: str  # the distribution that installed it
+    version: str
+    python_class: str
+    modes: bool  # train/eval modes (schedule-free): evaluated with its eval() weights
+    refused: str | None  # why a job cannot train it, or null
+    workers: int  # how many live workers have it
+    bounds_from: dict[str, Literal["name", "none"]]  # per parameter: the name's usual range
+
+
 class CatalogOut(BaseModel):
     datasets: list[CatalogDataset]
     models: list[CatalogEntry]
     optimizers: list[CatalogOptimizer]
     schedules: list[CatalogEntry]
     refused_optimizers: dict[str, str]  # torch.optim class -> why a job cannot name it
+    plugin_optimizers: list[CatalogPluginOptimizer] = []
 
 
 # --- GET /healthz, /readyz (services/api/routes/system.py) ---
