@@ -43,14 +43,23 @@ from services.settings import get_settings
     type=click.IntRange(1, 512),
     help="With --tuned: trials per optimizer (default: the preset's 16).",
 )
+@click.option(
+    "--preset",
+    type=click.Choice(["lecture", "modern"]),
+    default="lecture",
+    show_default=True,
+    help="modern: AdamW, Schedule-Free AdamW, Lion, Prodigy and SOAP on MNIST-1D, tuned "
+    "(those the installed packages offer; docs/optimizers.md).",
+)
 @no_color_option
-def demo(epochs: int | None, tuned: bool, trials: int | None) -> int:
+def demo(epochs: int | None, tuned: bool, trials: int | None, preset: str) -> int:
     """The lecture comparison on the embedded default: starts the API and one worker, submits
     the job over HTTP, shows its progress and prints the per-optimizer table. With --tuned,
-    the tuned comparison (README, "Tuning studies")."""
+    the tuned comparison (README, "Tuning studies"); with --preset modern, the modern
+    optimizers on MNIST-1D (tuned)."""
     from services.demo import run_demo
 
-    return run_demo(epochs=epochs, tuned=tuned, trials=trials)
+    return run_demo(epochs=epochs, tuned=tuned, trials=trials, preset=preset)
 
 
 @cli.command(short_help="Run a spec file in this process, print the table.")
