@@ -54,6 +54,7 @@ def catalog() -> dict[str, Any]:
             _entry(get_args(model.model_fields["name"].annotation)[0], model) for model in schedules
         ],
         "refused_optimizers": REFUSED,
+        "plugin_optimizers": [],  # what live workers publish: catalog_with_plugins
     }
 
 

@@ -299,7 +299,7 @@ class CatalogOut(BaseModel):
     optimizers: list[CatalogOptimizer]
     schedules: list[CatalogEntry]
     refused_optimizers: dict[str, str]  # torch.optim class -> why a job cannot name it
-    plugin_optimizers: list[CatalogPluginOptimizer] = []
+    plugin_optimizers: list[CatalogPluginOptimizer]  # installed packages' (live workers')
 
 
 # --- GET /healthz, /readyz (services/api/routes/system.py) ---
