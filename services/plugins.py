@@ -83,9 +83,9 @@ def entry_model(described: dict[str, Any]) -> type[OptimizerEntryBase]:
 
 def resolve_entries(spec: JobSpec, available: dict[str, dict[str, Any]]) -> JobSpec:
     """The spec with each plugin entry validated against ``available`` (``live_optimizers``)
-    by its typed entry model, and holding the validated values. InvalidSpec naming the field: an optimizer no live
-    worker has (with the names they have), one that cannot be trained (with why), a bad
-    hyperparameter (as for torch.optim's entries)."""
+    by its typed entry model, and holding the validated values. InvalidSpec naming the
+    field: an optimizer no live worker has (with the names they have), one that cannot be
+    trained (with why), a bad hyperparameter (as for torch.optim's entries)."""
     if not has_plugins(spec):
         return spec
     by_lower = {name.lower(): name for name in available}

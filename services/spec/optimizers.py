@@ -512,9 +512,11 @@ if TYPE_CHECKING:
     OptimizerEntry = OptimizerEntryBase
 else:
     OptimizerEntry = Annotated[
-        Union[  # noqa: UP007
-            tuple(Annotated[model, Tag(name)] for name, model in ENTRY_MODELS.items())
-            + (Annotated[PluginEntry, Tag(PLUGIN_TAG)],)
+        Union[
+            (
+                *(Annotated[model, Tag(name)] for name, model in ENTRY_MODELS.items()),
+                Annotated[PluginEntry, Tag(PLUGIN_TAG)],
+            )
         ],
         Discriminator(
             _entry_tag,

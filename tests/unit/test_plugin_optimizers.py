@@ -122,10 +122,14 @@ def test_plugin_entries_are_validated_like_torch_optim_entries(tiny_package: Pat
     with pytest.raises(ValueError) as builtin:
         _spec({"name": "sgd", "lr": -1, "momentum": 1.0})
     expected = {e.field: e.message for e in field_errors(builtin.value.errors())}  # type: ignore[attr-defined]
-    assert fields == expected == {
-        "optimizers[0].lr": "Input should be greater than 0",
-        "optimizers[0].momentum": "Input should be less than 1",
-    }
+    assert (
+        fields
+        == expected
+        == {
+            "optimizers[0].lr": "Input should be greater than 0",
+            "optimizers[0].momentum": "Input should be less than 1",
+        }
+    )
     with pytest.raises(InvalidSpec, match=r"optimizers\[0\]: unknown key 'unknown'; allowed"):
         plugins.resolve_entries(_spec({"name": TINY, "unknown": 1}), available)
 
@@ -253,7 +257,11 @@ def test_schedule_free_lion_and_prodigy_resume_to_the_same_series(crash_after: i
     optimizers = [
         _run("schedulefree:AdamWScheduleFree", lr=0.01),
         _run("pytorch_optimizer:Lion", lr=3e-4),
-        _run("prodigyopt:Prodigy" if classes.plugins().get("prodigyopt:Prodigy") else "pytorch_optimizer:Prodigy"),
+        _run(
+            "prodigyopt:Prodigy"
+            if classes.plugins().get("prodigyopt:Prodigy")
+            else "pytorch_optimizer:Prodigy"
+        ),
         _run("pytorch_optimizer:ScheduleFreeAdamW", lr=0.01),
     ]
     base = dataclasses.replace(job(optimizers, epochs=3, flush_every=5), fuse="always")

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from workers.engine import checkpoint
-from workers.engine.optimizer_classes import has_modes
 from workers.engine.checkpoint import CheckpointClock, RunState
 from workers.engine.config import PruningConfig
 from workers.engine.hooks import EpochRecord
 from workers.engine.members import Members
+from workers.engine.optimizer_classes import has_modes
 from workers.engine.trainer import Event, Trainer
 
 

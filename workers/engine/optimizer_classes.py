@@ -328,7 +328,7 @@ def fusion_blocker(torch_class: str) -> str | None:
 
     from workers.engine.bank import ParameterBank
 
-    cls = resolve(torch_class)
+    cls: Callable[..., torch.optim.Optimizer] = resolve(torch_class)  # its defaults apply
     generator = torch.Generator().manual_seed(0)
 
     def module() -> nn.Module:
