@@ -27,7 +27,12 @@ from services.db.leases import heartbeat_cutoff
 from services.db.models import WorkerCatalog
 from services.errors import InvalidSpec
 from services.spec import JobSpec, field_errors
-from services.spec.optimizers import OptimizerEntryBase, PluginEntry, plugin_entry_model
+from services.spec.optimizers import (
+    PLUGIN_TAG,
+    OptimizerEntryBase,
+    PluginEntry,
+    plugin_entry_model,
+)
 
 
 def publish(session: Session, worker: str, optimizers: list[dict[str, Any]]) -> None:
@@ -115,9 +120,10 @@ def resolve_entries(spec: JobSpec, available: dict[str, dict[str, Any]]) -> JobS
         try:
             typed = entry_model(described).model_validate(data)
         except ValidationError as error:
-            for problem in field_errors(error.errors()):
-                where = f"{field}.{problem.field}" if problem.field else field
-                errors.append((where, problem.message))
+            # Located as a torch.optim entry's errors are, so their messages read the same.
+            tagged = ("optimizers", index, PLUGIN_TAG)  # the union's tag, as in a spec's errors
+            located = [{**e, "loc": (*tagged, *e["loc"])} for e in error.errors()]
+            errors += [(problem.field, problem.message) for problem in field_errors(located)]
             continue
         # Kept as a PluginEntry holding every validated value (defaults filled in): the job's
         # spec serialises and parses again as one, on the worker too, without the catalog.

@@ -19,7 +19,7 @@ import torch
 from services import plugins
 from services.api.app import create_app
 from services.errors import InvalidSpec
-from services.spec import LECTURE_SPEC, JobSpec, field_errors
+from services.spec import LECTURE_SPEC, MODERN_SPEC, JobSpec, field_errors, modern_spec
 from tests.support import local_client
 from tests.unit.test_checkpoint_resume import (
     Checkpoints,
@@ -270,3 +270,33 @@ def test_schedule_free_lion_and_prodigy_resume_to_the_same_series(crash_after: i
     first, second, store = interrupted(config, crash_after)
     assert all(result.fused for result in second.results.values())
     assert_same(expected, first, second, store)
+
+
+def test_the_modern_preset_resolves_against_the_installed_packages() -> None:
+    pytest.importorskip("pytorch_optimizer")
+    available = {name: described(name) for name in classes.plugins()}
+    spec = modern_spec(list(available))
+    assert [entry["label"] for entry in spec["optimizers"]] == [
+        entry["label"] for entry in MODERN_SPEC["optimizers"]
+    ]
+    resolved = plugins.resolve_entries(JobSpec.model_validate(spec), available)
+    for entry in resolved.optimizers[1:]:
+        assert entry.name in available and entry.search  # typed, its search kept
+    # A search space outside a plugin's bounds: the message a torch.optim entry gets.
+    bad = {
+        **spec,
+        "optimizers": [{**spec["optimizers"][2], "search": {"lr": {"uniform": [-1, 1]}}}],
+    }
+    with pytest.raises(InvalidSpec) as plugin_error:
+        plugins.resolve_entries(JobSpec.model_validate(bad), available)
+    builtin = {**bad, "optimizers": [{**bad["optimizers"][0], "name": "adamw"}]}
+    with pytest.raises(ValueError) as builtin_error:
+        JobSpec.model_validate(builtin)
+    (expected,) = field_errors(builtin_error.value.errors())  # type: ignore[attr-defined]
+    assert (
+        str(plugin_error.value)
+        == str(expected)
+        == ("optimizers[0].search.lr: -1.0 is outside what lr accepts (allowed: 0 < lr <= 1e+06)")
+    )
+    # Without plugins the preset keeps the built-in AdamW alone.
+    assert [entry["name"] for entry in modern_spec([])["optimizers"]] == ["adamw"]
