@@ -69,12 +69,22 @@ def demo(epochs: int | None, tuned: bool, trials: int | None, preset: str) -> in
 def run(spec: Path, as_json: bool) -> int:
     """Run the job spec in SPEC (JSON or YAML) here, store it in the configured database and
     print the per-optimizer table (progress on standard error while it trains)."""
-    from services import jobs
+    from services import jobs, plugins
+    from services.cli.base import SpecError
     from services.db import store
     from services.db.session import unit_of_work
+    from services.errors import InvalidSpec
     from workers.execution import execute_job
 
     job_spec = load_spec(spec)
+    if plugins.has_plugins(job_spec):  # this process trains them: its own catalog decides
+        from workers.engine import optimizer_classes
+
+        here = {described["name"]: described for described in optimizer_classes.catalog()}
+        try:
+            job_spec = plugins.resolve_entries(job_spec, here)
+        except InvalidSpec as error:
+            raise SpecError(f"{spec}: {error}") from None
     migrate_if_embedded()
     with unit_of_work() as session:
         job_id = store.create_job(session, job_spec).id
