@@ -28,6 +28,7 @@ from tests.unit.test_checkpoint_resume import (
     uninterrupted,
     with_checkpoints,
 )
+from tests.unit.test_crash_resume import checkpointing  # noqa: F401  (a fixture)
 from tests.unit.test_engine import LECTURE, job
 from workers.catalog import CatalogPublisher
 from workers.engine import Experiment, OptimizerConfig
@@ -300,3 +301,91 @@ def test_the_modern_preset_resolves_against_the_installed_packages() -> None:
     )
     # Without plugins the preset keeps the built-in AdamW alone.
     assert [entry["name"] for entry in modern_spec([])["optimizers"]] == ["adamw"]
+
+
+STORED_SPEC = {
+    "dataset": {"name": "digits"},
+    "model": {"name": "mlp", "hidden": [16]},
+    "optimizers": [
+        {"name": "schedulefree:AdamWScheduleFree", "lr": 0.01},
+        {"name": "lion_pytorch:Lion", "lr": 3e-4},
+        {"name": "adam"},
+    ],
+    "epochs": 2,
+    "batch_size": 64,  # 17 steps per epoch
+    "eval_every_steps": 6,  # mid-epoch evaluations too, each in eval mode
+}
+_STEP_FIELDS = ("step", "epoch", "loss", "accuracy", "lr", "grad_norm", "val_loss", "val_accuracy")
+_EPOCH_FIELDS = ("epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def _stored(job_id: str) -> dict[str, Any]:
+    """Every stored number of the job's runs that does not measure time."""
+    from sqlalchemy import select
+
+    from services.db import store
+    from services.db.models import EpochMetric, StepMetric
+    from services.db.session import unit_of_work
+
+    with unit_of_work() as session:
+        result: dict[str, Any] = {}
+        for run in store.get_job(session, job_id).runs:
+            steps = session.scalars(
+                select(StepMetric).where(StepMetric.run_id == run.id).order_by(StepMetric.step)
+            )
+            epochs = session.scalars(
+                select(EpochMetric).where(EpochMetric.run_id == run.id).order_by(EpochMetric.epoch)
+            )
+            result[run.label] = {
+                "steps": [tuple(getattr(row, f) for f in _STEP_FIELDS) for row in steps],
+                "epochs": [tuple(getattr(row, f) for f in _EPOCH_FIELDS) for row in epochs],
+                "run": (run.status, run.steps_done, run.test_loss, run.test_accuracy, run.fused),
+            }
+        return result
+
+
+@pytest.mark.usefixtures("checkpointing")  # SQLite and PostgreSQL, checkpoints every 8 steps
+def test_a_stored_plugin_job_whose_worker_died_resumes_to_the_uninterrupted_one() -> None:
+    """The crash path of tests/unit/test_crash_resume.py with schedule-free and Lion in a
+    fused group: every stored field (steps, mid-epoch and epoch evaluations, test scores)
+    equals the uninterrupted job's."""
+    pytest.importorskip("schedulefree")
+    pytest.importorskip("lion_pytorch")
+    from services.db import store
+    from services.db.session import unit_of_work
+    from tests.unit.test_crash_resume import DieAfterCheckpoint, WorkerDied, age_heartbeats
+    from tests.unit.test_crash_resume import run_ids as ids
+    from workers.execution import execute_job, execute_part
+
+    here = {name: described(name) for name in classes.plugins()}
+    spec = plugins.resolve_entries(JobSpec.model_validate(STORED_SPEC), here)
+
+    def stored_job() -> str:
+        with unit_of_work() as session:
+            return str(store.create_job(session, spec).id)
+
+    reference = stored_job()
+    assert execute_job(reference) == "succeeded"
+    job_id = stored_job()
+    with pytest.raises(WorkerDied):
+        execute_job(job_id, extra_hooks=(DieAfterCheckpoint(after_step=20),))
+    age_heartbeats(job_id)
+    assert execute_part(job_id, ids(job_id), threads=1) == "succeeded"
+    expected, got = _stored(reference), _stored(job_id)
+    assert got == expected
+    assert all(run["run"][-1] for run in got.values())  # fused
+    assert len(got["schedulefree:AdamWScheduleFree"]["steps"]) == 34
+
+
+def test_the_modern_demo_takes_epochs_and_trials() -> None:
+    from services.demo import modern_demo_spec
+
+    spec = modern_demo_spec(["pytorch_optimizer:Lion", "pytorch_optimizer:SOAP"], 2, 3)
+    assert [(e["label"], e["name"]) for e in spec["optimizers"]] == [
+        ("adamw", "adamw"),
+        ("lion", "pytorch_optimizer:Lion"),
+        ("soap", "pytorch_optimizer:SOAP"),
+    ]
+    assert spec["epochs"] == 2 and spec["tuning"]["trials"] == 3
+    assert spec["tuning"]["rerun_seeds"] == MODERN_SPEC["tuning"]["rerun_seeds"]
+    JobSpec.model_validate(spec)
