@@ -410,7 +410,7 @@ _ALLOWED = ", ".join(OPTIMIZER_NAMES) + (
 # validates it exactly as a torch.optim entry is validated: types, defaults, bounds.
 
 PLUGIN_TAG = "plugin"
-PLUGIN_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,60}:[A-Za-z0-9_.\-]{1,60}")
+PLUGIN_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,40}:[A-Za-z0-9_.\-]{1,59}")  # run.optimizer: 100
 
 
 def plugin_info(
@@ -435,7 +435,14 @@ class PluginEntry(OptimizerEntryBase):
 
     @model_validator(mode="after")
     def _check_combination(self) -> PluginEntry:
-        return self  # at submission, by the typed entry (``plugin_entry_model``)
+        # The hyperparameters are checked at submission, by the typed entry
+        # (``plugin_entry_model``); the label here, which defaults to the name.
+        if self.label is None and len(self.name) > 64:
+            raise ValueError(
+                f"label: '{self.name}' is longer than a label may be (64 characters); give the "
+                "entry a shorter 'label'"
+            )
+        return self
 
     @property
     def info(self) -> OptimizerInfo:
