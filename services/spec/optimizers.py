@@ -458,6 +458,13 @@ class TypedPluginEntry(OptimizerEntryBase):
     def info(self) -> OptimizerInfo:
         return self.plugin
 
+    @model_validator(mode="after")
+    def _check_combination(self) -> TypedPluginEntry:
+        # Not torch's SGD rule on nesterov and momentum: a plugin's names mean its own.
+        if self.search:
+            check_space(self)
+        return self
+
 
 _JSON_BOUNDS = ("gt", "ge", "lt", "le")
 

@@ -389,3 +389,23 @@ def test_the_modern_demo_takes_epochs_and_trials() -> None:
     assert spec["epochs"] == 2 and spec["tuning"]["trials"] == 3
     assert spec["tuning"]["rerun_seeds"] == MODERN_SPEC["tuning"]["rerun_seeds"]
     JobSpec.model_validate(spec)
+
+
+def test_every_installed_plugin_builds_from_its_catalog_defaults() -> None:
+    """As tests/unit/test_catalog_agreement.py does for torch.optim: each trainable plugin's
+    entry, all defaults, validates and constructs its class with those values, so what the
+    catalog says a job may give is what the class takes."""
+    from workers.engine import optimizers
+    from workers.engine.config import OptimizerConfig as Config
+
+    trainable = [p for p in classes.plugins().values() if not p.refused]
+    if not trainable:
+        pytest.skip("no optimizer package installed")
+    for plugin in trainable:
+        model = plugins.entry_model(plugin.describe())
+        entry = model.model_validate({"name": plugin.name})
+        values = entry.hyperparameters()
+        assert set(values) == set(plugin.parameters), plugin.name
+        weight = torch.nn.Parameter(torch.zeros(3, 2))
+        built = optimizers.build(Config(plugin.name, plugin.name, plugin.name, values), [weight])
+        assert type(built) is plugin.cls, plugin.name

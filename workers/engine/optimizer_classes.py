@@ -226,7 +226,38 @@ def describe(cls: type[torch.optim.Optimizer]) -> tuple[dict[str, dict[str, Any]
         described = _parameter(parameter.name, parameter.default, str(parameter.annotation))
         if described is not None:
             parameters[parameter.name] = described
-    return parameters, _step_refusal(cls)
+    return parameters, _step_refusal(cls) or _construction_refusal(cls, parameters)
+
+
+def _construction_refusal(
+    cls: type[torch.optim.Optimizer], parameters: dict[str, dict[str, Any]]
+) -> str | None:
+    """Why the class cannot be built on a model's parameters (a matrix and a vector, as a
+    member's optimizer gets them) with its defaults, or None. The Muon family, for one, wants
+    parameter groups marked for it, which one optimizer entry does not make."""
+    if any(described.get("required") for described in parameters.values()):
+        return None  # a job gives the value; nothing to try it with here
+    build: Callable[..., torch.optim.Optimizer] = cls  # with its defaults
+    try:
+        build([torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(2))])
+    except Exception as error:
+        if "use_muon" in _source(cls):
+            return (
+                "it wants parameter groups marked 'use_muon' (Muon on the hidden weight "
+                "matrices, AdamW on the rest), which one optimizer entry does not make"
+            )
+        return (
+            "it cannot be built on a model's parameter list with its defaults "
+            f"({type(error).__name__}: {error})"
+        )
+    return None
+
+
+def _source(cls: type) -> str:
+    try:
+        return inspect.getsource(inspect.getmodule(cls) or cls)
+    except (OSError, TypeError):
+        return ""
 
 
 def _step_refusal(cls: type[torch.optim.Optimizer]) -> str | None:
