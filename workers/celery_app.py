@@ -115,7 +115,8 @@ _publisher: list[Any] = []  # this worker's CatalogPublisher (workers/catalog.py
 
 def _publish_catalog() -> None:
     """The plugin optimizers this worker can train, to the database (for the API), now and
-    every heartbeat; the classes are imported here, before the pool forks."""
+    every heartbeat; the classes are imported here, before the pool forks (and each built
+    once on two tiny tensors: no parallel region, nothing the children inherit running)."""
     from workers.catalog import CatalogPublisher
 
     publisher = CatalogPublisher(get_settings().heartbeat_seconds)
