@@ -81,4 +81,47 @@ def catalog() -> dict[str, Any]:
                 "groups": [{"params": "matrix", "name": "muon", "lr": 0.02}],
             },
         },
+        "plugin_optimizers": [],  # what live workers publish: catalog_with_plugins
     }
+
+
+def plugin_optimizers(available: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The live workers' plugin optimizers (services/plugins.py ``live_optimizers``) as the
+    catalog lists them: each with its source package, its parameters' JSON schemas from the
+    entry model a job is validated with, and where each parameter's bounds come from
+    (``name``: the name's usual range, e.g. lr > 0; ``none``: none known)."""
+    from services import plugins
+
+    listed = []
+    for name in sorted(available):
+        described = available[name]
+        model = plugins.entry_model(described)
+        listed.append(
+            {
+                "name": name,
+                "source": described["source"],
+                "package": described["package"],
+                "version": described.get("version", ""),
+                "python_class": described.get("class", ""),
+                "description": described.get("description", ""),
+                "modes": bool(described.get("modes")),
+                "refused": described.get("refused"),
+                "workers": described.get("workers", 0),
+                "parameters": {k: v for k, v in _parameters(model).items() if k != "search"},
+                "bounds_from": {
+                    key: value.get("bounds_from", "none")
+                    for key, value in described["parameters"].items()
+                },
+            }
+        )
+    return listed
+
+
+def catalog_with_plugins(timeout_seconds: float) -> dict[str, Any]:
+    """``catalog()`` and the plugin optimizers the live workers publish (a database read)."""
+    from services import plugins
+    from services.db.session import unit_of_work
+
+    with unit_of_work() as session:
+        available = plugins.live_optimizers(session, timeout_seconds)
+    return {**catalog(), "plugin_optimizers": plugin_optimizers(available)}

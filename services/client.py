@@ -60,6 +60,9 @@ class ApiClient:
             )
         return response
 
+    def catalog(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/v1/catalog"))
+
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(self._request("POST", "/v1/jobs", json=spec))
 

@@ -28,7 +28,7 @@ from services.cli.progress import JobProgress
 from services.client import ApiClient
 from services.console import make_console, summary_table
 from services.settings import get_settings
-from services.spec import LECTURE_SPEC, LECTURE_TUNED_SPEC
+from services.spec import LECTURE_SPEC, LECTURE_TUNED_SPEC, MODERN_SPEC, modern_spec
 from services.support import free_port
 
 
@@ -75,9 +75,53 @@ def demo_spec(
     return spec
 
 
-def run_demo(epochs: int | None = None, *, tuned: bool = False, trials: int | None = None) -> int:
+PRESETS = ("lecture", "modern")
+PLUGIN_WAIT_SECONDS = 60.0
+
+
+def with_budget(
+    spec: dict[str, Any], epochs: int | None = None, trials: int | None = None
+) -> dict[str, Any]:
+    """A study preset with its epochs and per-optimizer trials as given (else its own)."""
+    spec = {**spec, "epochs": epochs or spec["epochs"]}
+    if trials is not None:
+        spec["tuning"] = {**spec["tuning"], "trials": trials}
+    return spec
+
+
+def wait_for_plugins(client: ApiClient, timeout: float = PLUGIN_WAIT_SECONDS) -> list[str]:
+    """The plugin optimizers the live workers can train, once the worker has published them
+    (it imports the packages first: a few seconds); an empty list after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = client.catalog().get("plugin_optimizers", [])
+        names = [entry["name"] for entry in listed if not entry.get("refused")]
+        if names or time.monotonic() > deadline:
+            return names
+        time.sleep(0.5)
+
+
+def modern_demo_spec(
+    available: list[str], epochs: int | None = None, trials: int | None = None
+) -> dict[str, Any]:
+    """The modern preset with the implementations the workers have (``modern_spec``)."""
+    return with_budget(modern_spec(available), epochs, trials)
+
+
+def run_demo(
+    epochs: int | None = None,
+    *,
+    tuned: bool = False,
+    trials: int | None = None,
+    preset: str = "lecture",
+) -> int:
     from services.db.migrate import upgrade
 
+    if preset not in PRESETS:
+        print(f"optbench: error: --preset: use one of {', '.join(PRESETS)}", file=sys.stderr)
+        return 2
+    modern = preset == "modern"
+    tuned = tuned or modern
     try:
         spec = demo_spec(tuned=tuned, epochs=epochs, trials=trials)
     except ValueError as error:
@@ -106,6 +150,18 @@ def run_demo(epochs: int | None = None, *, tuned: bool = False, trials: int | No
         stack.enter_context(_child("worker", "--log-level", "WARNING"))
         client = stack.enter_context(ApiClient(f"http://127.0.0.1:{port}", api_key=key))
         _wait_until_up(client, api)
+        if modern:
+            spec = modern_demo_spec(wait_for_plugins(client), epochs, trials)
+            left_out = {e["label"] for e in MODERN_SPEC["optimizers"]} - {
+                e["label"] for e in spec["optimizers"]
+            }
+            names = ", ".join(f"{e['label']} ({e['name']})" for e in spec["optimizers"])
+            print(f"modern preset: {names}")
+            if left_out:
+                print(
+                    f"left out, no worker has them: {', '.join(sorted(left_out))} (pip install "
+                    "'optbench[more-optimizers]' adds pytorch-optimizer)"
+                )
         job = client.submit(spec)
         what = f"{len(job['runs'])} runs"
         if tuned:  # the reruns and baselines are added when the search ends

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services import limits
+from services import limits, plugins
 from services.db import metric_queries, store
 from services.db.models import FINISHED, Dataset, Job, Run, utcnow
 from services.db.session import unit_of_work
@@ -91,6 +91,11 @@ def submit(
     and stays queued, and services/reconcile.py sends it when the broker is back."""
     settings = get_settings()
     key = None if idempotency_key is None else check_key(idempotency_key)
+    try:
+        spec = _with_plugins(spec, settings.heartbeat_timeout)
+    except InvalidSpec:
+        JOBS_REJECTED.labels("invalid_spec").inc()
+        raise
     digest = None if key is None else request_sha256(spec)
     try:
         with unit_of_work() as session:
@@ -147,6 +152,15 @@ def send(job: Job, enqueue: Callable[[uuid.UUID], None] = enqueue_job) -> None:
         )
         job.enqueued_at = None
         _forget_enqueue(job.id)
+
+
+def _with_plugins(spec: JobSpec, timeout_seconds: float) -> JobSpec:
+    """The spec with its plugin optimizers checked against the live workers' catalog and
+    typed (services/plugins.py); unchanged, without a database read, when it has none."""
+    if not plugins.has_plugins(spec):
+        return spec
+    with unit_of_work() as session:
+        return plugins.check_spec(session, spec, timeout_seconds)
 
 
 def _same_request(job: Job, digest: str | None) -> Job:

@@ -25,7 +25,7 @@ from services.db.session import unit_of_work
 from services.settings import Settings
 from services.spec import CATALOG, JobSpec, OptimizerEntry, TargetSpec
 from services.spec.groups import ParameterInfo, model_parameters
-from services.spec.optimizers import resolve_groups
+from services.spec.optimizers import plugin_info, resolve_groups
 from services.study.phases import BASELINE_SUFFIX
 from services.study.pruning import to_prune
 from workers.engine import (
@@ -130,15 +130,18 @@ def _run_config(
     hyperparameters.pop("groups", None)
     hyperparameters.pop("no_decay", None)
     entry = entries.get(run.label) or entries[run.label.removesuffix(BASELINE_SUFFIX)]
+    # A plugin's class is named by its name, "<source>:<Name>" (workers/engine/
+    # optimizer_classes.py resolves it).
+    info = CATALOG.get(run.optimizer) or plugin_info(run.optimizer)
     return RunConfig(
         key=run.id,
         seed=run.seed,
         optimizer=OptimizerConfig(
             label=run.label,
             name=run.optimizer,
-            torch_class=CATALOG[run.optimizer].torch_class,
+            torch_class=info.torch_class,
             hyperparameters=hyperparameters,
-            full_batch=CATALOG[run.optimizer].full_batch,
+            full_batch=info.full_batch,
             schedule=schedule or _schedule(entry),
             groups=groups,
         ),

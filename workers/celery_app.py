@@ -110,9 +110,24 @@ def _warm_up() -> None:
     torch.optim.SGD(layer.parameters(), lr=0.1).step()
 
 
+_publisher: list[Any] = []  # this worker's CatalogPublisher (workers/catalog.py)
+
+
+def _publish_catalog() -> None:
+    """The plugin optimizers this worker can train, to the database (for the API), now and
+    every heartbeat; the classes are imported here, before the pool forks (and each built
+    once on two tiny tensors: no parallel region, nothing the children inherit running)."""
+    from workers.catalog import CatalogPublisher
+
+    publisher = CatalogPublisher(get_settings().heartbeat_seconds)
+    publisher.start()
+    _publisher.append(publisher)
+
+
 @worker_init.connect
 def _init_worker(sender: Any = None, **_: Any) -> None:
     _preload()
+    _publish_catalog()
     pool = getattr(sender, "pool_cls", None)
     pool_module = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
     if "prefork" not in str(pool_module):  # solo/threads: this process trains
@@ -125,3 +140,5 @@ def _stop_training(**_: Any) -> None:
     checkpoint, and send them back to the queue (workers/shutdown.py)."""
     log.info("shutting down: training stops at the next flush, runs go back to the queue")
     shutdown.request()
+    for publisher in _publisher:
+        publisher.stop()

@@ -299,6 +299,20 @@ class CatalogParameterGroups(BaseModel):
     example: dict[str, Any]  # an optimizer entry with groups
 
 
+class CatalogPluginOptimizer(CatalogEntry):
+    """An installed package's optimizer that a live worker can train: name it in a job as
+    its ``name`` ("<source>:<Name>", case-insensitive)."""
+
+    source: str
+    package: str  # the distribution that installed it
+    version: str
+    python_class: str
+    modes: bool  # train/eval modes (schedule-free): evaluated with its eval() weights
+    refused: str | None  # why a job cannot train it, or null
+    workers: int  # how many live workers have it
+    bounds_from: dict[str, Literal["name", "none"]]  # per parameter: the name's usual range
+
+
 class CatalogOut(BaseModel):
     datasets: list[CatalogDataset]
     models: list[CatalogModel]
@@ -306,6 +320,7 @@ class CatalogOut(BaseModel):
     schedules: list[CatalogEntry]
     refused_optimizers: dict[str, str]  # torch.optim class -> why a job cannot name it
     parameter_groups: CatalogParameterGroups
+    plugin_optimizers: list[CatalogPluginOptimizer]  # installed packages' (live workers')
 
 
 # --- GET /healthz, /readyz (services/api/routes/system.py) ---

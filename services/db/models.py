@@ -138,7 +138,7 @@ class Run(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
     label: Mapped[str] = mapped_column(String(64))
-    optimizer: Mapped[str] = mapped_column(String(32))
+    optimizer: Mapped[str] = mapped_column(String(100))  # a plugin's "<source>:<Name>" too
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(Json)
     seed: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
@@ -336,3 +336,16 @@ EPOCH_FIELDS = (
     "train_seconds",
     "distance",
 )
+
+
+class WorkerCatalog(Base):
+    """What one worker process can train beyond ``torch.optim`` (workers/catalog.py): the
+    plugin optimizers it found, as published at its start and refreshed every heartbeat.
+    The API (torch-free) validates a job's plugin entries against the live workers' rows
+    (services/plugins.py); a stopping worker deletes its row."""
+
+    __tablename__ = "worker_catalog"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+    optimizers: Mapped[list[dict[str, Any]]] = mapped_column(Json)

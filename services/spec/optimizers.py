@@ -14,11 +14,13 @@ the mathematics (``foreach``, ``fused``, ``capturable``, ``differentiable``) and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BeforeValidator,
+    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -580,11 +582,138 @@ ENTRY_MODELS: dict[str, type[OptimizerEntryBase]] = {
 
 def _entry_tag(value: Any) -> str | None:
     name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
+    if isinstance(name, str) and PLUGIN_NAME.fullmatch(name):
+        return PLUGIN_TAG  # an installed package's optimizer (below)
     name = canonical_name(name)
     return name if name in CATALOG else None
 
 
-_ALLOWED = ", ".join(OPTIMIZER_NAMES)
+_ALLOWED = ", ".join(OPTIMIZER_NAMES) + (
+    ", or an installed package's optimizer as '<source>:<Name>' (e.g. "
+    "'pytorch_optimizer:Lion'; GET /v1/catalog lists them)"
+)
+
+# --- Optimizers of installed packages (plugins) ---------------------------------------------
+#
+# A worker finds the optimizer classes of installed packages (workers/engine/
+# optimizer_classes.py) and publishes each one's hyperparameters, typed from its signature, to
+# the database (services/plugins.py). A job names one as "<source>:<Name>", case-insensitive
+# ("pytorch_optimizer:Lion", "schedulefree:AdamWScheduleFree"). Parsing a spec cannot know
+# which are installed (the API has no torch and no plugins), so a plugin entry parses as a
+# ``PluginEntry`` that keeps its keys; at submission services/plugins.py replaces it by the
+# entry model built from the live workers' description (``plugin_entry_model``), which
+# validates it exactly as a torch.optim entry is validated: types, defaults, bounds.
+
+PLUGIN_TAG = "plugin"
+PLUGIN_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,40}:[A-Za-z0-9_.\-]{1,59}")  # run.optimizer: 100
+
+
+def plugin_info(
+    name: str, description: str = "", params: dict[str, Param] | None = None
+) -> OptimizerInfo:
+    """A plugin's catalog entry: its class is named by the plugin name itself."""
+    return OptimizerInfo(name, name, description, params or {})
+
+
+class PluginEntry(OptimizerEntryBase):
+    """An installed package's optimizer, '<source>:<Name>'; its hyperparameters are checked
+    at submission against what the live workers published (GET /v1/catalog)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str = Field(pattern=PLUGIN_NAME.pattern, description="'<source>:<Name>'")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        return data  # the keys are the plugin's hyperparameters, checked at submission
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> PluginEntry:
+        # The hyperparameters are checked at submission, by the typed entry
+        # (``plugin_entry_model``); the label here, which defaults to the name.
+        if self.label is None and len(self.name) > 64:
+            raise ValueError(
+                f"label: '{self.name}' is longer than a label may be (64 characters); give the "
+                "entry a shorter 'label'"
+            )
+        return self
+
+    @property
+    def info(self) -> OptimizerInfo:
+        return plugin_info(self.name)
+
+
+class TypedPluginEntry(OptimizerEntryBase):
+    """The base of the entry models built from a worker's description of a plugin."""
+
+    plugin: ClassVar[OptimizerInfo]
+
+    @property
+    def info(self) -> OptimizerInfo:
+        return self.plugin
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> TypedPluginEntry:
+        # Not torch's SGD rule on nesterov and momentum: a plugin's names mean its own.
+        if self.search:
+            check_space(self)
+        return self
+
+
+_JSON_BOUNDS = ("gt", "ge", "lt", "le")
+
+
+def plugin_param(described: dict[str, Any]) -> Param:
+    """A plugin parameter as published (workers/engine/optimizer_classes.py) → its typed
+    ``Param``, as the torch.optim entries declare theirs."""
+    kind = described["type"]
+    bounds = {
+        key: value for key, value in (described.get("bounds") or {}).items() if key in _JSON_BOUNDS
+    }
+    annotation: Any
+    if kind == "float":
+        annotation = Annotated[float, Field(**bounds)]
+    elif kind == "int":
+        annotation = Annotated[int, Field(**bounds)]
+    elif kind == "bool":
+        annotation = bool
+    elif kind == "choice":
+        annotation = Literal[tuple(described["choices"])]
+    elif kind == "floats":
+        annotation = tuple[(Annotated[float, Field(**bounds)],) * int(described["length"])]  # type: ignore[misc]
+    else:
+        annotation = Annotated[str, Field(max_length=200)]
+    if described.get("nullable"):
+        annotation = annotation | None
+    default = described.get("default")
+    if kind == "floats" and default is not None:
+        default = tuple(default)
+    origin = "the name's usual range" if described.get("bounds_from") == "name" else "none known"
+    note = f"{kind}; bounds: {origin}"
+    return Param(annotation, ... if described.get("required") else default, note)
+
+
+def plugin_entry_model(described: dict[str, Any]) -> type[OptimizerEntryBase]:
+    """The entry model of a plugin optimizer from its published description: its name as
+    published, its parameters typed and bounded (``plugin_param``)."""
+    name = described["name"]
+    params = {key: plugin_param(value) for key, value in described["parameters"].items()}
+    fields: dict[str, Any] = {"name": (Literal[name], ...)}
+    for key, param in params.items():
+        fields[key] = (
+            param.annotation,
+            Field(default=param.default, description=param.description),
+        )
+    model = create_model(
+        f"Optimizer_{re.sub(r'[^A-Za-z0-9_]', '_', name)}",
+        __base__=TypedPluginEntry,
+        __doc__=described.get("description") or name,
+        **fields,
+    )
+    model.plugin = plugin_info(name, described.get("description", ""), params)
+    return model
+
 
 # One tagged union: the OpenAPI schema shows each optimizer with its own parameters, and a
 # wrong parameter is reported against the right optimizer.
@@ -592,7 +721,12 @@ if TYPE_CHECKING:
     OptimizerEntry = OptimizerEntryBase
 else:
     OptimizerEntry = Annotated[
-        Union[tuple(Annotated[model, Tag(name)] for name, model in ENTRY_MODELS.items())],  # noqa: UP007
+        Union[
+            (
+                *(Annotated[model, Tag(name)] for name, model in ENTRY_MODELS.items()),
+                Annotated[PluginEntry, Tag(PLUGIN_TAG)],
+            )
+        ],
         Discriminator(
             _entry_tag,
             custom_error_type="unknown_optimizer",

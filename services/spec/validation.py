@@ -14,7 +14,7 @@ from typing import Any
 
 from services.spec.data import DATASET_MODELS
 from services.spec.models import MODEL_MODELS
-from services.spec.optimizers import CATALOG
+from services.spec.optimizers import CATALOG, PLUGIN_TAG
 from services.spec.schedules import SCHEDULE_NAMES
 
 _UNION_TAGS = {
@@ -50,7 +50,7 @@ def _path(loc: Sequence[int | str]) -> list[int | str]:
             i >= 2
             and parts[i - 2] == "optimizers"
             and isinstance(parts[i - 1], int)
-            and part in CATALOG
+            and (part in CATALOG or part == PLUGIN_TAG)
         )
         if not (after_union or after_entry):  # else it is a union's tag, not a field
             kept.append(part)

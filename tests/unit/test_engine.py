@@ -145,7 +145,10 @@ def test_lbfgs_steps_through_its_closure() -> None:
     sink = MemorySink()
     Experiment(config).run_all(sink)
     assert not sink.results[0].diverged
-    assert sink.epochs[0][-1].val_loss < sink.steps[0][0].loss / 3
+    # One epoch of mini-batch LBFGS more than halves the loss. Its line search amplifies
+    # rounding, so the margin is wide: on one machine it reached under a third of the first
+    # loss, on another (same torch, another CPU) 0.40 of it.
+    assert sink.epochs[0][-1].val_loss < sink.steps[0][0].loss / 2
 
 
 def test_the_same_spec_gives_bit_identical_metrics_twice() -> None:

@@ -9,6 +9,8 @@ that the flush reaches through ``Hooks.on_flush`` and ``Hooks.wants_checkpoint``
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Protocol
 
 from workers.engine import checkpoint
@@ -16,6 +18,7 @@ from workers.engine.checkpoint import CheckpointClock, RunState
 from workers.engine.config import PruningConfig
 from workers.engine.hooks import EpochRecord
 from workers.engine.members import Members
+from workers.engine.optimizer_classes import has_modes
 from workers.engine.trainer import Event, Trainer
 
 
@@ -25,6 +28,23 @@ class Evaluates(Protocol):
     def distances(self, members: Members) -> list[float | None] | None: ...
 
     has_score: bool
+
+
+@contextlib.contextmanager
+def eval_weights(trainer: Trainer) -> Iterator[None]:
+    """Optimizers with train and eval modes (schedule-free) hold their evaluation weights
+    for the block (``optimizer.eval()``), their training weights again after it
+    (``optimizer.train()``): every evaluation and every checkpoint sees the weights the
+    method means to be evaluated, and training steps the ones it trains at. Each member's
+    optimizer swaps only its own parameters, so this holds in a fused group too."""
+    switched = [update.optimizer for update in trainer.updates if has_modes(update.optimizer)]
+    for optimizer in switched:
+        optimizer.eval()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for optimizer in switched:
+            optimizer.train()  # type: ignore[attr-defined]
 
 
 class Evaluator:
@@ -44,15 +64,17 @@ class Evaluator:
 
     def mid_epoch(self, trainer: Trainer) -> None:
         if self.every_steps and trainer.step % self.every_steps == 0:
-            evaluated = self.problem.evaluate(trainer.members, "val")
+            with eval_weights(trainer):
+                evaluated = self.problem.evaluate(trainer.members, "val")
             if evaluated is not None:
                 trainer.recorder.add_evaluation(*evaluated)
 
     def epoch_end(self, trainer: Trainer) -> None:
         k_all = trainer.members.k
-        evaluated = self.problem.evaluate(trainer.members, "val")
+        with eval_weights(trainer):
+            evaluated = self.problem.evaluate(trainer.members, "val")
+            distances = self.problem.distances(trainer.members) or [None] * k_all
         losses, scores = evaluated if evaluated else ([float("nan")] * k_all,) * 2
-        distances = self.problem.distances(trainer.members) or [None] * k_all
         self.val_losses = losses
         for k in trainer.active:
             train_loss, train_score = trainer.recorder.epoch_means(k)
@@ -72,7 +94,8 @@ class Evaluator:
     def completed(self, trainer: Trainer) -> None:
         # A study's trials never read the test split (it is for the reruns alone).
         wanted = any(not trainer.runs[k].trial for k in trainer.active)
-        test = self.problem.evaluate(trainer.members, "test") if wanted else None
+        with eval_weights(trainer):
+            test = self.problem.evaluate(trainer.members, "test") if wanted else None
         for k in list(trainer.active):
             if test is None or trainer.runs[k].trial:
                 trainer.finish(k)
@@ -150,6 +173,10 @@ class Checkpointer:
             self.save(trainer, epochs=trainer.epoch)
 
     def save(self, trainer: Trainer, epochs: int) -> None:
+        with eval_weights(trainer):  # the hooks copy the state before this returns
+            self._save(trainer, epochs)
+
+    def _save(self, trainer: Trainer, epochs: int) -> None:
         states = []
         rng = checkpoint.rng_state()
         for k in trainer.active:

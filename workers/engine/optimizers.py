@@ -8,13 +8,12 @@ from typing import Any
 
 import torch
 
+from workers.engine import optimizer_classes
 from workers.engine.config import OptimizerConfig
 
 
 def build(config: OptimizerConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-    cls = getattr(torch.optim, config.torch_class, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        raise ValueError(f"torch.optim has no optimizer '{config.torch_class}'")
+    cls = optimizer_classes.resolve(config.torch_class)  # torch.optim's, or a plugin's
     # JSON turns tuples (betas, etas, ...) into lists; torch wants tuples.
     kwargs: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in config.hyperparameters.items()
@@ -87,3 +86,10 @@ def build_grouped(config: OptimizerConfig, named: dict[str, torch.Tensor]) -> to
         for group in config.groups
     ]
     return GroupedOptimizer(optimizers)
+
+
+def alone_reason(torch_class: str) -> str | None:
+    """Why a run of ``torch_class`` cannot train in a fused group, or None where it can."""
+    if needs_closure_class(torch_class):
+        return f"{torch_class} re-evaluates the loss through a closure"
+    return optimizer_classes.fusion_blocker(torch_class)

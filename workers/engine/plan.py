@@ -62,9 +62,9 @@ def plan(
     groups: list[RunGroup] = []
     by_schedule: dict[bool, list[RunConfig]] = {}
     for run in runs:
-        closure = [c for c in run.optimizer.torch_classes if optimizers.needs_closure_class(c)]
-        if closure:
-            reason = f"{closure[0]} re-evaluates the loss through a closure"
+        reasons = [optimizers.alone_reason(c) for c in run.optimizer.torch_classes]
+        reason = next((r for r in reasons if r), None)
+        if reason:  # a closure (LBFGS), or a plugin that does not step per member
             groups.append(RunGroup((run,), fused=False, reason=reason))
         else:
             full_batch = run.optimizer.full_batch and not one_schedule

@@ -28,6 +28,7 @@ from workers.engine.config import RunConfig
 from workers.engine.fused_layers import Act
 from workers.engine.hooks import Hooks, RunResult
 from workers.engine.members import Members
+from workers.engine.optimizer_classes import has_modes
 from workers.engine.problem import Batch
 from workers.engine.recorder import Recorder
 from workers.engine.step import Losses, Update, train_step
@@ -115,6 +116,9 @@ class Trainer:
         (The runs started when the group was built: ``Hooks.on_run_start``.)"""
         skip = self.step - self.epochs_done * self.steps_per_epoch
         self.members.train(True)
+        for update in self.updates:  # schedule-free: training weights (a resumed state's
+            if has_modes(update.optimizer):  # are its evaluation weights, as checkpointed)
+                update.optimizer.train()  # type: ignore[attr-defined]
         for epoch, batches in self._epochs:
             if epoch <= self.epochs_done:
                 continue  # trained before the checkpoint this group resumed from

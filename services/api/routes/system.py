@@ -16,8 +16,9 @@ from sqlalchemy import text
 from services.api.errors import problems
 from services.api.schemas import CatalogOut, HealthOut, ReadinessOut
 from services.api.security import AUTHENTICATED
-from services.catalog import catalog
+from services.catalog import catalog_with_plugins
 from services.db.session import unit_of_work
+from services.settings import get_settings
 
 router = APIRouter()
 
@@ -30,8 +31,9 @@ router = APIRouter()
     dependencies=AUTHENTICATED,
 )
 def get_catalog() -> dict[str, Any]:
-    """Data sets, models and optimizers with their parameters, defaults and bounds."""
-    return catalog()
+    """Data sets, models and optimizers with their parameters, defaults and bounds; the
+    optimizers of installed packages that live workers can train."""
+    return catalog_with_plugins(get_settings().heartbeat_timeout)
 
 
 @router.get(

@@ -13,10 +13,14 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
+from sqlalchemy.exc import SQLAlchemyError
 
+from services import plugins
 from services.api.security import AUTHENTICATED
+from services.db.session import unit_of_work
 from services.errors import NotFound
-from services.spec import LECTURE_SPEC, LECTURE_TUNED_SPEC, JobSpec
+from services.settings import get_settings
+from services.spec import LECTURE_SPEC, LECTURE_TUNED_SPEC, JobSpec, modern_spec
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 _MEDIA_TYPES = {
@@ -87,8 +91,22 @@ presets_router = APIRouter(tags=["jobs"])
 def presets() -> dict[str, JobSpec]:
     """Example job specs by name (the web form's preset buttons): ``lecture`` is the
     lecture's exercise, eight optimizers on digits; ``lecture-tuned`` the same as a tuning
-    study (each learning rate searched, the best rerun on five fresh seeds)."""
+    study (each learning rate searched, the best rerun on five fresh seeds); ``modern``
+    AdamW and the installed packages' Schedule-Free AdamW, Lion, Prodigy and SOAP on
+    MNIST-1D, tuned (those a live worker has)."""
     return {
         "lecture": JobSpec.model_validate(LECTURE_SPEC),
         "lecture-tuned": JobSpec.model_validate(LECTURE_TUNED_SPEC),
+        "modern": JobSpec.model_validate(modern_spec(_live_plugin_names())),
     }
+
+
+def _live_plugin_names() -> list[str]:
+    """The plugin optimizers live workers can train (the modern preset keeps those); none
+    while the database does not answer (the presets are examples: they answer anyway)."""
+    try:
+        with unit_of_work() as session:
+            available = plugins.live_optimizers(session, get_settings().heartbeat_timeout)
+    except SQLAlchemyError:
+        return []
+    return [name for name, described in available.items() if not described.get("refused")]
