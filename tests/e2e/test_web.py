@@ -431,6 +431,9 @@ def test_the_list_shows_and_filters_jobs_and_the_job_pages_answer_like_the_repor
     name_filter.send_keys("rosenbrock")  # the example's name says it
     wait_until(lambda: set(listed()) == {valley["id"]}, 15, "the landscape job", logs, driver)
     assert listed()[valley["id"]] == ["rosenbrock", "point", best[valley["id"]]]
+    # Since the reload the options come from a new GET /v1/catalog: wait for them.
+    models = '[data-testid="model-filter"] option[value="mlp"]'
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, models), 15, "models", logs, driver)
     Select(by_testid(driver, "model-filter")[0]).select_by_value("mlp")
     wait_until(
         lambda: by_testid(driver, "jobs-no-match")[0].is_displayed(), 15, "model", logs, driver
