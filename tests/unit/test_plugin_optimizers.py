@@ -31,7 +31,7 @@ from tests.unit.test_checkpoint_resume import (
 from tests.unit.test_crash_resume import checkpointing  # noqa: F401  (a fixture)
 from tests.unit.test_engine import LECTURE, job
 from workers.catalog import CatalogPublisher
-from workers.engine import Experiment, OptimizerConfig
+from workers.engine import Experiment, OptimizerConfig, optimizer_probe
 from workers.engine import optimizer_classes as classes
 from workers.sinks.memory import MemorySink
 
@@ -71,10 +71,10 @@ def tiny_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     classes.plugins.cache_clear()
-    classes.fusion_blocker.cache_clear()
+    optimizer_probe.fusion_blocker.cache_clear()
     yield tmp_path
     classes.plugins.cache_clear()
-    classes.fusion_blocker.cache_clear()
+    optimizer_probe.fusion_blocker.cache_clear()
     sys.modules.pop("tiny_opt", None)
 
 

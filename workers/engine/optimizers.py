@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from workers.engine import optimizer_classes
+from workers.engine import optimizer_classes, optimizer_probe
 from workers.engine.config import OptimizerConfig
 
 
@@ -92,4 +92,4 @@ def alone_reason(torch_class: str) -> str | None:
     """Why a run of ``torch_class`` cannot train in a fused group, or None where it can."""
     if needs_closure_class(torch_class):
         return f"{torch_class} re-evaluates the loss through a closure"
-    return optimizer_classes.fusion_blocker(torch_class)
+    return optimizer_probe.fusion_blocker(torch_class)
