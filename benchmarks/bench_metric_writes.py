@@ -31,9 +31,10 @@ out of the ratios. The goal of issue 17 is the sink at 1,000-row flushes (``--fl
 each flush its own transaction, at >= 0.5x that COPY.
 
 It prints rows/s for each (median of the repeats), the ratio to the same repeat's COPY (median
-and range), the per-flush latency, and the machine. The server is PostgreSQL at ``--admin-url`` (default:
-``$OPTBENCH_TEST_POSTGRES`` or the local trust-auth server as user postgres); its user must be
-allowed to create databases (and to CHECKPOINT: a superuser, else that step is skipped).
+and range), the per-flush latency, and the machine. The server is PostgreSQL at
+``--admin-url`` (default: ``$OPTBENCH_TEST_POSTGRES`` or the local trust-auth server as user
+postgres); its user must be allowed to create databases (and to CHECKPOINT: a superuser, else
+that step is skipped).
 """
 
 from __future__ import annotations

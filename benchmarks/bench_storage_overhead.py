@@ -230,7 +230,8 @@ def paired(plain: Sequence[float], sink: Sequence[float]) -> list[float]:
     """Each sink training's overhead against the mean of the no-op trainings just before and
     just after it (``plain`` has one more than ``sink``: A B A B ... A). A load that drifts
     linearly over the three cancels out of each pair."""
-    return [s / ((before + after) / 2) - 1 for s, before, after in zip(sink, plain, plain[1:])]
+    pairs = zip(sink, plain[:-1], plain[1:], strict=True)
+    return [s / ((before + after) / 2) - 1 for s, before, after in pairs]
 
 
 def spread(values: Sequence[float]) -> str:
@@ -260,7 +261,7 @@ def overhead(args: argparse.Namespace) -> float:
     plain: list[Measure] = [train(plain_config, False)]
     sinks: list[Measure] = []
     print(f"  A: no-op hooks {plain[-1].wall:6.2f} s", flush=True)
-    for pair in range(1, args.pairs + 1):
+    for _ in range(args.pairs):
         sink_config = stored_config(spec, args.flush_every)
         sink = train(sink_config, True)
         sinks.append(sink)

@@ -45,9 +45,7 @@ def visible_devices(environ: MutableMapping[str, str], count: Callable[[], int])
     return [str(index) for index in range(count())]
 
 
-def resolve(
-    setting: str, environ: MutableMapping[str, str], count: Callable[[], int]
-) -> list[str]:
+def resolve(setting: str, environ: MutableMapping[str, str], count: Callable[[], int]) -> list[str]:
     """The GPUs ``--gpus`` names (``auto``, a number N, or indices ``0,1``) as the
     ``CUDA_VISIBLE_DEVICES`` entries of the worker's devices; a ValueError that says what to
     change when it names more than there are, or none."""

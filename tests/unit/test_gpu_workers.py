@@ -117,7 +117,8 @@ def test_child_i_of_a_pool_gets_gpu_i_mod_n_as_its_only_visible_device(
     ]
     environ = {gpus.GPUS_VARIABLE: "GPU-5a,GPU-7b"}  # entries as the worker names them
     gpus.pin(1, environ)
-    assert environ["CUDA_VISIBLE_DEVICES"] == "GPU-7b" and gpus.device_label("cuda") == "cuda:GPU-7b"
+    assert environ["CUDA_VISIBLE_DEVICES"] == "GPU-7b"
+    assert gpus.device_label("cuda") == "cuda:GPU-7b"
     assert gpus.device_label("cpu") == "cpu"  # OPTBENCH_DEVICE=cpu on a GPU worker
 
 
@@ -292,3 +293,24 @@ def test_on_cuda_the_step_loop_never_waits_for_the_gpu(monkeypatch: pytest.Monke
     Experiment(config).run_all(Count())
     assert Count.steps > 0
     assert allowed.count("flush") <= Count.steps / 10  # read in batches of steps
+
+
+def test_the_gpu_check_script_is_valid_bash_and_names_what_exists() -> None:
+    """benchmarks/gpu_check.sh runs only on a GPU machine: here, its syntax, the files it
+    runs and the options it passes are checked."""
+    import re
+    import subprocess
+
+    from benchmarks import bench_sweep, compare
+
+    root = Path(__file__).resolve().parents[2]
+    script = root / "benchmarks/gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    for path in re.findall(r"(tests/unit/\w+\.py|benchmarks/\w+\.py)", text):
+        assert (root / path).is_file(), path
+    assert "--gpus auto" in text and "set_sync_debug_mode" in text
+    for module, options in ((compare, ["--workloads", "--epochs", "--worker-args", "--json"]),):
+        source = Path(module.__file__ or "").read_text()
+        assert all(f'"{option}"' in source for option in options), module
+    assert '"--quick"' in Path(bench_sweep.__file__ or "").read_text()
