@@ -43,8 +43,10 @@ def test_the_storage_overhead_benchmark_runs_abab_pairs_and_checks_every_row(
     scratch_server: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bench_storage_overhead.main(
-        ["--epochs", "1", "--pairs", "2", "--rows", "0", "--patience", "0"]
-        + ["--admin-url", scratch_server]
+        [
+            *("--epochs", "1", "--pairs", "2", "--rows", "0", "--patience", "0"),
+            *("--admin-url", scratch_server),
+        ]
     )
     out = capsys.readouterr().out
     assert out.count("  A: no-op hooks") == 3 and out.count("  B: SQL sink") == 2
@@ -57,8 +59,10 @@ def test_the_metric_write_benchmark_compares_each_repeat_with_its_own_copy(
     scratch_server: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bench_metric_writes.main(
-        ["--rows", "4000", "--runs", "2", "--flush", "1000", "--large-flush", "0"]
-        + ["--repeats", "2", "--no-copy-per-flush", "--admin-url", scratch_server]
+        [
+            *("--rows", "4000", "--runs", "2", "--flush", "1000", "--large-flush", "0"),
+            *("--repeats", "2", "--no-copy-per-flush", "--admin-url", scratch_server),
+        ]
     )
     out = capsys.readouterr().out
     assert out.count("(repeat 1):") == 3 and out.count("(repeat 2):") == 3  # each case
