@@ -155,6 +155,7 @@ class SimulatedPool:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, gpu_count: int, children: int) -> None:
         self.children = children
+        on_the_cpu(monkeypatch)  # also where a real GPU is (benchmarks/gpu_check.sh)
         monkeypatch.setenv(gpus.GPUS_VARIABLE, ",".join(map(str, range(gpu_count))))
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # pin() sets it; restored afterwards
         monkeypatch.setattr(gpus, "_pinned", None)
@@ -198,7 +199,15 @@ def test_a_jobs_parts_spread_over_the_gpus_and_each_run_records_its_gpu(
     assert all(run.status == "succeeded" for run in shown)
 
 
-def test_on_the_cpu_a_run_records_cpu(embedded_home: Path) -> None:
+def on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.settings import get_settings
+
+    monkeypatch.setenv("OPTBENCH_DEVICE", "cpu")
+    get_settings.cache_clear()
+
+
+def test_on_the_cpu_a_run_records_cpu(embedded_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    on_the_cpu(monkeypatch)
     spec = copy.deepcopy(LECTURE_SPEC)
     spec.update(epochs=1, optimizers=[{"name": "sgd"}, {"name": "adam"}])
     with unit_of_work() as session:
