@@ -480,8 +480,8 @@ def test_a_commit_whose_answer_was_lost_is_retried_without_storing_twice(
     lost = []
 
     @contextmanager
-    def unit_of_work_losing_the_first_answer() -> Iterator[Any]:
-        with original() as session:
+    def unit_of_work_losing_the_first_answer(*engine: Any) -> Iterator[Any]:
+        with original(*engine) as session:
             yield session
         if not lost:  # committed
             lost.append(True)
@@ -676,3 +676,36 @@ def test_rows_stored_behind_the_writers_back_abort_the_direct_copy_and_go_throug
         assert session.get_one(Run, run.key).steps_done == 40
         (block,) = session.scalars(select(StepRollup).where(StepRollup.run_id == run.key))
     assert (block.first_step, block.last_step, block.loss_last) == (1, 40, 1.0 / 40)
+
+
+def test_the_writer_pings_no_connection_and_replaces_one_that_died_between_writes(
+    postgres_db: str,
+) -> None:
+    """The writer's engine has no pre-ping (a round trip per transaction): a pooled
+    connection that the server ended while idle fails the next write's first statement, a
+    transient error; the retry takes a new connection and every row is stored once."""
+    from sqlalchemy import text
+
+    from services.db.session import get_engine, get_writer_engine
+
+    assert get_writer_engine() is not get_engine()
+    assert not get_writer_engine().pool._pre_ping and get_engine().pool._pre_ping  # type: ignore[attr-defined]
+    (run,) = lecture_runs(1)
+    with SqlSink(retry_delays=(0.01, 0.01)) as sink:
+        sink.on_run_start(run, 40)
+        sink.on_flush([(run, steps(1, 20))])
+        sink.flush()
+        with get_engine().connect() as connection:  # every other session of this database
+            ended = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert ended >= 1  # the writer's idle connection among them
+        sink.on_flush([(run, steps(21, 40))])
+        sink.on_run_end(run, a_result(40))
+    assert sink.stats.retries == 1
+    assert stored_steps(run.key) == list(range(1, 41))
+    with unit_of_work() as session:
+        assert session.get_one(Run, run.key).status == "succeeded"

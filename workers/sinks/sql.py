@@ -60,7 +60,7 @@ from sqlalchemy.orm import Session
 from services.db import metric_writes, store
 from services.db.metric_columns import Columns
 from services.db.models import FINISHED, Job, Run
-from services.db.session import unit_of_work
+from services.db.session import get_writer_engine, unit_of_work
 from services.settings import get_settings
 from services.telemetry import METRIC_ROWS_DEDUPLICATED, METRIC_ROWS_WRITTEN, METRIC_WRITE_SECONDS
 from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepColumns
@@ -135,7 +135,7 @@ class _Transactions:
         epochs: list[tuple[int, list[EpochRecord]]] = []
         written = {"step": 0, "epoch": 0}
         given = {"step": 0, "epoch": 0}
-        with unit_of_work() as session:
+        with unit_of_work(get_writer_engine()) as session:
             for item in items:
                 if isinstance(item, _Steps):
                     steps.append(item)
