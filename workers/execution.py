@@ -176,9 +176,9 @@ def execute_part(
             log.info("job %s is already %s; part %d/%d skipped", job_key, job.status, part, parts)
             return job.status
         leases = claim(session, job, wanted, settings)
-        if leases.todo:  # where they train: this process's GPU when the worker has several
-            label = gpus.device_label(device or pick_device(settings.device))
-            store.set_run_device(session, leases.todo, label)
+        if leases.todo and device:  # where they train (the job's device, set when it
+            # started): this process's own GPU on a worker with several (workers/gpus.py)
+            store.set_run_device(session, leases.todo, gpus.device_label(device))
         job_elapsed = _job_elapsed(session, job)
     deadlines = Deadlines(
         f"job {job_key}",
