@@ -7,8 +7,7 @@
 #    with torch from PyPI (its Linux wheels are the CUDA build) and optbench[dev].
 # 2. What the machine has: nvidia-smi, torch's view of the GPUs.
 # 3. The tests that need CUDA (tests/unit/test_gpu_workers.py: the step loop under
-#    torch.cuda.set_sync_debug_mode("error"), placement), with CI=true so none may skip
-#    for a missing service, and the engine's CPU/CUDA tests.
+#    torch.cuda.set_sync_debug_mode("error"), and the placement tests), with CI=true.
 # 4. The lecture job on CUDA: in this process (`optbench run`, OPTBENCH_DEVICE=cuda), then
 #    through the service on the embedded default (SQLite, filesystem queue) with
 #    `optbench worker --gpus auto`: every run trained, each with its GPU recorded.
@@ -76,7 +75,7 @@ fi
 
 step "3. tests that need CUDA"
 run_step tests env CI=true "$PYTHON" -m pytest -q -rs -p no:cacheprovider \
-  tests/unit/test_gpu_workers.py tests/unit/test_engine.py tests/unit/test_fusion.py
+  tests/unit/test_gpu_workers.py
 
 step "4. the lecture job on CUDA"
 home="$(mktemp -d /tmp/optbench-gpu-home.XXXXXX)"
