@@ -91,7 +91,8 @@ export OPTBENCH_HOME="$home/service" OPTBENCH_API_URL="http://127.0.0.1:8765"
 $OPTBENCH migrate >"$OUT/migrate.log" 2>&1
 $OPTBENCH api --port 8765 >"$OUT/api.log" 2>&1 & api=$!
 $OPTBENCH worker --gpus auto >"$OUT/worker.log" 2>&1 & worker=$!
-for _ in $(seq 60); do curl -sf "$OPTBENCH_API_URL/healthz" >/dev/null 2>&1 && break; sleep 1; done
+up() { "$PYTHON" -c "import urllib.request as u; u.urlopen('$OPTBENCH_API_URL/healthz', timeout=2)" 2>/dev/null; }
+for _ in $(seq 60); do up && break; sleep 1; done
 if run_step lecture_service bash -c "time $OPTBENCH submit --json --watch '$home/lecture.json'"; then
   "$PYTHON" - "$OUT/lecture_service.log" <<'EOF' | tee "$OUT/devices.log" || failed+=(devices)
 import json, re, sys, urllib.request, os
