@@ -1,23 +1,25 @@
 """Storage overhead: what storing every training step in PostgreSQL costs the training.
 
-    .venv/bin/python -m benchmarks.bench_storage_overhead [--epochs 560] [--repeats 5]
+    .venv/bin/python -m benchmarks.bench_storage_overhead [--epochs 560] [--pairs 5]
 
 Builds a fresh PostgreSQL database (dropped at the end) and migrates it, then:
 
 1. Training, in this process, through the engine (``workers.engine.Experiment.run_all``, as
    a worker runs a job): the lecture job (digits, an MLP with 128 hidden units, the 8
    optimizers of ``services.spec.LECTURE_SPEC``), ``--epochs`` epochs, flushing every
-   ``--flush-every`` steps (and at every epoch end, as the engine does). Each repeat trains
-   it twice, in alternating order so that a drift in the machine's load hits both alike:
-   once with no-op hooks and once with the SQL sink (``workers.sinks.sql.SqlSink``) writing
-   every step and epoch of a new job's runs. The sink's time counts until its last row is
-   stored (``run_all`` returns after the last ``on_run_end``, which waits for that; and
-   ``close()``, where the sink has one). Before each repeat it waits (up to ``--patience``
-   s) until other processes use less than ``--quiet`` of the CPUs. It prints each wall
-   time, the medians, the overhead (sink / no-op - 1), the CPU time of this process, of its
-   training thread and of the local PostgreSQL server (read from /proc), the share of the
-   machine other processes used meanwhile, and the rows per second the sink stored, and
-   checks that every row reached the database.
+   ``--flush-every`` steps (and at every epoch end, as the engine does), interleaved ABAB:
+   A with no-op hooks, B with the SQL sink (``workers.sinks.sql.SqlSink``) writing every
+   step and epoch of a new job's runs, ``--pairs`` B's, each between two A's (A B A B ...
+   A). Each B is compared with the mean of the A just before and the A just after it, so a
+   machine whose load drifts (other engineers' work on a shared VM) cancels out of each
+   pair; it prints each pair's overhead and their median, quartiles and range, for the wall
+   time, this process's CPU and the training thread's CPU, and whether the median meets the
+   5 % goal. The sink's time counts until its last row is stored (``run_all`` returns after
+   the last ``on_run_end``, which waits for that; and ``close()``). It also prints the CPU
+   of the local PostgreSQL server (read from /proc), the share of the machine other
+   processes used, the rows per second the sink stored, and checks that every row reached
+   the database. Before the first training it waits (up to ``--patience`` s) until other
+   processes use less than ``--quiet`` of the CPUs.
 2. Write throughput alone: ``--rows`` synthetic steps of ``--runs`` runs, built once as the
    engine's columns (``StepColumns``, cut into flushes before the clock starts), handed to a
    fresh sink as fast as it takes them, in ``on_flush`` calls of ``flush`` rows per run for
@@ -221,63 +223,95 @@ def stored(run_ids: list[int]) -> tuple[int, int]:
     return int(steps or 0), int(epochs or 0)
 
 
-def percent(ratio: float) -> str:
-    return f"{(ratio - 1) * 100:+.1f} %"
+GOAL = 0.05  # issue 17: storing every step costs at most 5 % of training time
 
 
-def overhead(args: argparse.Namespace) -> None:
+def paired(plain: Sequence[float], sink: Sequence[float]) -> list[float]:
+    """Each sink training's overhead against the mean of the no-op trainings just before and
+    just after it (``plain`` has one more than ``sink``: A B A B ... A). A load that drifts
+    linearly over the three cancels out of each pair."""
+    pairs = zip(sink, plain[:-1], plain[1:], strict=True)
+    return [s / ((before + after) / 2) - 1 for s, before, after in pairs]
+
+
+def spread(values: Sequence[float]) -> str:
+    """Median, quartiles and range of overheads, in percent."""
+    ordered = sorted(values)
+    if len(ordered) >= 4:
+        low, _, high = statistics.quantiles(ordered, n=4, method="inclusive")
+        quartiles = f", quartiles {low * 100:+.1f} % to {high * 100:+.1f} %"
+    else:
+        quartiles = ""
+    return (
+        f"median {statistics.median(ordered) * 100:+.1f} %{quartiles}, "
+        f"range {ordered[0] * 100:+.1f} % to {ordered[-1] * 100:+.1f} % ({len(ordered)} pairs)"
+    )
+
+
+def overhead(args: argparse.Namespace) -> float:
+    """The ABAB design: ``--pairs`` trainings with the SQL sink (B), each between two with
+    no-op hooks (A), so that 2 x pairs + 1 trainings run one after another. Returns the
+    median paired overhead (sink / mean of its neighbours - 1)."""
     spec = lecture_job(args.epochs)
     plain_config = stored_config(spec, args.flush_every)
     train(plain_config, False)  # warm up both paths
     train(stored_config(spec, args.flush_every), True)
-    plain: list[Measure] = []
+    share = wait_until_quiet(args.quiet, args.patience)
+    print(f"  (others used {share:.0%} of the CPUs in the second before the first)", flush=True)
+    plain: list[Measure] = [train(plain_config, False)]
     sinks: list[Measure] = []
-    for repeat in range(1, args.repeats + 1):
-        share = wait_until_quiet(args.quiet, args.patience)
-        print(f"  (others used {share:.0%} of the CPUs in the last second)", flush=True)
+    print(f"  A: no-op hooks {plain[-1].wall:6.2f} s", flush=True)
+    for _ in range(args.pairs):
         sink_config = stored_config(spec, args.flush_every)
-        if repeat % 2:  # the order alternates, so that a drift in load hits both alike
-            plain.append(train(plain_config, False))
-            sink = train(sink_config, True)
-        else:
-            sink = train(sink_config, True)
-            plain.append(train(plain_config, False))
+        sink = train(sink_config, True)
         sinks.append(sink)
+        plain.append(train(plain_config, False))
         steps, epochs = stored([run.key for run in sink_config.runs])
         reported = (sink.counter.steps, sink.counter.epochs)
         assert (steps, epochs) == reported, f"stored {steps, epochs}, reported {reported}"
+        (this,) = paired([m.wall for m in plain[-2:]], [sink.wall])
         print(
-            f"  repeat {repeat}: no-op hooks {plain[-1].wall:6.2f} s, SQL sink {sink.wall:6.2f} s "
-            f"({percent(sink.wall / plain[-1].wall)}); {steps:,} step and {epochs:,} epoch "
-            f"rows in {sink.counter.flushes:,} flushes, all stored; {sink.stats}; other "
-            f"processes used {plain[-1].others:.0%} and {sink.others:.0%} of the CPUs",
+            f"  B: SQL sink {sink.wall:6.2f} s ({this * 100:+.1f} % against its neighbours); "
+            f"{steps:,} step and {epochs:,} epoch rows in {sink.counter.flushes:,} flushes, "
+            f"all stored; {sink.stats}; other processes used {sink.others:.0%} of the CPUs\n"
+            f"  A: no-op hooks {plain[-1].wall:6.2f} s (others {plain[-1].others:.0%})",
             flush=True,
         )
-    wall = statistics.median(p.wall for p in plain), statistics.median(s.wall for s in sinks)
-    cpu = statistics.median(p.cpu for p in plain), statistics.median(s.cpu for s in sinks)
-    own = [statistics.median(m.training_cpu for m in ms) for ms in (plain, sinks)]
+    walls = paired([m.wall for m in plain], [m.wall for m in sinks])
+    own = paired([m.training_cpu for m in plain], [m.training_cpu for m in sinks])
+    cpu = paired([m.cpu for m in plain], [m.cpu for m in sinks])
+    wall = statistics.median(m.wall for m in plain), statistics.median(m.wall for m in sinks)
+    cpus = statistics.median(m.cpu for m in plain), statistics.median(m.cpu for m in sinks)
     rows = sinks[-1].counter.steps
-    each = ", ".join(percent(s.wall / p.wall) for p, s in zip(plain, sinks, strict=True))
     print(
-        f"\nmedian of {args.repeats}: no-op hooks {wall[0]:.2f} s, SQL sink {wall[1]:.2f} s\n"
-        f"storage overhead, wall: {percent(wall[1] / wall[0])} of training time "
-        f"(per repeat: {each})\n"
-        f"CPU of this process: no-op hooks {cpu[0]:.2f} s, SQL sink {cpu[1]:.2f} s "
-        f"({percent(cpu[1] / cpu[0])}); of the training thread alone: {own[0]:.2f} s and "
-        f"{own[1]:.2f} s ({percent(own[1] / own[0])})",
+        f"\n{args.pairs} pairs (ABAB..A, each sink training against the two no-op ones around it)"
+        f"\nstorage overhead, wall: {spread(walls)}\n"
+        f"  CPU of this process: {spread(cpu)}\n"
+        f"  CPU of the training thread alone: {spread(own)}\n"
+        f"  medians: no-op hooks {wall[0]:.2f} s wall, {cpus[0]:.2f} s CPU; SQL sink "
+        f"{wall[1]:.2f} s wall, {cpus[1]:.2f} s CPU; other processes used "
+        f"{statistics.median(m.others for m in plain + sinks):.0%} of the CPUs (median)",
         flush=True,
     )
     if all(m.server is not None for m in plain + sinks):
         server = [statistics.median(m.server or 0.0 for m in ms) for ms in (plain, sinks)]
-        print(
-            f"CPU of the PostgreSQL server during training: {server[0]:.2f} s with no-op hooks "
-            f"(other clients), {server[1]:.2f} s with the SQL sink; this process and the "
-            f"server together: {percent((cpu[1] + server[1] - server[0]) / cpu[0])}"
+        # The server's CPU counts other clients too (the A's show how much): paired as well.
+        together = paired(
+            [m.cpu + (m.server or 0.0) for m in plain], [m.cpu + (m.server or 0.0) for m in sinks]
         )
+        print(
+            f"  CPU of the PostgreSQL server per training: {server[0]:.2f} s with no-op hooks "
+            f"(other clients), {server[1]:.2f} s with the SQL sink\n"
+            f"  CPU of this process and the server together: {spread(together)}"
+        )
+    median = statistics.median(walls)
+    verdict = "met" if median <= GOAL else "NOT met"
     print(
-        f"step rows stored per second of training: {rows / wall[1]:,.0f} ({rows:,} per job)",
+        f"  step rows stored per second of training: {rows / wall[1]:,.0f} ({rows:,} per job)\n"
+        f"goal: median paired overhead <= {GOAL:.0%}: {verdict} ({median * 100:+.1f} %)",
         flush=True,
     )
+    return median
 
 
 def generate(steps: int, seed: int) -> StepColumns:
@@ -372,7 +406,7 @@ def run(args: argparse.Namespace) -> None:
     )
     with scratch_database(args.admin_url) as url:
         upgrade(url.render_as_string(hide_password=False))
-        if args.repeats:
+        if args.pairs:
             print(
                 f"\ntraining: lecture job (digits, mlp [128], 8 optimizers), "
                 f"{args.epochs} epochs, flush every {args.flush_every} steps",
@@ -392,7 +426,14 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--epochs", type=int, default=560, help="about 10 s on a 2-core CPU")
-    parser.add_argument("--repeats", type=int, default=5, help="0: skip the training part")
+    parser.add_argument(
+        "--pairs",
+        "--repeats",
+        type=int,
+        default=5,
+        help="trainings with the SQL sink, each between two with no-op hooks; 0: skip the "
+        "training part",
+    )
     parser.add_argument(
         "--flush-every", type=int, default=100, help="steps per flush (OPTBENCH_FLUSH_EVERY_STEPS)"
     )
@@ -414,10 +455,10 @@ def main(argv: list[str] | None = None) -> None:
         "--quiet",
         type=float,
         default=0.1,
-        help="before each repeat, wait until other processes use less than this share of "
-        "the CPUs over a second",
+        help="before the first training, wait until other processes use less than this share "
+        "of the CPUs over a second",
     )
-    parser.add_argument("--patience", type=float, default=120.0, help="... for at most this")
+    parser.add_argument("--patience", type=float, default=10.0, help="... for at most this")
     parser.add_argument(
         "--inline",
         action="store_true",

@@ -8,6 +8,8 @@ pool (``worker_init``).
 Processes and threads: ``--concurrency`` processes (default one per CPU core) each train one
 task at a time, a whole job's first part or one of its other parts, with the torch threads
 that part was planned with (workers/parts.py); between parts a process keeps one thread.
+With ``optbench worker --gpus``, one process per GPU, each pinned to its own when it starts
+(workers/gpus.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from celery.signals import worker_init, worker_process_init, worker_shutting_dow
 
 from services.queue import celery_config
 from services.settings import Settings, get_settings
-from workers import shutdown  # its shared flag must exist before the pool forks
+from workers import gpus, shutdown  # shutdown's shared flag must exist before the pool forks
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -76,7 +78,9 @@ def serve_metrics(settings: Settings, index: int) -> WSGIServer | None:
 def _init_pool_process(**_: Any) -> None:
     from billiard.process import current_process
 
-    _init_training_process(getattr(current_process(), "index", 0) or 0)
+    index = getattr(current_process(), "index", 0) or 0
+    gpus.pin(index)  # `--gpus`: this child's own GPU, before anything initialises CUDA here
+    _init_training_process(index)
 
 
 def _preload() -> None:
@@ -130,7 +134,8 @@ def _init_worker(sender: Any = None, **_: Any) -> None:
     _publish_catalog()
     pool = getattr(sender, "pool_cls", None)
     pool_module = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
-    if "prefork" not in str(pool_module):  # solo/threads: this process trains
+    if "prefork" not in str(pool_module):  # solo/threads: this process trains, on one GPU
+        gpus.pin(0)
         _init_training_process(0)
 
 

@@ -50,6 +50,7 @@ from services.settings import get_settings
 from services.study import phases
 from services.summary import job_summary
 from services.telemetry import JOB_DURATION_SECONDS, JOBS_FINISHED, QUEUE_WAIT_SECONDS
+from workers import gpus
 from workers.adapter import LoadedJob, load_job, pick_device
 from workers.cancellation import CancellationCheck, JobCancelled
 from workers.engine import Experiment, Hooks
@@ -91,9 +92,11 @@ def execute_job(
         device = pick_device(settings.device)
         loaded = load_job(job_key, device, settings)
         experiment = loaded.experiment
+        # On CUDA, one part per GPU of this worker (`optbench worker --gpus`).
+        parts_setting, gpu_reason = gpus.parts_setting(settings.job_parts, device)
         plan = plan_parts(
             experiment,
-            settings.job_parts,
+            parts_setting,
             settings.torch_threads,
             # A pruned study trains as one part: its rule ranks the trials that train
             # together, so the trials of one entry must not be spread over workers.
@@ -124,7 +127,7 @@ def execute_job(
         "" if count == 1 else "s",
         plan.threads,
         "" if plan.threads == 1 else "s",
-        plan.reason,
+        gpu_reason or plan.reason,
     )
     for index, keys in enumerate(plan.parts[1:], start=2):
         if send_part is not None and (first or not started & set(keys)):
@@ -173,6 +176,9 @@ def execute_part(
             log.info("job %s is already %s; part %d/%d skipped", job_key, job.status, part, parts)
             return job.status
         leases = claim(session, job, wanted, settings)
+        if leases.todo and device:  # where they train (the job's device, set when it
+            # started): this process's own GPU on a worker with several (workers/gpus.py)
+            store.set_run_device(session, leases.todo, gpus.device_label(device))
         job_elapsed = _job_elapsed(session, job)
     deadlines = Deadlines(
         f"job {job_key}",

@@ -31,6 +31,7 @@ class RunOut(BaseModel):
     error: str | None
     fused: bool | None = None  # known once the run has ended
     fusion: str | None = None  # "fused with N runs", or why it trained alone
+    device: str | None = None  # where it trains or trained: "cuda:1" (a worker's GPU), "cpu"
 
     @classmethod
     def of(cls, run: Run) -> RunOut:

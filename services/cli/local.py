@@ -211,6 +211,12 @@ def _parts(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     help="Parts a job is split into: auto or a number (default: OPTBENCH_JOB_PARTS, auto).",
 )
 @click.option(
+    "--gpus",
+    help="Train on GPUs, one process per GPU, each pinned to its own: auto (every GPU the "
+    "worker sees), a number N (the first N) or indices like 0,1. Sets --concurrency to their "
+    "number unless given; a job's parts spread over them (workers/gpus.py).",
+)
+@click.option(
     "--pool",
     type=click.Choice(["prefork", "solo", "threads"]),
     default="prefork",
@@ -218,12 +224,33 @@ def _parts(ctx: click.Context, param: click.Parameter, value: str | None) -> str
 )
 @click.option("--log-level", default="INFO", show_default=True)
 def worker(
-    concurrency: int, threads: int | None, parts: str | None, pool: str, log_level: str
+    concurrency: int,
+    threads: int | None,
+    parts: str | None,
+    gpus: str | None,
+    pool: str,
+    log_level: str,
 ) -> int:
-    """A Celery worker of --concurrency processes (default: one per CPU core). Each job is
-    split into parts that these processes train at once, each part with its own torch thread
-    count (workers/parts.py; docs/cluster.md, "Parallel parts and threads")."""
+    """A Celery worker of --concurrency processes (default: one per CPU core, or one per GPU
+    with --gpus). Each job is split into parts that these processes train at once, each part
+    with its own torch thread count (workers/parts.py; docs/cluster.md, "Parallel parts and
+    threads"); on GPUs, one part per GPU."""
     import os
+
+    from workers import gpus as gpu_workers
+
+    chosen: list[str] = []
+    if gpus is not None:
+        # Counting GPUs loads torch: as in workers/celery_app.py, OpenMP's waiting threads
+        # must sleep, read once when it loads (the pool's children inherit it).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            chosen = gpu_workers.resolve(gpus, os.environ, gpu_workers.device_count)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--gpus") from None
+        os.environ[gpu_workers.GPUS_VARIABLE] = ",".join(chosen)
+    else:
+        os.environ.pop(gpu_workers.GPUS_VARIABLE, None)
 
     # Before torch loads (the tasks import it): the children inherit the environment.
     if threads is not None:
@@ -234,7 +261,9 @@ def worker(
     from workers.celery_app import app
     from workers.parts import cpu_cores
 
-    processes = concurrency or get_settings().worker_concurrency or cpu_cores()
+    processes = concurrency or len(chosen) or get_settings().worker_concurrency or cpu_cores()
+    if chosen:
+        click.echo(f"GPUs {', '.join(chosen)}: {processes} process(es), each pinned to one")
     app.worker_main(
         [
             "worker",

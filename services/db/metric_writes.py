@@ -67,6 +67,7 @@ from services.db.metric_rollup import block_arrays, rollup_insert
 from services.db.models import Run
 
 __all__ = [
+    "RowsNotNew",
     "rollup_insert",
     "step_columns",
     "write_epoch_batch",
@@ -164,22 +165,33 @@ def _copy(cursor: psycopg.Cursor[Any], statement: str, batch: _Batch, rows: Colu
             copy.write_row(row)
 
 
-def _copy_new_steps(connection: Connection, batch: _Batch) -> bool:
+class RowsNotNew(Exception):
+    """The direct ``COPY`` of ``write_step_columns(..., savepoint=False)`` met a stored key
+    (or another integrity error): the transaction is aborted and must be rolled back; write
+    the rows again in a new one with ``fresh=False``, where the staging path decides."""
+
+
+def _copy_new_steps(connection: Connection, batch: _Batch, savepoint: bool) -> bool:
     """COPY the rows straight into step_metric, then the rollup and steps_done; False (and
-    nothing written) if they are not all new."""
+    nothing written) if they are not all new. Without ``savepoint``, a COPY that hits a
+    stored key raises ``RowsNotNew`` instead (the transaction is lost with it)."""
     rows = (
         batch.columns.insertable(statements.STEPS.required) if batch.columns is not None else None
     )
     if rows is None:
         return False
     with _driver(connection).cursor() as cursor:
-        cursor.execute("SAVEPOINT optbench_new_rows")
+        if savepoint:
+            cursor.execute("SAVEPOINT optbench_new_rows")
         try:
             _copy(cursor, statements.STEPS.pg_copy, batch, rows)
-        except psycopg.errors.IntegrityError:  # a stored key, or a bad row: staging decides
-            cursor.execute("ROLLBACK TO SAVEPOINT optbench_new_rows")
+        except psycopg.errors.IntegrityError as error:  # a stored key, or a bad row
+            if not savepoint:
+                raise RowsNotNew(str(error)) from error
+            cursor.execute("ROLLBACK TO SAVEPOINT optbench_new_rows")  # staging decides
             return False
-        cursor.execute("RELEASE SAVEPOINT optbench_new_rows")
+        if savepoint:
+            cursor.execute("RELEASE SAVEPOINT optbench_new_rows")
     # Through SQLAlchemy, so that its events (tracing, tests) see the statement.
     connection.exec_driver_sql(
         statements.ROLLUP_AND_ADVANCE, (*batch.advance(), *block_arrays(rows))
@@ -212,16 +224,22 @@ def step_columns(batch: Sequence[tuple[int, Any]]) -> Columns:
     return Columns.of_arrays(statements.STEPS.fields, statements.STEPS.kinds, batch)
 
 
-def write_step_columns(session: Session, columns: Columns, *, fresh: bool = True) -> int:
+def write_step_columns(
+    session: Session, columns: Columns, *, fresh: bool = True, savepoint: bool = True
+) -> int:
     """Store step rows of several runs (``step_columns``) and advance each run's
     ``steps_done``, in the session's transaction. ``fresh=False``: the caller knows that
-    some rows may be stored already, so the direct COPY is not tried.
+    some rows may be stored already, so the direct COPY is not tried. ``savepoint=False``
+    (PostgreSQL): the direct COPY runs without the savepoint that lets a failed one fall
+    back to staging in the same transaction (a savepoint and its release cost two round
+    trips and ~10 % of a 1,000-row flush, docs/performance.md); if it fails, ``RowsNotNew``
+    is raised and the caller writes the transaction again with ``fresh=False``.
 
     Returns the number of new rows; the rows given minus that were already stored.
     """
     if columns.fields != statements.STEPS.fields or columns.kinds != statements.STEPS.kinds:
         raise ValueError(f"step columns are {statements.STEPS.fields} of {statements.STEPS.kinds}")
-    return _write_steps(session, _Batch(statements.STEPS, columns, ()), fresh)
+    return _write_steps(session, _Batch(statements.STEPS, columns, ()), fresh, savepoint)
 
 
 def write_step_batch(session: Session, batch: Sequence[RunRows], *, fresh: bool = True) -> int:
@@ -230,12 +248,12 @@ def write_step_batch(session: Session, batch: Sequence[RunRows], *, fresh: bool 
     return _write_steps(session, _Batch.of_rows(statements.STEPS, batch), fresh)
 
 
-def _write_steps(session: Session, rows: _Batch, fresh: bool) -> int:
+def _write_steps(session: Session, rows: _Batch, fresh: bool, savepoint: bool = True) -> int:
     if not len(rows):
         return 0
     connection, database = _connection(session)
     if database == "postgresql":
-        if fresh and _copy_new_steps(connection, rows):
+        if fresh and _copy_new_steps(connection, rows, savepoint):
             written = len(rows)
         else:
             written = _insert_via_staging(connection, rows, rows.advance())

@@ -167,6 +167,8 @@ class Run(Base):
     trial: Mapped[int | None] = mapped_column(Integer)
     pruned_at_epoch: Mapped[int | None] = mapped_column(Integer)  # the rung that stopped it
     selection_score: Mapped[float | None] = mapped_column(Float)  # a trial's, once selected
+    # Where it trained: "cuda:1" (a worker's GPU, workers/gpus.py) or "cpu"; NULL until then.
+    device: Mapped[str | None] = mapped_column(String(64))
 
     job: Mapped[Job] = relationship(back_populates="runs")
 

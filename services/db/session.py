@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from services.settings import get_settings
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pre_ping: bool = True) -> Engine:
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
@@ -39,7 +39,9 @@ def make_engine(url: str) -> Engine:
         {"connect_timeout": 5} if make_url(url).get_backend_name() == "postgresql" else {}
     )
     # hide_parameters: an error's message (logged, or in a traceback) never holds the values
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
+    return create_engine(
+        url, pool_pre_ping=pre_ping, connect_args=connect_args, hide_parameters=True
+    )
 
 
 @lru_cache(maxsize=1)
@@ -47,17 +49,34 @@ def get_engine() -> Engine:
     return make_engine(get_settings().resolved_database_url)
 
 
+@lru_cache(maxsize=1)
+def get_writer_engine() -> Engine:
+    """The engine of the SQL sink's writer (workers/sinks/sql.py) on PostgreSQL: the same
+    database, its own pool, no pre-ping. The ping is a round trip (``BEGIN``, ``SELECT 1``)
+    before each transaction, for a writer that commits several times a second: on a loaded
+    machine it cost the sink's 1,000-row flush a few percent (docs/performance.md, "Storing
+    every step"). A pooled connection that died meanwhile fails the write's first statement
+    instead: a transient error, which the writer retries on a new connection. SQLite: the
+    process's engine (one file, one pool)."""
+    url = get_settings().resolved_database_url
+    if make_url(url).get_backend_name() != "postgresql":
+        return get_engine()
+    return make_engine(url, pre_ping=False)
+
+
 def reset_engine() -> None:
-    """Forget this process's engine (after a fork, or when tests change the settings)."""
-    if get_engine.cache_info().currsize:
-        get_engine().dispose(close=False)
-    get_engine.cache_clear()
+    """Forget this process's engines (after a fork, or when tests change the settings)."""
+    for cached in (get_writer_engine, get_engine):
+        if cached.cache_info().currsize:
+            cached().dispose(close=False)
+        cached.cache_clear()
 
 
 @contextmanager
-def unit_of_work() -> Iterator[Session]:
-    """One use case, one transaction: commits when the block ends, rolls back on an error."""
-    session = Session(get_engine(), expire_on_commit=False)
+def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
+    """One use case, one transaction: commits when the block ends, rolls back on an error.
+    ``engine``: another than the process's (the metric writer's, ``get_writer_engine``)."""
+    session = Session(engine or get_engine(), expire_on_commit=False)
     try:
         yield session
         session.commit()

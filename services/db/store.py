@@ -201,6 +201,12 @@ def start_job(session: Session, job: Job, total_steps: Mapping[int, int], device
         run.total_steps = total_steps[run.id]
 
 
+def set_run_device(session: Session, run_ids: Collection[int], device: str) -> None:
+    """Where these runs train (``cuda:1``, ``cpu``): set when a part takes them, so a run
+    sent again to another process records the device it trains on now."""
+    session.execute(update(Run).where(Run.id.in_(list(run_ids))).values(device=device))
+
+
 def start_run(session: Session, run_id: int) -> None:
     run = session.get_one(Run, run_id)
     run.status, run.started_at = RUNNING, utcnow()

@@ -86,6 +86,8 @@ def test_gpu_override_reserves_nvidia_devices() -> None:
     assert devices, "docker-compose.gpu.yml should reserve NVIDIA devices for worker"
     assert "gpu" in devices[0]["capabilities"]
     assert "/whl/cu" in worker["build"]["args"]["TORCH_INDEX_URL"]
+    # One process per GPU, each pinned to its own (workers/gpus.py).
+    assert worker["command"] == ["optbench", "worker", "--gpus", "auto"]
 
 
 def test_prometheus_config_is_valid(tmp_path: Path) -> None:

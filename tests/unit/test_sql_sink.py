@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from services.db import metric_queries, metric_writes, store
-from services.db.models import STEP_FIELDS, Run, StepMetric
+from services.db.models import STEP_FIELDS, Run, StepMetric, StepRollup
 from services.db.session import unit_of_work
 from services.spec import LECTURE_SPEC, JobSpec
 from workers.engine import (
@@ -480,8 +480,8 @@ def test_a_commit_whose_answer_was_lost_is_retried_without_storing_twice(
     lost = []
 
     @contextmanager
-    def unit_of_work_losing_the_first_answer() -> Iterator[Any]:
-        with original() as session:
+    def unit_of_work_losing_the_first_answer(*engine: Any) -> Iterator[Any]:
+        with original(*engine) as session:
             yield session
         if not lost:  # committed
             lost.append(True)
@@ -639,3 +639,71 @@ def test_retry_pauses_double_from_the_first_delay_to_the_longest_each_jittered(
     assert stats.retries == 7
     for pause, delay in zip(pauses, [0.5, 1, 2, 4, 8, 10, 10], strict=True):
         assert delay / 2 <= pause <= delay
+
+
+def test_rows_stored_behind_the_writers_back_abort_the_direct_copy_and_go_through_staging(
+    postgres_db: str,
+) -> None:
+    """The writer COPYs rows it believes new without a savepoint; when they are stored
+    already (here: by another session after the run started, as a commit whose answer was
+    lost leaves them), that transaction is written again with the rows staged: each stored
+    once, the duplicates counted, the rollup and steps_done right."""
+    import psycopg
+
+    (run,) = lecture_runs(1)
+    statements: list[str] = []
+    original = psycopg.Cursor.execute
+
+    def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(query))
+        return original(self, query, *args, **kwargs)
+
+    with SqlSink() as sink:
+        sink.on_run_start(run, 40)
+        sink.flush()
+        with unit_of_work() as session:  # behind the writer's back
+            metric_writes.write_steps(session, run.key, [row(r) for r in records(1, 30)])
+        psycopg.Cursor.execute = execute  # type: ignore[method-assign]
+        try:
+            sink.on_flush([(run, steps(1, 40))])
+            sink.flush()
+        finally:
+            psycopg.Cursor.execute = original  # type: ignore[method-assign]
+    assert stored_steps(run.key) == list(range(1, 41))
+    assert (sink.stats.step_rows, sink.stats.duplicates) == (10, 30)
+    assert not any("SAVEPOINT" in s for s in statements)
+    with unit_of_work() as session:
+        assert session.get_one(Run, run.key).steps_done == 40
+        (block,) = session.scalars(select(StepRollup).where(StepRollup.run_id == run.key))
+    assert (block.first_step, block.last_step, block.loss_last) == (1, 40, 1.0 / 40)
+
+
+def test_the_writer_pings_no_connection_and_replaces_one_that_died_between_writes(
+    postgres_db: str,
+) -> None:
+    """The writer's engine has no pre-ping (a round trip per transaction): a pooled
+    connection that the server ended while idle fails the next write's first statement, a
+    transient error; the retry takes a new connection and every row is stored once."""
+    from sqlalchemy import text
+
+    from services.db.session import get_engine, get_writer_engine
+
+    assert get_writer_engine() is not get_engine()
+    assert not get_writer_engine().pool._pre_ping and get_engine().pool._pre_ping  # type: ignore[attr-defined]
+    (run,) = lecture_runs(1)
+    with SqlSink(retry_delays=(0.01, 0.01)) as sink:
+        sink.on_run_start(run, 40)
+        sink.on_flush([(run, steps(1, 20))])
+        sink.flush()
+        # The writer is idle: its pool's one connection is what this checks out (and returns).
+        with get_writer_engine().connect() as connection:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with get_engine().connect() as connection:
+            query = text("SELECT pg_terminate_backend(:pid)")
+            assert connection.execute(query, {"pid": pid}).scalar_one()
+        sink.on_flush([(run, steps(21, 40))])
+        sink.on_run_end(run, a_result(40))
+    assert sink.stats.retries == 1
+    assert stored_steps(run.key) == list(range(1, 41))
+    with unit_of_work() as session:
+        assert session.get_one(Run, run.key).status == "succeeded"

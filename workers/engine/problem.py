@@ -67,7 +67,13 @@ class Problem:
             if full_batch:
                 yield epoch, [None]
                 continue
-            order = torch.randperm(self.n_train, generator=generator).to(self.config.device)
+            # Drawn on the CPU (the same batches on every device). To a GPU from pinned
+            # memory, asynchronously: the host never waits for the GPU's queue in the step
+            # loop (a pageable copy would; tests/unit/test_gpu_workers.py checks it).
+            order = torch.randperm(self.n_train, generator=generator)
+            if self.config.device.startswith("cuda"):
+                order = order.pin_memory()
+            order = order.to(self.config.device, non_blocking=True)
             parts = list(order.split(self.config.batch_size))
             if len(parts) > self.steps_per_epoch(full_batch):
                 parts[-2:] = [torch.cat(parts[-2:])]

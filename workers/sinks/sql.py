@@ -31,7 +31,8 @@ Order and durability:
   ``flush()`` and ``close()`` wait for the database to come back. Rows are stored once and
   in order: the failed transaction rolled back, and so does what the writer noted as stored
   in it (``stored_through``); if the connection broke during COMMIT, which may then have
-  committed, the repeated rows meet their stored keys and take the staging path.
+  committed, the repeated rows meet their stored keys: that COPY (run without a savepoint)
+  aborts the transaction, which is written again with every step row through staging.
 - Any other failed write (an integrity error, a bug: a NaN in a required column is an
   ``IntegrityError``), or a transient one that outlasts the retry time, is raised in the
   training thread (the same exception) at its next hook call, ``flush()`` or ``close()``,
@@ -59,7 +60,7 @@ from sqlalchemy.orm import Session
 from services.db import metric_writes, store
 from services.db.metric_columns import Columns
 from services.db.models import FINISHED, Job, Run
-from services.db.session import unit_of_work
+from services.db.session import get_writer_engine, unit_of_work
 from services.settings import get_settings
 from services.telemetry import METRIC_ROWS_DEDUPLICATED, METRIC_ROWS_WRITTEN, METRIC_WRITE_SECONDS
 from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepColumns
@@ -115,31 +116,39 @@ class _Transactions:
     def write(self, items: Sequence[_Item]) -> None:
         hint = dict(self.stored_through)
         try:
-            self.transaction(items)
+            try:
+                self.transaction(items, direct=True)
+            except metric_writes.RowsNotNew:  # a stored key after all: all again, staged
+                self.stored_through = dict(hint)
+                self.transaction(items, direct=False)
         except Exception:
             self.stored_through = hint  # the transaction rolled back: so did its rows
             raise
 
-    def transaction(self, items: Sequence[_Item]) -> None:
+    def transaction(self, items: Sequence[_Item], *, direct: bool) -> None:
+        """One transaction of the items. ``direct``: step rows the writer knows to be new go
+        straight into ``step_metric`` by a COPY without a savepoint, so that one meeting a
+        stored key after all (a commit whose answer was lost) aborts the transaction and
+        ``write`` makes it again with ``direct=False``, every step row through staging."""
         started, cpu_started = time.perf_counter(), time.thread_time()
         steps: list[_Steps] = []
         epochs: list[tuple[int, list[EpochRecord]]] = []
         written = {"step": 0, "epoch": 0}
         given = {"step": 0, "epoch": 0}
-        with unit_of_work() as session:
+        with unit_of_work(get_writer_engine()) as session:
             for item in items:
                 if isinstance(item, _Steps):
                     steps.append(item)
                 elif isinstance(item, _Epochs):
                     epochs.append((item.run, item.epochs))
                 else:
-                    self.write_rows(session, steps, epochs, written, given)
+                    self.write_rows(session, steps, epochs, written, given, direct)
                     steps, epochs = [], []
                     if isinstance(item, _Start):
                         self.start(session, item.run)
                     else:
                         store.finish_run(session, item.run, item.result)
-            self.write_rows(session, steps, epochs, written, given)
+            self.write_rows(session, steps, epochs, written, given, direct)
         seconds = time.perf_counter() - started
         stats = self.stats
         stats.transactions += 1
@@ -173,13 +182,16 @@ class _Transactions:
         epochs: list[tuple[int, list[EpochRecord]]],
         written: dict[str, int],
         given: dict[str, int],
+        direct: bool,
     ) -> None:
         through = self.stored_through
         if steps:
             spans = [span for item in steps for span in item.spans]
-            fresh = all(first > through.get(run, 0) for run, first, _ in spans)
+            fresh = direct and all(first > through.get(run, 0) for run, first, _ in spans)
             columns = Columns.join([item.columns for item in steps])
-            written["step"] += metric_writes.write_step_columns(session, columns, fresh=fresh)
+            written["step"] += metric_writes.write_step_columns(
+                session, columns, fresh=fresh, savepoint=False
+            )
             given["step"] += len(columns)
             for run, _, last in spans:  # sorted by step (else only the hint is off)
                 through[run] = max(through.get(run, 0), last)
