@@ -49,6 +49,7 @@ def _init_training_process(index: int) -> None:
     # (loading its data) never competes with the parts other processes train.
     torch.set_num_threads(1)
     _warm_up()
+    _warm_lecture()
     set_build_info(torch.__version__, torch.version.cuda or "")
     serve_metrics(get_settings(), index)
 
@@ -108,6 +109,17 @@ def _warm_up() -> None:
     with FlopCounterMode(display=False):
         layer(torch.zeros(1, 2)).sum().backward()
     torch.optim.SGD(layer.parameters(), lr=0.1).step()
+
+
+def _warm_lecture() -> None:
+    """The lecture job's paths once, and its data cached (workers/warm.py); a failure only
+    costs the first job its warm start."""
+    from workers.warm import warm_lecture
+
+    try:
+        log.info("warmed up on the lecture's data in %.2f s", warm_lecture(get_settings()))
+    except Exception as error:  # never stop a worker for its warm-up
+        log.warning("warm-up skipped: %s: %s", type(error).__name__, error)
 
 
 @worker_init.connect
