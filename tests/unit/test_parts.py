@@ -235,7 +235,31 @@ def test_step_flops_counts_a_forward_and_backward_pass_of_one_batch() -> None:
     assert flops == 2 * 32 * weights * 2 + 2 * 32 * 64 * 4
 
 
-def test_plan_parts_of_a_real_experiment() -> None:
+def test_a_small_job_is_one_part() -> None:
+    def choice(job: float) -> tuple[int, int]:
+        made = choose_parts(
+            "auto",
+            0,
+            device="cpu",
+            cores=2,
+            runs=8,
+            step_flops=lambda: 2.6e6,  # the lecture's MLP on digits, batch 64
+            job_flops=lambda step: job,
+        )
+        return made.parts, made.threads
+
+    assert choice(parts_module.SMALL_JOB_FLOPS / 3) == (1, 1)  # the lecture at 20 epochs
+    assert choice(parts_module.SMALL_JOB_FLOPS) == (2, 1)
+    experiment = mlp_experiment(hidden=16, runs=5)
+    plan = plan_parts(experiment, "auto", 0, cores=2)
+    assert plan.parts == ((1, 2, 3, 4, 5),) and "a small job, one part" in plan.reason
+    step = step_flops(experiment)
+    steps = experiment.total_steps(experiment.config.runs[0])
+    assert parts_module.job_flops(experiment, step) == pytest.approx(5 * steps * step, rel=0.1)
+
+
+def test_plan_parts_of_a_real_experiment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parts_module, "SMALL_JOB_FLOPS", 0.0)  # as if it were a large job
     experiment = mlp_experiment(hidden=16, runs=5)
     assert len(experiment.groups()) == 1  # five SGD runs, one fused group
     plan = plan_parts(experiment, "auto", 0, cores=2)  # cut into two contiguous sub-groups
