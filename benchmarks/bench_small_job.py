@@ -81,7 +81,9 @@ def breakdown(job: dict[str, Any], sent: float, seen: float) -> dict[str, float]
         _at(job["finished_at"]),
         seen,
     ]
-    spans = {name: end - start for name, start, end in zip(SPANS, moments, moments[1:])}
+    spans = {
+        name: end - start for name, start, end in zip(SPANS, moments, moments[1:], strict=False)
+    }
     total = seen - sent
     steps = float(timings["step_seconds"])
     return {**spans, "total": total, "steps": steps, "outside": total - steps}
@@ -135,7 +137,7 @@ def print_table(results: dict[int, dict[str, Any]]) -> None:
     columns = [*SPANS, "total", "steps", "outside"]
     header = f"{'epochs':>6} " + " ".join(f"{name:>9}" for name in columns)
     header += f" | {'(a) s':>7} {'(b) s':>7} | {'c/a':>5} {'c/b':>5}"
-    print(f"\nmedians, milliseconds (the loops' and ratios: seconds and wall-time ratios)\n{header}")
+    print(f"\nmedians, ms (the loops: seconds; c/a and c/b: wall-time ratios)\n{header}")
     print("-" * len(header))
     for epochs, result in results.items():
         spans = result["median"]
@@ -154,9 +156,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     epochs_list = [int(e) for e in args.epochs.split(",") if e.strip()]
     compare.require_servers(args.database_url, args.redis_url)
-    print(f"machine: {cpu_description()}, torch {torch.__version__}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"machine: {cpu_description()}, torch {torch.__version__}; (a) and (b) on "
+        f"{torch.get_num_threads()} thread(s)"
+    )
     print(f"optbench: {compare.source_version()}", flush=True)
-    output: dict[str, Any] = {"machine": cpu_description(), "epochs": {}}
+    output: dict[str, Any] = {
+        "machine": cpu_description(),
+        "threads": torch.get_num_threads(),
+        "epochs": {},
+    }
     with tempfile.TemporaryDirectory(prefix="optbench-small-job-") as folder:
         scratch = Path(folder)
         args.quick = False
@@ -201,6 +212,14 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=0,
         help="wait by plain polling at this interval (seconds) instead of the long-poll",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads of (a) and (b); 0: torch's default (the worker trains a small "
+        "job's part on one thread, workers/parts.py; on a loaded machine torch's default "
+        "threads wait on each other many times over, see benchmarks/compare.py)",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)

@@ -31,6 +31,9 @@ from services.settings import get_settings
 from services.spec import LECTURE_SPEC, LECTURE_TUNED_SPEC
 from services.support import free_port
 
+# One worker process that trains itself (no pool to fork): the demo's job is one part.
+DEMO_WORKER_ARGS = ("--pool", "solo", "--concurrency", "1")
+
 
 @contextmanager
 def _child(*args: str) -> Iterator[subprocess.Popen[bytes]]:
@@ -56,7 +59,7 @@ def _wait_until_up(client: ApiClient, api: subprocess.Popen[bytes], timeout: flo
             raise RuntimeError(f"the API exited with status {api.returncode}")
         if client.ready():
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise RuntimeError("the API did not become ready in time")
 
 
@@ -93,17 +96,20 @@ def run_demo(epochs: int | None = None, *, tuned: bool = False, trials: int | No
             file=sys.stderr,
         )
         return 2
-    upgrade()
     port = free_port()
     with ExitStack() as stack:
         print("starting the API and one worker (embedded default: SQLite + filesystem broker)")
+        # The worker first: it takes longest to start (torch, then a warm-up on the lecture's
+        # data, workers/warm.py), and needs the database only once a job comes, after the
+        # migration below. One process, solo: the demo's job trains as one part.
+        stack.enter_context(_child("worker", "--log-level", "WARNING", *DEMO_WORKER_ARGS))
+        upgrade()
+        api = stack.enter_context(_child("api", "--port", str(port), "--log-level", "warning"))
         if key is None:
             print(
                 "no API key needed: the API listens on 127.0.0.1 only, and requests from this "
                 "machine act as owner 'local' (OPTBENCH_AUTH=loopback)"
             )
-        api = stack.enter_context(_child("api", "--port", str(port), "--log-level", "warning"))
-        stack.enter_context(_child("worker", "--log-level", "WARNING"))
         client = stack.enter_context(ApiClient(f"http://127.0.0.1:{port}", api_key=key))
         _wait_until_up(client, api)
         job = client.submit(spec)

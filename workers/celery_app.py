@@ -80,7 +80,9 @@ def _init_pool_process(**_: Any) -> None:
     _init_training_process(getattr(current_process(), "index", 0) or 0)
 
 
-def _preload() -> None:
+def _preload(
+    modules: tuple[str, ...] = ("sklearn.datasets", "mnist1d.data", "torch._dynamo"),
+) -> None:
     """Import the data set libraries once, before the pool forks: a part's first task in a
     fresh process then loads its data without ~1 s of imports (scikit-learn, mnist1d).
     Likewise the FLOP counter the part planner uses (workers/parts.py): its first use costs
@@ -92,7 +94,7 @@ def _preload() -> None:
     # to keep dynamo out), 820 modules and 2.4 s on the 2-core VM, once per process: that was
     # paid inside the first job part each pool process trained. Imported here, it is paid
     # once, before the fork (an import only: no torch work, no threads).
-    for module in ("sklearn.datasets", "mnist1d.data", "torch._dynamo"):
+    for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:  # pragma: no cover - a worker without the optional packages
@@ -124,10 +126,15 @@ def _warm_lecture() -> None:
 
 @worker_init.connect
 def _init_worker(sender: Any = None, **_: Any) -> None:
-    _preload()
     pool = getattr(sender, "pool_cls", None)
     pool_module = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
-    if "prefork" not in str(pool_module):  # solo/threads: this process trains
+    if "prefork" in str(pool_module):
+        _preload()
+    else:  # solo/threads: this process trains, and is ready once warm
+        # What the warm-up does not need is imported by the first job that does: before
+        # the fork it is paid once for every child, here it would only delay the start
+        # (mnist1d pulls in matplotlib: 1.4 s of imports on the loaded 2-core VM).
+        _preload(("sklearn.datasets", "torch._dynamo"))
         _init_training_process(0)
 
 

@@ -17,8 +17,9 @@ Choosing P and threads T (``OPTBENCH_JOB_PARTS``, ``OPTBENCH_TORCH_THREADS``):
   backward pass of one batch through the job's model, counted in floating-point operations
   by ``torch.utils.flop_counter`` (``step_flops``). From ``THREADS_FROM_FLOPS`` on, P = 1
   with every core as threads; a job whose steps add up to less than ``SMALL_JOB_FLOPS``
-  (``job_flops``) is one part too, its processes would cost more than they save; below, P = one per core (at most one per run, and no more
-  copies of the data set than half the available memory holds), and T = 1, or the cores left
+  (``job_flops``) is one part too (more processes would cost more than they save); below,
+  P = one per core (at most one per run, and no more copies of the data set than half the
+  available memory holds), and T = 1, or the cores left
   over (``cores // P``, when there are fewer runs than cores) once a step has
   ``THREADS_HELP_FROM_FLOPS``: below that a second thread only costs (small kernels).
   ``OPTBENCH_TORCH_THREADS`` overrides T.

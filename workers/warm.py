@@ -35,9 +35,7 @@ def warm_lecture(settings: Settings) -> float:
     dataset = dataset_config(cast(Session, None), spec, settings)
     optimizers = [
         OptimizerConfig("warm sgd", "sgd", CATALOG["sgd"].torch_class, {"lr": 0.05}),
-        OptimizerConfig(
-            "warm momentum", "momentum", CATALOG["momentum"].torch_class, {"lr": 0.05}
-        ),
+        OptimizerConfig("warm momentum", "momentum", CATALOG["momentum"].torch_class, {"lr": 0.05}),
         OptimizerConfig("warm gd", "gd", CATALOG["gd"].torch_class, {"lr": 0.5}, True),
     ]
     config = JobConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -78,7 +79,7 @@ class JobTimings(BaseModel):
         order = ("created_at", *_TIMING_MOMENTS, "finished_at")
         seconds = {  # only between two moments both known
             _SPAN_NAMES[end]: max((at - began).total_seconds(), 0.0)
-            for start, end in zip(order, order[1:], strict=False)
+            for start, end in itertools.pairwise(order)
             if (began := known.get(start)) is not None and (at := known.get(end)) is not None
         }
         step_seconds = stored.get("step_seconds")

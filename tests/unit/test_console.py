@@ -278,8 +278,7 @@ def test_status_marks_fused_runs_and_says_why_others_trained_alone() -> None:
     assert lines[1].endswith("succeeded fused") and not lines[2].endswith("fused")
     assert "[########################]" in lines[1] and "10/10" in lines[1]
     assert lines[-1] == (
-        'adam (seed 0): trained one run at a time, as the spec asks ("execution": '
-        '{"fuse": false})'
+        'adam (seed 0): trained one run at a time, as the spec asks ("execution": {"fuse": false})'
     )
 
 

@@ -145,7 +145,8 @@ async def get_job(
 def cancel_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
     """Cancel a queued job before it starts, or a running one: its workers stop at their next
     metric flush (every OPTBENCH_FLUSH_EVERY_STEPS steps; checked at most every quarter
-    second). Steps already stored stay queryable; runs that had finished keep their results. 409 once the job has ended."""
+    second). Steps already stored stay queryable; runs that had finished keep their
+    results. 409 once the job has ended."""
     return JobOut.of(jobs.cancel(job_id, owner=owner))
 
 
