@@ -323,3 +323,17 @@ def test_a_label_named_all_keeps_its_own_rate() -> None:
         )
     ).splitlines()
     assert " 5 steps/s" in rows[0] and " 15 steps/s" in rows[2]  # the label's, the job's
+
+
+def test_a_queued_job_waits_for_a_worker_in_one_line_without_empty_bars() -> None:
+    stream, clock = io.StringIO(), Clock()
+    with JobProgress(make_console(stream), every_seconds=1.0, clock=clock) as progress:
+        for second in range(4):  # still queued: said once, not repeated every second
+            clock.now = second
+            progress.update(job(0, "queued"))
+        clock.now = 4
+        progress.update(job(3, "running"))
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("queued: waiting for a worker to start the job (")
+    assert len(lines) == 2 and "0/?" not in stream.getvalue()
+    assert lines[1].startswith("running: 6/20 steps")

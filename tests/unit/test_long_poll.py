@@ -49,11 +49,11 @@ def test_it_answers_as_soon_as_the_progress_changes(client: TestClient) -> None:
 
     writer = threading.Thread(target=progress_later)
     writer.start()
-    response, seconds = timed_get(client, f"/v1/jobs/{job_id}", wait=10)
+    response, seconds = timed_get(client, f"/v1/jobs/{job_id}", wait=30)
     writer.join()
     assert response.status_code == 200, response.text
     assert response.json()["progress"]["steps_done"] == 3
-    assert 0.25 < seconds < 3  # after the change, long before the 10 s
+    assert 0.25 < seconds < 15  # after the change, long before the 30 s (a loaded machine)
 
 
 def test_it_answers_with_the_current_state_when_the_wait_is_over(client: TestClient) -> None:
