@@ -133,8 +133,9 @@ def _init_worker(sender: Any = None, **_: Any) -> None:
     else:  # solo/threads: this process trains, and is ready once warm
         # What the warm-up does not need is imported by the first job that does: before
         # the fork it is paid once for every child, here it would only delay the start
-        # (mnist1d pulls in matplotlib: 1.4 s of imports on the loaded 2-core VM).
-        _preload(("sklearn.datasets", "torch._dynamo"))
+        # (mnist1d pulls in matplotlib: 1.4 s of imports on the loaded 2-core VM; the
+        # lecture's digits are read without scikit-learn, workers/engine/datasets.py).
+        _preload(("torch._dynamo",))
         _init_training_process(0)
 
 
