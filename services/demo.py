@@ -101,9 +101,10 @@ def run_demo(epochs: int | None = None, *, tuned: bool = False, trials: int | No
         print("starting the API and one worker (embedded default: SQLite + filesystem broker)")
         # The worker first: it takes longest to start (torch, then a warm-up on the lecture's
         # data, workers/warm.py), and needs the database only once a job comes, after the
-        # migration below. One process, solo: the demo's job trains as one part.
+        # migration. One process, solo: the demo's job trains as one part.
         stack.enter_context(_child("worker", "--log-level", "WARNING", *DEMO_WORKER_ARGS))
-        upgrade()
+        if not settings.is_embedded:  # the embedded default's API migrates before it serves
+            upgrade()
         api = stack.enter_context(_child("api", "--port", str(port), "--log-level", "warning"))
         if key is None:
             print(
