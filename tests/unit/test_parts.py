@@ -284,3 +284,15 @@ def test_a_full_batch_run_costs_the_whole_split_per_step_when_balancing() -> Non
     full, mini = config.runs
     assert parts_module.run_samples(experiment, full) == 2 * experiment.n_train
     assert parts_module.run_samples(experiment, mini) == experiment.total_steps(mini) * 64
+
+
+def test_step_flops_are_counted_once_per_model_and_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted: list[int] = []
+    count = parts_module._count_step_flops
+    monkeypatch.setattr(parts_module, "_STEP_FLOPS", {})
+    monkeypatch.setattr(parts_module, "_count_step_flops", lambda e: counted.append(1) or count(e))
+    first = step_flops(mlp_experiment(hidden=64))
+    assert step_flops(mlp_experiment(hidden=64, runs=5)) == first  # the same model and data
+    assert len(counted) == 1
+    assert step_flops(mlp_experiment(hidden=32)) < first  # another model: counted again
+    assert len(counted) == 2
