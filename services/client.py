@@ -14,6 +14,12 @@ from urllib.parse import quote
 import httpx
 
 FINISHED = ("succeeded", "failed", "cancelled")
+LONG_POLL_SECONDS = 10.0  # one request of ``wait``: the API answers earlier on any change
+
+
+def _progress(job: dict[str, Any]) -> tuple[Any, ...]:
+    runs = tuple((run.get("status"), run.get("steps_done")) for run in job.get("runs", []))
+    return job.get("status"), runs
 
 
 class ApiError(Exception):
@@ -83,8 +89,14 @@ class ApiClient:
         params.update({key: value for key, value in filters.items() if value})
         return dict(self._request("GET", "/v1/jobs", params=params))
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        return dict(self._request("GET", f"/v1/jobs/{job_id}"))
+    def job(self, job_id: str, wait: float = 0) -> dict[str, Any]:
+        """The job; with ``wait`` (seconds) a long-poll: the API answers once the job's
+        status or progress changed, or after ``wait`` seconds (services/job_watch.py)."""
+        params = {"wait": wait} if wait > 0 else None
+        # The request may take ``wait`` seconds before the API starts its answer.
+        timeout = self.http.timeout.read + wait if wait > 0 and self.http.timeout.read else None
+        extra: dict[str, Any] = {"timeout": timeout} if timeout else {}
+        return dict(self._request("GET", f"/v1/jobs/{job_id}", params=params, **extra))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return dict(self._request("POST", f"/v1/jobs/{job_id}/cancel"))
@@ -150,12 +162,27 @@ class ApiClient:
             return False
 
     def wait(
-        self, job_id: str, on_update: Callable[[dict[str, Any]], None], interval: float = 0.5
+        self,
+        job_id: str,
+        on_update: Callable[[dict[str, Any]], None],
+        interval: float = 0.5,
+        *,
+        long_poll: float = LONG_POLL_SECONDS,
     ) -> dict[str, Any]:
-        """Poll until the job has finished, calling ``on_update`` with each state."""
+        """Until the job has finished, calling ``on_update`` with each state. Each request
+        is a long-poll of ``long_poll`` seconds (the API answers when the job changes, so
+        its end is seen at once); ``interval`` paces the requests only where an answer came
+        back early without a change (an API without long-polling), and every request when
+        ``long_poll`` is 0 (plain polling)."""
+        previous: dict[str, Any] | None = None
         while True:
-            job = self.job(job_id)
+            asked = time.monotonic()
+            job = self.job(job_id, wait=long_poll)
             on_update(job)
             if job["status"] in FINISHED:
                 return job
-            time.sleep(interval)
+            unchanged = previous is not None and _progress(job) == _progress(previous)
+            early = time.monotonic() - asked < long_poll / 2
+            if long_poll <= 0 or (unchanged and early):
+                time.sleep(interval)
+            previous = job

@@ -11,6 +11,7 @@ console is as wide as ``COLUMNS`` says, else 1000 columns: a table row stays one
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -192,12 +193,58 @@ def job_status(job: Mapping[str, Any], *, color: bool = False) -> RenderableType
 
 
 def _alone_lines(job: Mapping[str, Any]) -> list[str]:
-    """Why the runs that did not fuse trained alone, one line per reason."""
+    """Why the runs that did not train together with others trained on their own, one line
+    per reason, in the user's words (``fusion_note``)."""
     reasons: dict[str, list[str]] = {}
     for run in job.get("runs", []):
         if run.get("fused") is False and run.get("fusion"):
             reasons.setdefault(run["fusion"], []).append(f"{run['label']} (seed {run['seed']})")
-    return [f"trained alone: {', '.join(runs)}: {reason}" for reason, runs in reasons.items()]
+    return [f"{', '.join(runs)}: {fusion_note(reason)}" for reason, runs in reasons.items()]
+
+
+# The engine's reasons for a run that trained on its own (workers/engine/plan.py, stored in
+# ``run.fusion``) say how it plans; a user reading `optbench status` wants what it means for
+# them. Patterns in order; a reason none matches is shown as it is.
+_NOTES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"no other run of this part shares its full-batch schedule"),
+        "trained on its own: it takes one step per epoch on the whole training set, the "
+        "others one per mini-batch",
+    ),
+    (
+        re.compile(r"no other run of this part shares its mini-batch schedule"),
+        "trained on its own: no other run here takes the same mini-batch steps",
+    ),
+    (
+        re.compile(r"fusion is turned off for this job"),
+        'trained one run at a time, as the spec asks ("execution": {{"fuse": false}})',
+    ),
+    (
+        re.compile(r"(?P<name>\w+) re-evaluates the loss through a closure"),
+        "trained on its own: {name} computes the loss several times in each step",
+    ),
+    (
+        re.compile(r"the model cannot fuse"),
+        "trained one run at a time: this model cannot train several runs in one pass",
+    ),
+    (
+        re.compile(r"fused groups of this schedule hold at most (?P<n>\d+) runs"),
+        "trained on its own: on a CPU at most {n} runs of this size train together",
+    ),
+    (
+        re.compile(r"on a CPU, \d+ runs' activations"),
+        "trained one run at a time: on a CPU these runs are faster one by one than together",
+    ),
+)
+
+
+def fusion_note(reason: str) -> str:
+    """Why a run trained on its own, said for a user (see ``_NOTES``)."""
+    for pattern, note in _NOTES:
+        found = pattern.search(reason)
+        if found:
+            return note.format(**found.groupdict())
+    return reason
 
 
 def keys_table(keys: Iterable[Mapping[str, Any]]) -> RenderableType:

@@ -51,6 +51,7 @@ def _init_training_process(index: int) -> None:
     # (loading its data) never competes with the parts other processes train.
     torch.set_num_threads(1)
     _warm_up()
+    _warm_lecture()
     set_build_info(torch.__version__, torch.version.cuda or "")
     serve_metrics(get_settings(), index)
 
@@ -83,7 +84,9 @@ def _init_pool_process(**_: Any) -> None:
     _init_training_process(index)
 
 
-def _preload() -> None:
+def _preload(
+    modules: tuple[str, ...] = ("sklearn.datasets", "mnist1d.data", "torch._dynamo"),
+) -> None:
     """Import the data set libraries once, before the pool forks: a part's first task in a
     fresh process then loads its data without ~1 s of imports (scikit-learn, mnist1d).
     Likewise the FLOP counter the part planner uses (workers/parts.py): its first use costs
@@ -95,7 +98,7 @@ def _preload() -> None:
     # to keep dynamo out), 820 modules and 2.4 s on the 2-core VM, once per process: that was
     # paid inside the first job part each pool process trained. Imported here, it is paid
     # once, before the fork (an import only: no torch work, no threads).
-    for module in ("sklearn.datasets", "mnist1d.data", "torch._dynamo"):
+    for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:  # pragma: no cover - a worker without the optional packages
@@ -128,13 +131,31 @@ def _publish_catalog() -> None:
     _publisher.append(publisher)
 
 
+def _warm_lecture() -> None:
+    """The lecture job's paths once, and its data cached (workers/warm.py); a failure only
+    costs the first job its warm start."""
+    from workers.warm import warm_lecture
+
+    try:
+        log.info("warmed up on the lecture's data in %.2f s", warm_lecture(get_settings()))
+    except Exception as error:  # never stop a worker for its warm-up
+        log.warning("warm-up skipped: %s: %s", type(error).__name__, error)
+
+
 @worker_init.connect
 def _init_worker(sender: Any = None, **_: Any) -> None:
-    _preload()
-    _publish_catalog()
     pool = getattr(sender, "pool_cls", None)
     pool_module = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
-    if "prefork" not in str(pool_module):  # solo/threads: this process trains, on one GPU
+    if "prefork" in str(pool_module):
+        _preload()
+        _publish_catalog()
+    else:  # solo/threads: this process trains, on one GPU, and is ready once warm
+        # What the warm-up does not need is imported by the first job that does: before
+        # the fork it is paid once for every child, here it would only delay the start
+        # (mnist1d pulls in matplotlib: 1.4 s of imports on the loaded 2-core VM; the
+        # lecture's digits are read without scikit-learn, workers/engine/datasets.py).
+        _preload(("torch._dynamo",))
+        _publish_catalog()
         gpus.pin(0)
         _init_training_process(0)
 

@@ -37,7 +37,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 
 import torch
@@ -64,6 +64,9 @@ from workers.sinks.checkpoints import CheckpointSink
 from workers.sinks.prometheus import PrometheusSink
 from workers.sinks.sql import SqlSink
 from workers.timelimits import Deadlines, TimeLimitCheck, TimeLimitExceeded
+from workers.timings import DATA_READY, PICKED_UP, PartTimer
+from workers.timings import merge as merge_timings
+from workers.timings import now as timestamp
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ def execute_job(
     job's status after part 1 (``running`` while other parts train). Without ``send_part``
     the whole job is one part, trained here. Safe to call twice (idempotent)."""
     began = time.monotonic()  # part 1's wall time counts from here, loading included
+    picked_up = timestamp()
     settings = get_settings()
     with unit_of_work() as session:
         job = store.get_job(session, job_id)
@@ -102,12 +106,14 @@ def execute_job(
             # together, so the trials of one entry must not be spread over workers.
             max_parts=None if send_part is not None and not experiment.config.pruning else 1,
         )
+        data_ready = timestamp()
         with unit_of_work() as session:
             job = store.lock_job(session, job_key)
             status, first = job.status, job.status == QUEUED
             if first:
                 totals = {r.key: experiment.total_steps(r) for r in experiment.config.runs}
                 store.start_job(session, job, totals, device)
+                job.timings = {PICKED_UP: picked_up, DATA_READY: data_ready}
             started = {run.id for run in job.runs if run.status != QUEUED}
         if status in FINISHED:  # failed by a part of an earlier delivery meanwhile
             return status
@@ -179,6 +185,8 @@ def execute_part(
         if leases.todo and device:  # where they train (the job's device, set when it
             # started): this process's own GPU on a worker with several (workers/gpus.py)
             store.set_run_device(session, leases.todo, gpus.device_label(device))
+        # Never started by any part: no rows, no checkpoint, nothing to supersede.
+        fresh = {run.id for run in job.runs if run.id in leases.todo and run.started_at is None}
         job_elapsed = _job_elapsed(session, job)
     deadlines = Deadlines(
         f"job {job_key}",
@@ -189,6 +197,8 @@ def execute_part(
         settings.max_job_seconds,
     )
     todo = leases.todo
+    timer = PartTimer()
+    timings: dict[str, object] | None = None
     if leases.held:
         log.info("job %s: runs %s are trained by a live worker; not here", job_key, leases.held)
     if leases.given_up:
@@ -216,8 +226,9 @@ def execute_part(
             with Heartbeat(todo, settings.heartbeat_seconds):
                 if loaded is None:
                     loaded = load_job(job_key, pick_device(device or settings.device), settings)
-                resume = _resume(loaded.experiment, todo)
-                _train(job_key, loaded, todo, extra_hooks, resume, deadlines)
+                resume = _resume(loaded.experiment, todo, fresh)
+                _train(job_key, loaded, todo, (timer, *extra_hooks), resume, deadlines)
+            timings = timer.timings(rows_committed=timestamp())  # the sink has closed
         except JobCancelled:
             log.info("job %s part %d/%d stopped: the job was cancelled", job_key, part, parts)
             return CANCELLED
@@ -243,7 +254,7 @@ def execute_part(
             torch.set_num_threads(previous)
             _part_ended(job_key, todo)
         log.info("job %s part %d/%d done, pid %d", job_key, part, parts, os.getpid())
-    return finalise_job(job_key, send_part=send_part, threads=threads)
+    return finalise_job(job_key, send_part=send_part, threads=threads, timings=timings)
 
 
 def _part_ended(job_key: uuid.UUID, run_ids: list[int]) -> None:
@@ -264,12 +275,19 @@ def _part_ended(job_key: uuid.UUID, run_ids: list[int]) -> None:
         )
 
 
-def _resume(experiment: Experiment, run_ids: list[int]) -> dict[int, RunState]:
+def _resume(
+    experiment: Experiment, run_ids: list[int], fresh: Collection[int] = ()
+) -> dict[int, RunState]:
     """The checkpoints the runs go on from, after superseding what each stored after its own
-    (all of it for a run that starts again): services/db/checkpoints.py."""
+    (all of it for a run that starts again): services/db/checkpoints.py. Runs in ``fresh``
+    never started, so they have nothing stored: no statement for them (five per run, a
+    tenth of a second for the lecture's eight runs)."""
+    started = [run_id for run_id in run_ids if run_id not in fresh]
+    if not started:
+        return {}
     with unit_of_work() as session:
-        usable = experiment.resumable(checkpoint_store.load(session, run_ids), run_ids)
-        for run_id in run_ids:
+        usable = experiment.resumable(checkpoint_store.load(session, started), run_ids)
+        for run_id in started:
             state = usable.get(run_id)
             deleted = checkpoints.supersede(
                 session, run_id, state.step if state else 0, state.epochs if state else 0
@@ -284,7 +302,13 @@ def _resume(experiment: Experiment, run_ids: list[int]) -> dict[int, RunState]:
     return usable
 
 
-def finalise_job(job_id: uuid.UUID, *, send_part: SendPart | None = None, threads: int = 1) -> str:
+def finalise_job(
+    job_id: uuid.UUID,
+    *,
+    send_part: SendPart | None = None,
+    threads: int = 1,
+    timings: Mapping[str, object] | None = None,
+) -> str:
     """If every run of the running job has finished: a study's next phase, or the job's end.
 
     Under the job's row lock, so it happens once however many parts call it at once. A study
@@ -292,9 +316,12 @@ def finalise_job(job_id: uuid.UUID, *, send_part: SendPart | None = None, thread
     reruns of the best settings): they are sent to the queue as one part (they train as one
     fused group), or trained here when there is no queue (``optbench run``). Otherwise the
     summary is stored and the job marked succeeded. Returns the job's status afterwards
-    (``running`` while runs are open)."""
+    (``running`` while runs are open). ``timings``: the calling part's (workers/timings.py),
+    merged into the job's in the same transaction."""
     with unit_of_work() as session:
         job = store.lock_job(session, job_id)
+        if timings and job.status == RUNNING:
+            job.timings = merge_timings(job.timings, timings)
         if job.status != RUNNING or store.open_runs(job):
             return job.status
         new = phases.advance(session, job)

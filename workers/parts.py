@@ -16,8 +16,10 @@ Choosing P and threads T (``OPTBENCH_JOB_PARTS``, ``OPTBENCH_TORCH_THREADS``):
 - ``auto`` on a CPU decides from the work of one training step of one run: a forward and
   backward pass of one batch through the job's model, counted in floating-point operations
   by ``torch.utils.flop_counter`` (``step_flops``). From ``THREADS_FROM_FLOPS`` on, P = 1
-  with every core as threads; below, P = one per core (at most one per run, and no more
-  copies of the data set than half the available memory holds), and T = 1, or the cores left
+  with every core as threads; a job whose steps add up to less than ``SMALL_JOB_FLOPS``
+  (``job_flops``) is one part too (more processes would cost more than they save); below,
+  P = one per core (at most one per run, and no more copies of the data set than half the
+  available memory holds), and T = 1, or the cores left
   over (``cores // P``, when there are fewer runs than cores) once a step has
   ``THREADS_HELP_FROM_FLOPS``: below that a second thread only costs (small kernels).
   ``OPTBENCH_TORCH_THREADS`` overrides T.
@@ -55,6 +57,13 @@ THREADS_FROM_FLOPS = float("inf")
 # 3.12 s -> 2.59 s; 784-1024-1024-10 at batch 256, 2.4 GFLOP, 12.3 s -> 7.8 s). The rule
 # compares one run's step (a part with fewer runs than cores trains one run) with this.
 THREADS_HELP_FROM_FLOPS = 3e8
+# A job of less work than this trains as one part: a second process costs its own start
+# (claiming its runs, its transactions, its share of the cores) and splits a fused group
+# whose small steps cost about as much for four members as for eight. The lecture job
+# (eight optimizers on digits, 0.35 GFLOP per epoch) at 20 epochs, 7 GFLOP, measured by
+# benchmarks/bench_small_job.py on the loaded 2-core VM: 0.90 s end to end as one part,
+# 1.71 s as two (medians of 5). Larger jobs split as before.
+SMALL_JOB_FLOPS = 2e10
 # Each part holds its own copy of the data set: P copies take at most this share of the
 # memory available when the job is planned.
 MEMORY_SHARE = 0.5
@@ -96,10 +105,12 @@ def choose_parts(
     step_flops: Callable[[], float],
     memory_parts: Callable[[], int] = lambda: 1 << 30,
     max_parts: int | None = None,
+    job_flops: Callable[[float], float] = lambda step: float("inf"),
 ) -> Choice:
-    """The rule of the module's docstring. ``step_flops`` and ``memory_parts`` (how many
-    copies of the data set fit) are called only when ``auto`` on a CPU needs them;
-    ``max_parts`` caps P (1 for a job trained in-process)."""
+    """The rule of the module's docstring. ``step_flops``, ``job_flops`` (the whole job's,
+    from one step's) and ``memory_parts`` (how many copies of the data set fit) are called
+    only when ``auto`` on a CPU needs them; ``max_parts`` caps P (1 for a job trained
+    in-process)."""
     limit = max(1, min(runs, max_parts or runs))
     if parts_setting != "auto":
         count = min(parts_setting, limit)
@@ -112,6 +123,8 @@ def choose_parts(
         work = f"{flops / 1e6:.1f} MFLOP per step"
         if flops >= THREADS_FROM_FLOPS:
             count, reason = 1, f"{work}: threads beat processes"
+        elif (total := job_flops(flops)) < SMALL_JOB_FLOPS:
+            count, reason = 1, f"{work}, {total / 1e9:.1f} GFLOP in all: a small job, one part"
         else:
             fit = max(1, memory_parts())
             count = min(cores, limit, fit)
@@ -196,6 +209,7 @@ def plan_parts(
         step_flops=lambda: step_flops(experiment),
         memory_parts=lambda: int(MEMORY_SHARE * memory_available() // data_bytes(experiment)),
         max_parts=max_parts,
+        job_flops=lambda step: job_flops(experiment, step),
     )
     split = split_runs(groups, choice.parts, lambda run: float(run_samples(experiment, run)))
     return PartPlan(split, choice.threads, choice.reason)
@@ -234,6 +248,16 @@ def memory_available() -> int:
     return max(available, 0)
 
 
+def job_flops(experiment: Experiment, step: float) -> float:
+    """The job's floating-point operations, from one step's (``step_flops``): every run's
+    samples (``run_samples``) at the step's cost per sample."""
+    if experiment.landscape:
+        return 0.0
+    batch = min(experiment.config.batch_size, experiment.n_train)
+    samples = sum(run_samples(experiment, run) for run in experiment.config.runs)
+    return step * samples / batch
+
+
 def run_samples(experiment: Experiment, run: RunConfig) -> int:
     """A run's cost for balancing parts: the samples its steps process (a full-batch step,
     ``gd``, processes the whole training split, not one batch)."""
@@ -243,12 +267,37 @@ def run_samples(experiment: Experiment, run: RunConfig) -> int:
     return experiment.total_steps(run) * min(batch, experiment.n_train)
 
 
+# Counted FLOPs by what they depend on (see ``step_flops``): counting runs the model under
+# the FLOP counter, 14 ms of a 20-epoch lecture job's planning; the next job of the same
+# model on the same data shapes reads it back.
+_STEP_FLOPS: dict[tuple[object, ...], float] = {}
+
+
 def step_flops(experiment: Experiment) -> float:
     """Floating-point operations of one training step of one run: forward and backward of
     one batch (the configured batch size, or the whole training split when smaller) through
-    the job's model at its initial weights. Landscapes (2-D test functions) count as 0."""
+    the job's model at its initial weights. Landscapes (2-D test functions) count as 0.
+    They depend on the model, the data's shapes and the batch only: counted once per
+    process for each of those."""
     if experiment.landscape:
         return 0.0
+    config, data = experiment.config, experiment.data
+    key = (
+        config.model.name,
+        repr(sorted(config.model.params.items())),
+        data.input_shape,
+        data.n_outputs,
+        min(config.batch_size, experiment.n_train),
+        experiment.classification,
+        config.dtype,
+        config.device,
+    )
+    if key not in _STEP_FLOPS:
+        _STEP_FLOPS[key] = _count_step_flops(experiment)
+    return _STEP_FLOPS[key]
+
+
+def _count_step_flops(experiment: Experiment) -> float:
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 

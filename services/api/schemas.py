@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -44,6 +45,69 @@ class ProgressOut(BaseModel):
     fraction: float | None
 
 
+class JobTimings(BaseModel):
+    """Where the job's time went, as its workers measured it (null fields: not yet, or not
+    for this job). ``seconds``: the spans between the job's moments in order, from
+    ``created_at`` to ``finished_at``: ``queued``, ``loading`` (its data), ``starting``
+    (parts sent, runs claimed, models built), ``training`` (first to last step, the
+    evaluations between epochs included), ``storing`` (the last rows and the test split)
+    and ``finishing`` (summary and status). ``step_seconds``: the time spent in training
+    steps alone, of the part that spent most."""
+
+    picked_up_at: datetime | None = None
+    data_ready_at: datetime | None = None
+    first_step_at: datetime | None = None
+    last_step_at: datetime | None = None
+    rows_committed_at: datetime | None = None
+    step_seconds: float | None = None
+    seconds: dict[str, float]
+
+    @classmethod
+    def of(cls, job: Job) -> JobTimings | None:
+        if not isinstance(job.timings, dict):
+            return None
+        stored = job.timings
+        moments = {
+            key: datetime.fromisoformat(stored[key])
+            for key in _TIMING_MOMENTS
+            if isinstance(stored.get(key), str)
+        }
+        known: dict[str, datetime | None] = {
+            "created_at": job.created_at,
+            **moments,
+            "finished_at": job.finished_at,
+        }
+        order = ("created_at", *_TIMING_MOMENTS, "finished_at")
+        seconds = {  # only between two moments both known
+            _SPAN_NAMES[end]: max((at - began).total_seconds(), 0.0)
+            for start, end in itertools.pairwise(order)
+            if (began := known.get(start)) is not None and (at := known.get(end)) is not None
+        }
+        step_seconds = stored.get("step_seconds")
+        return cls(
+            **moments,
+            step_seconds=float(step_seconds) if isinstance(step_seconds, int | float) else None,
+            seconds=seconds,
+        )
+
+
+_TIMING_MOMENTS = (
+    "picked_up_at",
+    "data_ready_at",
+    "first_step_at",
+    "last_step_at",
+    "rows_committed_at",
+)
+_SPAN_NAMES = {  # a span is named by the moment that ends it
+    "picked_up_at": "queued",
+    "data_ready_at": "loading",
+    "first_step_at": "starting",
+    "last_step_at": "training",
+    "rows_committed_at": "storing",
+    "finished_at": "finishing",
+}
+
+
 class JobOut(BaseModel):
     id: uuid.UUID
     name: str
@@ -63,6 +127,7 @@ class JobOut(BaseModel):
     suite_id: uuid.UUID | None = None
     suite_workload: str | None = None
     suite_study: int | None = None
+    timings: JobTimings | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -87,6 +152,7 @@ class JobOut(BaseModel):
             suite_id=job.suite_id,
             suite_workload=job.suite_workload,
             suite_study=job.suite_study,
+            timings=JobTimings.of(job),
         )
 
 

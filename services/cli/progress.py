@@ -15,6 +15,8 @@ Decided here:
   job's status changes and when it ends, never a redraw.
 - It draws on standard error, so standard output carries only the result (the table or
   JSON); "a terminal" means standard error is one.
+- A queued job is one line, "waiting for a worker", not bars of "0/?": its steps are known
+  once a worker has planned it (``total_steps``), and from then on the bars move.
 - The rate is over the last ``RATE_WINDOW`` seconds of updates, so that it follows the
   current speed (a fused group, a slow optimizer); ETA is what is left at that rate.
 """
@@ -215,6 +217,12 @@ def progress_line(job: Mapping[str, Any], rates: Rates, elapsed: float) -> str:
     return text + (f"; running: {names}{more}" if running else "")
 
 
+def waiting_line(job: Mapping[str, Any]) -> str:
+    """A queued job's one line: its steps are counted once a worker has planned it."""
+    runs = len(job.get("runs", []))
+    return f"queued: waiting for a worker to start the job ({runs} run{'s' if runs != 1 else ''})"
+
+
 class JobProgress:
     """Shows a job's progress while it trains: ``with JobProgress() as p: ...p.update(job)``."""
 
@@ -256,13 +264,20 @@ class JobProgress:
         ended = job["status"] in FINISHED
         changed = job["status"] != self._status
         self._status = job["status"]
+        waiting = job["status"] == "queued"  # no totals yet: no bars of "0/?" to show
         if self._live is not None:
             if ended or changed or now - self._last >= 1 / REDRAWS_PER_SECOND:
                 self._last = now
                 width, height = self.console.size
                 color = self.console.color_system is not None
-                block = progress_block(job, self.rates, width=width, height=height, color=color)
+                block: Table | Text = (
+                    Text(waiting_line(job))
+                    if waiting
+                    else progress_block(job, self.rates, width=width, height=height, color=color)
+                )
                 self._live.update(block, refresh=True)
-        elif ended or changed or now - self._last >= self.every:
+        elif ended or changed or (now - self._last >= self.every and not waiting):
             self._last = now
-            self.console.print(progress_line(job, self.rates, now - self.started), soft_wrap=True)
+            elapsed = now - self.started
+            line = waiting_line(job) if waiting else progress_line(job, self.rates, elapsed)
+            self.console.print(line, soft_wrap=True)

@@ -243,7 +243,7 @@ def _submit_and_follow(api: ApiClient, spec: dict[str, Any], options: Mapping[st
 @contextmanager
 def _embedded_api(key: str | None, workers: int) -> Iterator[ApiClient]:
     from services.db.migrate import upgrade
-    from services.demo import _child, _wait_until_up
+    from services.demo import _Children, _wait_until_up
     from services.support import free_port
 
     upgrade()
@@ -254,9 +254,10 @@ def _embedded_api(key: str | None, workers: int) -> Iterator[ApiClient]:
             "broker)",
             file=sys.stderr,
         )
-        api = stack.enter_context(_child("api", "--port", str(port), "--log-level", "warning"))
+        children = stack.enter_context(_Children())
+        api = children.start("api", "--port", str(port), "--log-level", "warning")
         for _ in range(workers):
-            stack.enter_context(_child("worker", "--log-level", "WARNING"))
+            children.start("worker", "--log-level", "WARNING")
         http = stack.enter_context(ApiClient(f"http://127.0.0.1:{port}", api_key=key))
         _wait_until_up(http, api)
         yield http

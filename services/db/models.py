@@ -106,6 +106,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     summary: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Where the job's time went, as its workers measured it (workers/timings.py): when its
+    # task was picked up, its data ready, its first and last step, its rows committed.
+    timings: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # The client's Idempotency-Key of the POST that created the job (unique per owner) and the
     # SHA-256 of that request's canonical spec: a repeat with another spec is refused.
     idempotency_key: Mapped[str | None] = mapped_column(String(200))

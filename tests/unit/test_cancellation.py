@@ -49,7 +49,10 @@ class CancelAfterFirstFlush(Hooks):
                 store.cancel_job(session, store.lock_job(session, self.job_id))
 
 
-def test_a_running_job_stops_at_the_next_flush_and_keeps_its_steps(embedded_home: Path) -> None:
+def test_a_running_job_stops_at_the_next_flush_and_keeps_its_steps(
+    embedded_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("workers.cancellation.CHECK_EVERY_SECONDS", 0.0)  # every flush
     job_id = stored_job(epochs=20)  # 3 runs x 20 epochs x 3 steps: far more than two flushes
     canceller = CancelAfterFirstFlush(job_id)
     assert execute_job(job_id, extra_hooks=(canceller,)) == "cancelled"
@@ -83,7 +86,7 @@ def test_the_check_is_skipped_while_the_database_cannot_be_reached(
     job_id = stored_job()
     with unit_of_work() as session:
         store.cancel_job(session, store.lock_job(session, job_id))
-    check = CancellationCheck(uuid.UUID(job_id))
+    check = CancellationCheck(uuid.UUID(job_id), every_seconds=0)
     with pytest.raises(JobCancelled):
         check.on_flush([])
 
@@ -98,3 +101,26 @@ def test_the_check_is_skipped_while_the_database_cannot_be_reached(
     reset_process_state()
     with pytest.raises(OperationalError, match="no such table"):
         check.on_flush([])
+
+
+def test_the_status_is_read_at_most_once_in_check_every_seconds(embedded_home: Path) -> None:
+    """A small job's flushes come every few milliseconds: it reads the status at the first
+    flush a quarter of a second after the last read (or the part's start), and then sees a
+    cancellation."""
+    import uuid
+
+    from workers.cancellation import CHECK_EVERY_SECONDS, CancellationCheck
+
+    now = [100.0]
+    job_id = stored_job()
+    check = CancellationCheck(uuid.UUID(job_id), clock=lambda: now[0])
+    with unit_of_work() as session:
+        store.cancel_job(session, store.lock_job(session, job_id))
+    for _ in range(5):  # within the interval: no read, no stop
+        now[0] += CHECK_EVERY_SECONDS / 10
+        check.on_flush([])
+    assert check.checks == 0
+    now[0] += CHECK_EVERY_SECONDS
+    with pytest.raises(JobCancelled):
+        check.on_flush([])
+    assert check.checks == 1

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console, RenderableType
 
 from services.cli.progress import JobProgress, Rates, by_label, progress_block, progress_line
-from services.console import allow_color, job_status, make_console, summary_table
+from services.console import allow_color, fusion_note, job_status, make_console, summary_table
 
 SGR = re.compile(r"\x1b\[[0-9;]*m")  # a colour or style escape
 
@@ -277,7 +277,37 @@ def test_status_marks_fused_runs_and_says_why_others_trained_alone() -> None:
     assert lines[0] == "job j1: succeeded  20/20 steps (100%)  n"
     assert lines[1].endswith("succeeded fused") and not lines[2].endswith("fused")
     assert "[########################]" in lines[1] and "10/10" in lines[1]
-    assert lines[-1] == "trained alone: adam (seed 0): fusion is turned off for this job"
+    assert lines[-1] == (
+        'adam (seed 0): trained one run at a time, as the spec asks ("execution": {"fuse": false})'
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "note"),
+    [
+        (
+            "no other run of this part shares its full-batch schedule",
+            "trained on its own: it takes one step per epoch on the whole training set, the "
+            "others one per mini-batch",
+        ),
+        (
+            "LBFGS re-evaluates the loss through a closure",
+            "trained on its own: LBFGS computes the loss several times in each step",
+        ),
+        (
+            "on a CPU, fused groups of this schedule hold at most 6 runs",
+            "trained on its own: on a CPU at most 6 runs of this size train together",
+        ),
+        ("a reason the console does not know", "a reason the console does not know"),
+    ],
+)
+def test_notes_on_runs_that_trained_on_their_own_are_in_the_users_words(
+    reason: str, note: str
+) -> None:
+    assert fusion_note(reason) == note
+    internal = ("part", "schedule", "fuse", "closure", "alone")
+    if note != reason:
+        assert not any(word in note.replace('"fuse"', "") for word in internal)
 
 
 def test_a_label_named_all_keeps_its_own_rate() -> None:
@@ -293,3 +323,17 @@ def test_a_label_named_all_keeps_its_own_rate() -> None:
         )
     ).splitlines()
     assert " 5 steps/s" in rows[0] and " 15 steps/s" in rows[2]  # the label's, the job's
+
+
+def test_a_queued_job_waits_for_a_worker_in_one_line_without_empty_bars() -> None:
+    stream, clock = io.StringIO(), Clock()
+    with JobProgress(make_console(stream), every_seconds=1.0, clock=clock) as progress:
+        for second in range(4):  # still queued: said once, not repeated every second
+            clock.now = second
+            progress.update(job(0, "queued"))
+        clock.now = 4
+        progress.update(job(3, "running"))
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("queued: waiting for a worker to start the job (")
+    assert len(lines) == 2 and "0/?" not in stream.getvalue()
+    assert lines[1].startswith("running: 6/20 steps")

@@ -424,3 +424,15 @@ def test_every_sample_spec_validates_with_its_defaults() -> None:
         )
         expected = "regression" if name == "regression" else "classification"
         assert dataset_task(spec.dataset) == expected
+
+
+def test_digits_read_without_scikit_learn_equal_its_load_digits() -> None:
+    """The lecture's data set from scikit-learn's file, as ``load_digits`` returns it."""
+    from sklearn.datasets import load_digits
+
+    from workers.engine.datasets import _sklearn_data_file
+
+    assert _sklearn_data_file("digits.csv.gz") is not None  # the fast path is the one tested
+    raw, bunch = DATASETS.get("digits")(0), load_digits()
+    assert raw.x.dtype == bunch.data.dtype and raw.y.dtype == bunch.target.dtype
+    assert np.array_equal(raw.x, bunch.data) and np.array_equal(raw.y, bunch.target)

@@ -235,7 +235,31 @@ def test_step_flops_counts_a_forward_and_backward_pass_of_one_batch() -> None:
     assert flops == 2 * 32 * weights * 2 + 2 * 32 * 64 * 4
 
 
-def test_plan_parts_of_a_real_experiment() -> None:
+def test_a_small_job_is_one_part() -> None:
+    def choice(job: float) -> tuple[int, int]:
+        made = choose_parts(
+            "auto",
+            0,
+            device="cpu",
+            cores=2,
+            runs=8,
+            step_flops=lambda: 2.6e6,  # the lecture's MLP on digits, batch 64
+            job_flops=lambda step: job,
+        )
+        return made.parts, made.threads
+
+    assert choice(parts_module.SMALL_JOB_FLOPS / 3) == (1, 1)  # the lecture at 20 epochs
+    assert choice(parts_module.SMALL_JOB_FLOPS) == (2, 1)
+    experiment = mlp_experiment(hidden=16, runs=5)
+    plan = plan_parts(experiment, "auto", 0, cores=2)
+    assert plan.parts == ((1, 2, 3, 4, 5),) and "a small job, one part" in plan.reason
+    step = step_flops(experiment)
+    steps = experiment.total_steps(experiment.config.runs[0])
+    assert parts_module.job_flops(experiment, step) == pytest.approx(5 * steps * step, rel=0.1)
+
+
+def test_plan_parts_of_a_real_experiment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parts_module, "SMALL_JOB_FLOPS", 0.0)  # as if it were a large job
     experiment = mlp_experiment(hidden=16, runs=5)
     assert len(experiment.groups()) == 1  # five SGD runs, one fused group
     plan = plan_parts(experiment, "auto", 0, cores=2)  # cut into two contiguous sub-groups
@@ -260,3 +284,15 @@ def test_a_full_batch_run_costs_the_whole_split_per_step_when_balancing() -> Non
     full, mini = config.runs
     assert parts_module.run_samples(experiment, full) == 2 * experiment.n_train
     assert parts_module.run_samples(experiment, mini) == experiment.total_steps(mini) * 64
+
+
+def test_step_flops_are_counted_once_per_model_and_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    counted: list[int] = []
+    count = parts_module._count_step_flops
+    monkeypatch.setattr(parts_module, "_STEP_FLOPS", {})
+    monkeypatch.setattr(parts_module, "_count_step_flops", lambda e: counted.append(1) or count(e))
+    first = step_flops(mlp_experiment(hidden=64))
+    assert step_flops(mlp_experiment(hidden=64, runs=5)) == first  # the same model and data
+    assert len(counted) == 1
+    assert step_flops(mlp_experiment(hidden=32)) < first  # another model: counted again
+    assert len(counted) == 2

@@ -74,6 +74,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 _CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_FOLDER = _CIFAR_FOLDER  # where read_cifar looks (workers/engine/data_cache.py signs it)
 _CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 # A CIFAR batch is a dict of numpy arrays and lists: nothing else may be unpickled, so a file
 # planted in the data folder cannot run code.

@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from workers.engine import datasets
+from workers.engine import data_cache
 from workers.engine.config import EVAL_CHUNK, JobConfig
 from workers.engine.fused_layers import SHARED, STACKED, Act
 
@@ -44,7 +44,8 @@ class Problem:
     def __init__(self, config: JobConfig) -> None:
         self.config = config
         self.dtype = getattr(torch, config.dtype)
-        self.data = datasets.load(config.dataset).to(config.device, self.dtype)
+        # This process's copy when an earlier job loaded the same data (data_cache.py).
+        self.data = data_cache.splits(config.dataset, config.device, self.dtype)
         self.n_train = int(self.data.y_train.shape[0])
         self.classification = self.data.task == "classification"
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel, Field
 
-from services import jobs
+from services import job_watch, jobs
 from services.api.errors import problems
 from services.api.schemas import MAX_QUERY_INT, JobOut, JobPage, SummaryOut
 from services.api.security import Owner
@@ -120,9 +120,29 @@ def list_jobs(
 
 
 @router.get("/{job_id}", operation_id="getJob", response_model=JobOut, responses=problems(404))
-def get_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
-    """Status, progress (steps done / total) and runs."""
-    return JobOut.of(jobs.get(job_id, owner=owner))
+async def get_job(
+    job_id: uuid.UUID,
+    owner: Owner,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=job_watch.MAX_WAIT_SECONDS,
+            description="long-poll: answer as soon as the job's status or progress changes "
+            "(at once for a job that has ended), or after this many seconds with its "
+            "current state; 0 (the default) answers at once",
+        ),
+    ] = 0,
+) -> JobOut:
+    """Status, progress (steps done / total), runs and, once a worker has it, where the
+    job's time went (``timings``)."""
+    job = await job_watch.wait_for_change(
+        lambda: jobs.get(job_id, owner=owner),
+        wait,
+        state=job_watch.job_state,
+        ended=job_watch.job_ended,
+    )
+    return JobOut.of(job)
 
 
 @router.post(
@@ -133,8 +153,9 @@ def get_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
 )
 def cancel_job(job_id: uuid.UUID, owner: Owner) -> JobOut:
     """Cancel a queued job before it starts, or a running one: its workers stop at their next
-    metric flush (every OPTBENCH_FLUSH_EVERY_STEPS steps). Steps already stored stay
-    queryable; runs that had finished keep their results. 409 once the job has ended."""
+    metric flush (every OPTBENCH_FLUSH_EVERY_STEPS steps; checked at most every quarter
+    second). Steps already stored stay queryable; runs that had finished keep their
+    results. 409 once the job has ended."""
     return JobOut.of(jobs.cancel(job_id, owner=owner))
 
 
