@@ -85,11 +85,11 @@ def cpu_seconds(experiment: Experiment) -> float:
 
 def wrapped_cpu_seconds(experiment: Experiment) -> float:
     """``cpu_seconds`` with every optimizer called through ``optimizer.step()``."""
-    step.DIRECT_STEP = False
+    before, step.DIRECT_STEP = step.DIRECT_STEP, False
     try:
         return cpu_seconds(experiment)
     finally:
-        step.DIRECT_STEP = True
+        step.DIRECT_STEP = before
 
 
 def main() -> None:

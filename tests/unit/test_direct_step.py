@@ -37,13 +37,13 @@ def _update(torch_class: str, hyperparameters: dict[str, Any], schedule: bool) -
 
 def _train(update: Update, direct: bool) -> torch.Tensor:
     (parameter,) = update.optimizer.param_groups[0]["params"]
-    step.DIRECT_STEP = direct
+    before, step.DIRECT_STEP = step.DIRECT_STEP, direct
     try:
         for _ in range(6):
             parameter.grad = torch.sin(parameter.detach() * 3) + parameter.detach() ** 2
             update.step()
     finally:
-        step.DIRECT_STEP = True
+        step.DIRECT_STEP = before
     return parameter.detach().clone()
 
 

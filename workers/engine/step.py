@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,8 +35,9 @@ Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
 RawStep = Callable[[torch.optim.Optimizer], object]
 
 # Whether ``Update.step`` calls torch.optim's own update rules directly (``direct_step``).
-# A switch so that benchmarks/bench_fusion.py measures both in one run.
-DIRECT_STEP = True
+# A switch only so that the benchmarks measure both ways: bench_fusion.py in one process,
+# compare.py through its worker's environment (``--worker-env OPTBENCH_DIRECT_STEP=0``).
+DIRECT_STEP = os.environ.get("OPTBENCH_DIRECT_STEP", "1") != "0"
 
 
 class Losses(Protocol):
