@@ -13,6 +13,8 @@ the group's forward/backward plus its own optimizer step, so per-optimizer costs
 from __future__ import annotations
 
 import contextlib
+import inspect
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Protocol
 
 import torch
 from torch.optim import lr_scheduler
+from torch.optim import optimizer as torch_optimizer
 
 from workers.engine import optimizers, schedules
 from workers.engine.config import RunConfig
@@ -29,6 +32,12 @@ from workers.engine.members import Members
 # The columns of a step's values, in order; landscapes add the point (x, y) before the step.
 LOSS, SCORE, GRAD_NORM, X, Y = range(5)
 Scheduler = lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau
+RawStep = Callable[[torch.optim.Optimizer], object]
+
+# Whether ``Update.step`` calls torch.optim's own update rules directly (``direct_step``).
+# A switch only so that the benchmarks measure both ways: bench_fusion.py in one process,
+# compare.py through its worker's environment (``--worker-env OPTBENCH_DIRECT_STEP=0``).
+DIRECT_STEP = os.environ.get("OPTBENCH_DIRECT_STEP", "1") != "0"
 
 
 class Losses(Protocol):
@@ -47,6 +56,9 @@ class Update:
 
     optimizer: torch.optim.Optimizer
     scheduler: Scheduler | None
+
+    def __post_init__(self) -> None:
+        self._direct = direct_step(self.optimizer)
 
     @classmethod
     def build(cls, run: RunConfig, members: Members, k: int, total_steps: int) -> Update:
@@ -73,6 +85,10 @@ class Update:
         """One update (through ``closure`` for LBFGS), then the per-step schedule's step."""
         if closure is not None and optimizers.needs_closure(self.optimizer):
             self.optimizer.step(closure)  # type: ignore[arg-type]  # torch types it as -> float
+        elif self._direct is not None and DIRECT_STEP and not _step_hooks(self.optimizer):
+            with torch.no_grad():
+                self._direct(self.optimizer)
+            self.optimizer._opt_called = True  # type: ignore[attr-defined]  # as the scheduler's wrapper would
         else:
             self.optimizer.step()
         if self.scheduler is not None and not self.per_epoch:
@@ -115,3 +131,38 @@ def train_step(
         updates[k].step(closure)
         seconds[k] = shared + time.perf_counter() - began
     return values, seconds
+
+
+def direct_step(optimizer: torch.optim.Optimizer) -> RawStep | None:
+    """torch.optim's own update rule of ``optimizer``, without the wrappers around it, or
+    None where it must be called as ``optimizer.step()``.
+
+    ``optimizer.step()`` of a torch.optim class runs its update rule inside a profiler
+    ``record_function``, the step hooks' loops, a grad-mode switch and (where a schedule is
+    attached) the schedule's call counter: about 15 µs per call on this project's CPU, which
+    a fused group pays once per member and step (7 members: 0.11 ms of a 2 ms digits step,
+    measured in benchmarks/bench_fusion.py). The rule itself is the same function either way,
+    so the numbers are the same; ``Update.step`` does the rest itself (no grad, the counter)
+    and goes through ``optimizer.step()`` whenever a step hook is registered. Only for
+    torch.optim's own classes (a plugin's step may be anything) that are not differentiable
+    and take no closure.
+    """
+    cls = type(optimizer)
+    if not cls.__module__.startswith("torch.optim.") or optimizers.needs_closure(optimizer):
+        return None
+    if optimizer.defaults.get("differentiable", False):
+        return None
+    function = inspect.unwrap(cls.step)
+    if not getattr(function, "__module__", "").startswith("torch.optim."):
+        return None  # a wrapper we do not know of: keep the ordinary call (AdamW's is Adam's)
+    return function
+
+
+def _step_hooks(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether any optimizer step hook (global or this instance's) is registered."""
+    return bool(
+        torch_optimizer._global_optimizer_pre_hooks
+        or torch_optimizer._global_optimizer_post_hooks
+        or optimizer._optimizer_step_pre_hooks
+        or optimizer._optimizer_step_post_hooks
+    )
