@@ -38,7 +38,11 @@ _LATEST = (LAST_STEP, ROWS_COMMITTED)
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")  # one width: compares as text
+    return _text(datetime.now(UTC))
+
+
+def _text(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")  # one width: compares as text
 
 
 class PartTimer(Hooks):
@@ -48,16 +52,17 @@ class PartTimer(Hooks):
     training steps (a fused step's time shared among its members, so the sum counts it once)."""
 
     def __init__(self) -> None:
-        self.first_step: str | None = None
-        self.last_step: str | None = None
+        # Moments, formatted once in ``timings``: a flush only takes the clock.
+        self.first_step: datetime | None = None
+        self.last_step: datetime | None = None
         self.step_seconds = 0.0
 
     def on_run_start(self, run: RunConfig, total_steps: int) -> None:
         if self.first_step is None:
-            self.first_step = now()
+            self.first_step = datetime.now(UTC)
 
     def on_flush(self, batch: Sequence[tuple[RunConfig, StepColumns]]) -> None:
-        self.last_step = now()
+        self.last_step = datetime.now(UTC)
 
     def on_run_end(self, run: RunConfig, result: RunResult) -> None:
         self.step_seconds += result.train_seconds
@@ -66,9 +71,9 @@ class PartTimer(Hooks):
         """This part's block, its rows committed at ``rows_committed``."""
         block: dict[str, Any] = {ROWS_COMMITTED: rows_committed, STEP_SECONDS: self.step_seconds}
         if self.first_step is not None:
-            block[FIRST_STEP] = self.first_step
+            block[FIRST_STEP] = _text(self.first_step)
         if self.last_step is not None:
-            block[LAST_STEP] = self.last_step
+            block[LAST_STEP] = _text(self.last_step)
         return block
 
 

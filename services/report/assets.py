@@ -12,7 +12,7 @@ from pathlib import Path
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 # The chart modules in dependency order; inlined into one module, their imports go.
-MODULES = ("js/series.js", "js/charts.js")
+MODULES = ("js/series.js", "js/chart_dom.js", "js/charts.js")
 _IMPORT = re.compile(r"^import\s[^;]*;\s*$", re.MULTILINE)
 _BOOT = """
 const chartData = JSON.parse(document.getElementById("ob-chart-data").textContent);
@@ -20,7 +20,7 @@ mountJobCharts(document.getElementById("ob-charts"), chartData);
 """
 # A suite's report (services/report/suite_page.py): series.js for the palette and dashes,
 # then the suite's modules; its boot mounts them on the embedded scores.
-SUITE_MODULES = ("js/series.js", "js/suite_series.js", "js/suite_charts.js")
+SUITE_MODULES = ("js/series.js", "js/chart_dom.js", "js/suite_series.js", "js/suite_charts.js")
 _SUITE_BOOT = """
 const suiteScores = JSON.parse(document.getElementById("ob-suite-data").textContent);
 mountSuiteCharts(document.getElementById("ob-suite"), suiteScores);

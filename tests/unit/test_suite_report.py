@@ -113,7 +113,13 @@ def test_the_inlined_suite_module_is_valid_javascript_beside_the_job_charts() ->
     # so a page that inlines both still parses.
     together = "\n".join(
         assets._IMPORT.sub("", assets._read(name))
-        for name in ("js/series.js", "js/charts.js", "js/suite_series.js", "js/suite_charts.js")
+        for name in (
+            "js/series.js",
+            "js/chart_dom.js",
+            "js/charts.js",
+            "js/suite_series.js",
+            "js/suite_charts.js",
+        )
     )
     for source in (assets.suite_module(), together):
         result = subprocess.run(

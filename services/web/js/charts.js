@@ -18,6 +18,7 @@ import {
   DASHES, PLOTTED, align, bestOfKCurves, colourIndex, colourOf, ema, formatValue, labelDashes, overSeeds,
   tuneabilityPoints,
 } from "./series.js";
+import { download, el, pngOf, swatch } from "./chart_dom.js";
 
 const HEIGHT = 300;
 const X_AXES = { step: "step", epoch: "epoch", seconds: "training seconds" };
@@ -26,48 +27,9 @@ const X_AXES = { step: "step", epoch: "epoch", seconds: "training seconds" };
 const FEW_POINTS = 20;
 const AXIS = { stroke: "#555", grid: { stroke: "#eceef1", width: 1 }, ticks: { stroke: "#ddd" } };
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (key === "on") for (const [event, fn] of Object.entries(value)) node.addEventListener(event, fn);
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child !== null && child !== undefined && child !== false) {
-      node.append(child instanceof Node ? child : String(child));
-    }
-  }
-  return node;
-}
-
-function download(name, blob) {
-  const link = el("a", { href: URL.createObjectURL(blob), download: name });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
-}
-
 function withAlpha(hex, alpha) {
   const a = Math.round(alpha * 255).toString(16).padStart(2, "0");
   return `${hex}${a}`;
-}
-
-function swatch(colour, dash) {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("width", "26");
-  svg.setAttribute("height", "10");
-  svg.setAttribute("aria-hidden", "true");
-  const line = document.createElementNS(ns, "line");
-  for (const [k, v] of Object.entries({ x1: 1, y1: 5, x2: 25, y2: 5, stroke: colour })) {
-    line.setAttribute(k, String(v));
-  }
-  line.setAttribute("stroke-width", "2.5");
-  if (dash.length) line.setAttribute("stroke-dasharray", dash.join(" "));
-  svg.append(line);
-  return svg;
 }
 
 // [lo, hi] around values with 5 % of room each side (of the decades on a log axis).
@@ -829,37 +791,13 @@ export function mountJobCharts(container, initial) {
     const button = (text, testid, onClick, extra = {}) => el("button", { type: "button", class: "ob-tool", "data-testid": testid, on: { click: onClick }, ...extra }, text);
     parts.buttons.replaceChildren(...[
       log === null ? null : button(log ? "log y" : "linear y", "chart-log", () => { state.log.set(spec.id, !log); rebuild(); }, { "aria-pressed": String(log), title: "switch between log and linear y" }),
-      button("PNG", "chart-png", () => pngOf(u, spec.title).toBlob((blob) => download(`${data.job_id.slice(0, 8)}-${spec.id}.png`, blob))),
+      button("PNG", "chart-png", () => pngOf(u, spec.title, shownLegend()).toBlob((blob) => download(`${data.job_id.slice(0, 8)}-${spec.id}.png`, blob))),
       button("CSV", "chart-csv", () => download(`${data.job_id.slice(0, 8)}-${spec.id}.csv`, new Blob([csv()], { type: "text/csv" }))),
     ].filter(Boolean));
   }
 
-  function pngOf(u, title) {
-    const ratio = uPlot.pxRatio;
-    const source = u.ctx.canvas;
-    const head = 28 * ratio;
-    const foot = 24 * ratio;
-    const canvas = document.createElement("canvas");
-    canvas.width = source.width;
-    canvas.height = source.height + head + foot;
-    const ctx = canvas.getContext("2d");
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    ctx.fillStyle = "#222";
-    ctx.font = `600 ${14 * ratio}px system-ui, sans-serif`;
-    ctx.fillText(title, 8 * ratio, 19 * ratio);
-    ctx.drawImage(source, 0, head);
-    let x = 8 * ratio;
-    ctx.font = `${11 * ratio}px system-ui, sans-serif`;
-    for (const { label } of data.labels) {
-      if (state.hidden.has(label)) continue;
-      ctx.fillStyle = colour(label);
-      ctx.fillRect(x, canvas.height - 14 * ratio, 16 * ratio, 3 * ratio);
-      ctx.fillStyle = "#222";
-      ctx.fillText(label, x + 20 * ratio, canvas.height - 9 * ratio);
-      x += (28 + label.length * 7) * ratio;
-    }
-    return canvas;
+  function shownLegend() {
+    return data.labels.filter(({ label }) => !state.hidden.has(label)).map(({ label }) => ({ label, colour: colour(label) }));
   }
 
   function signatureOf(d) {

@@ -23,44 +23,11 @@ import {
   cellsCsv, definitionItems, formatRatio, formatScore, formatSpeedup, heatColour, heatGrid, optimizerIndex,
   profileTable, rankedRows, rhoAt, rhoText, suiteProgress, tauTicks, textOn,
 } from "./suite_series.js";
+import { download, el, pngOf, swatch } from "./chart_dom.js";
 
 const PROFILE_HEIGHT = 320;
 const PROFILE_AXIS = { stroke: "#555", grid: { stroke: "#eceef1", width: 1 }, ticks: { stroke: "#ddd" } };
 const SUITE_FINISHED = ["succeeded", "failed", "cancelled"];
-
-function node(tag, attrs = {}, ...children) {
-  const made = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (key === "on") for (const [event, fn] of Object.entries(value)) made.addEventListener(event, fn);
-    else made.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children.flat(Infinity)) {
-    if (child !== null && child !== undefined && child !== false) made.append(child instanceof Node ? child : String(child));
-  }
-  return made;
-}
-
-function saveFile(name, blob) {
-  const link = node("a", { href: URL.createObjectURL(blob), download: name });
-  document.body.append(link);
-  link.click();
-  link.remove();
-  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
-}
-
-function lineSwatch(colour, dash) {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("width", "26");
-  svg.setAttribute("height", "10");
-  svg.setAttribute("aria-hidden", "true");
-  const line = document.createElementNS(ns, "line");
-  for (const [k, v] of Object.entries({ x1: 1, y1: 5, x2: 25, y2: 5, stroke: colour, "stroke-width": 2.5 })) line.setAttribute(k, String(v));
-  if (dash.length) line.setAttribute("stroke-dasharray", dash.join(" "));
-  svg.append(line);
-  return svg;
-}
 
 function paint(element, background, colour) {
   // CSSOM, not a style attribute: the web page's CSP allows it.
@@ -71,7 +38,7 @@ function paint(element, background, colour) {
 
 function defaultJobLinks(job, workload) {
   const text = workload.jobs.length > 1 ? `study ${job.study}` : "report";
-  return [node("a", {
+  return [el("a", {
     href: `/v1/jobs/${job.job_id}/report`, class: "ob-job-link", "data-testid": "workload-report",
     "data-job-id": job.job_id, "data-api-link": `report-${job.job_id}.html`,
     title: `${workload.name}${workload.jobs.length > 1 ? `, study ${job.study}` : ""}: the job's report (${job.status})`,
@@ -86,11 +53,11 @@ export function mountSuiteCharts(container, initial, options = {}) {
   let plot = null;
   const hidden = new Set();
 
-  const progressLine = node("p", { class: "ob-suite-progress", "data-testid": "suite-progress", "aria-live": "polite" });
-  const tableBox = node("div", { class: "ob-suite-part", "data-testid": "suite-table-box" });
-  const profileBox = node("div", { class: "ob-suite-part" });
-  const heatBox = node("div", { class: "ob-suite-part" });
-  const definitionBox = node("div", { class: "ob-suite-part ob-definition", "data-testid": "suite-definition" });
+  const progressLine = el("p", { class: "ob-suite-progress", "data-testid": "suite-progress", "aria-live": "polite" });
+  const tableBox = el("div", { class: "ob-suite-part", "data-testid": "suite-table-box" });
+  const profileBox = el("div", { class: "ob-suite-part" });
+  const heatBox = el("div", { class: "ob-suite-part" });
+  const definitionBox = el("div", { class: "ob-suite-part ob-definition", "data-testid": "suite-definition" });
   container.classList.add("ob-suite");
   container.replaceChildren(progressLine, tableBox, profileBox, heatBox, definitionBox);
 
@@ -120,17 +87,17 @@ export function mountSuiteCharts(container, initial, options = {}) {
     const rows = rankedRows(scores);
     const n = (scores.workloads || []).length;
     const head = ["Rank", "Optimizer", "Score B", `Speedup vs ${scores.reference}`, "Solved"];
-    const table = node("table", { class: "ob-scores", "data-testid": "suite-scores" },
-      node("caption", {}, final() ? "Ranked by score B, best first" : "Ranked by score B so far (provisional)"),
-      node("thead", {}, node("tr", {}, head.map((t, i) => node("th", { scope: "col", class: i === 1 ? "text" : null }, t)))),
-      node("tbody", {}, rows.map((row) => node("tr", { "data-testid": "score-row", "data-optimizer": row.optimizer, "data-rank": row.rank, "data-score": row.score },
-        node("td", {}, String(row.rank)),
-        node("th", { scope: "row", class: "text" }, paint(node("i", { class: "ob-dot" }), colour(row.optimizer)), row.optimizer),
-        node("td", { title: "1 / (r_max − 1) · ∫ ρ(τ) dτ over [1, r_max]" }, formatScore(row.score)),
-        node("td", { title: `geometric mean of t(${scores.reference}, w) / t(${row.optimizer}, w)` }, formatSpeedup(row.geomean_speedup)),
-        node("td", {}, `${row.solved} / ${row.workloads ?? n}`)))));
-    tableBox.replaceChildren(node("h2", {}, "Scores"), node("div", { class: "ob-scroll" }, table),
-      node("p", { class: "ob-note" }, `Score B: the area under the performance profile from 1 to r_max = ${scores.r_max}, scaled to [0, 1]. `
+    const table = el("table", { class: "ob-scores", "data-testid": "suite-scores" },
+      el("caption", {}, final() ? "Ranked by score B, best first" : "Ranked by score B so far (provisional)"),
+      el("thead", {}, el("tr", {}, head.map((t, i) => el("th", { scope: "col", class: i === 1 ? "text" : null }, t)))),
+      el("tbody", {}, rows.map((row) => el("tr", { "data-testid": "score-row", "data-optimizer": row.optimizer, "data-rank": row.rank, "data-score": row.score },
+        el("td", {}, String(row.rank)),
+        el("th", { scope: "row", class: "text" }, paint(el("i", { class: "ob-dot" }), colour(row.optimizer)), row.optimizer),
+        el("td", { title: "1 / (r_max − 1) · ∫ ρ(τ) dτ over [1, r_max]" }, formatScore(row.score)),
+        el("td", { title: `geometric mean of t(${scores.reference}, w) / t(${row.optimizer}, w)` }, formatSpeedup(row.geomean_speedup)),
+        el("td", {}, `${row.solved} / ${row.workloads ?? n}`)))));
+    tableBox.replaceChildren(el("h2", {}, "Scores"), el("div", { class: "ob-scroll" }, table),
+      el("p", { class: "ob-note" }, `Score B: the area under the performance profile from 1 to r_max = ${scores.r_max}, scaled to [0, 1]. `
         + `Speedup: how many times faster than ${scores.reference} to the target, geometric mean over workloads. Solved: workloads whose target it reached.`));
   }
 
@@ -140,24 +107,24 @@ export function mountSuiteCharts(container, initial, options = {}) {
     if (plot) plot.destroy();
     plot = null;
     const title = "ρ(τ): the share of workloads each optimizer solved within τ times the fastest";
-    const figure = node("figure", { class: "ob-chart", "data-chart": "profile" });
-    const tools = node("span", { class: "ob-tools" });
-    const legend = node("div", { class: "ob-legend", role: "group", "aria-label": "optimizers: click to hide or show" });
-    const area = node("div", { class: "ob-plot", role: "img", "aria-label": title });
-    const readout = node("div", { class: "ob-readout", "data-testid": "readout" }, "hover for ρ at each τ");
-    const note = node("p", { class: "ob-note" });
-    figure.append(node("figcaption", {}, node("span", { class: "ob-title" }, title), tools), legend, area, readout, note);
-    profileBox.replaceChildren(node("h2", {}, "Performance profile"), figure);
+    const figure = el("figure", { class: "ob-chart", "data-chart": "profile" });
+    const tools = el("span", { class: "ob-tools" });
+    const legend = el("div", { class: "ob-legend", role: "group", "aria-label": "optimizers: click to hide or show" });
+    const area = el("div", { class: "ob-plot", role: "img", "aria-label": title });
+    const readout = el("div", { class: "ob-readout", "data-testid": "readout" }, "hover for ρ at each τ");
+    const note = el("p", { class: "ob-note" });
+    figure.append(el("figcaption", {}, el("span", { class: "ob-title" }, title), tools), legend, area, readout, note);
+    profileBox.replaceChildren(el("h2", {}, "Performance profile"), figure);
     const { labels, table, dropped } = profileTable(scores);
     const nWorkloads = (scores.workloads || []).length;
     figure.dataset.series = "0";
     if (!uPlot) {
-      area.replaceWith(node("p", { class: "ob-empty" }, "The chart library did not load: the scores are in the table and the heat map."));
+      area.replaceWith(el("p", { class: "ob-empty" }, "The chart library did not load: the scores are in the table and the heat map."));
       readout.remove();
       return;
     }
     if (!labels.length || table[0].length < 1) {
-      area.replaceWith(node("p", { class: "ob-empty" }, "Drawn once a workload has finished."));
+      area.replaceWith(el("p", { class: "ob-empty" }, "Drawn once a workload has finished."));
       readout.remove();
       return;
     }
@@ -186,9 +153,9 @@ export function mountSuiteCharts(container, initial, options = {}) {
           const left = u.cursor.left;
           if (left === undefined || left === null || left < 0) return;
           const tau = u.posToVal(left, "x");
-          readout.replaceChildren(node("b", {}, `τ ${formatRatio(tau)}`), ...labels.filter((l) => !hidden.has(l)).map((label, i) => {
+          readout.replaceChildren(el("b", {}, `τ ${formatRatio(tau)}`), ...labels.filter((l) => !hidden.has(l)).map((label, i) => {
             const rho = rhoAt(table[0], table[labels.indexOf(label) + 1], tau);
-            return node("span", { class: "ob-value" }, paint(node("i", { class: "ob-dot" }), colour(label)), `${label} ${rhoText(rho, nWorkloads)}`);
+            return el("span", { class: "ob-value" }, paint(el("i", { class: "ob-dot" }), colour(label)), `${label} ${rhoText(rho, nWorkloads)}`);
           }));
         }],
       },
@@ -203,9 +170,9 @@ export function mountSuiteCharts(container, initial, options = {}) {
     figure.dataset.xScale = "log";
     markRange(plot);
     legend.replaceChildren(...labels.map((label, i) => {
-      const button = node("button", {
+      const button = el("button", {
         type: "button", class: "ob-key", "data-label": label, "aria-pressed": String(!hidden.has(label)), title: "click to hide or show",
-      }, lineSwatch(colour(label), DASHES[dash.get(label) ?? 0]), label);
+      }, swatch(colour(label), DASHES[dash.get(label) ?? 0]), label);
       button.addEventListener("click", () => {
         if (hidden.has(label)) hidden.delete(label);
         else hidden.add(label);
@@ -218,8 +185,8 @@ export function mountSuiteCharts(container, initial, options = {}) {
       + `τ from 1 to r_max = ${rMax} on a log axis. Higher and further left is better; a line that ends below 1 missed workloads or was slower than r_max times the fastest on them`
       + `${dropped.length ? `; not drawn (no profile): ${dropped.join(", ")}` : ""}.`;
     tools.replaceChildren(
-      node("button", { type: "button", class: "ob-tool", "data-testid": "chart-png", on: { click: () => profilePng(plot, title).toBlob((blob) => saveFile(`${fileStem()}-profile.png`, blob)) } }, "PNG"),
-      node("button", { type: "button", class: "ob-tool", "data-testid": "chart-csv", on: { click: () => saveFile(`${fileStem()}-profile.csv`, new Blob([profileCsv(labels, table)], { type: "text/csv" })) } }, "CSV"),
+      el("button", { type: "button", class: "ob-tool", "data-testid": "chart-png", on: { click: () => pngOf(plot, `${scores.name}: ${title}`, scores.optimizers.filter((label) => !hidden.has(label)).map((label) => ({ label, colour: colour(label) }))).toBlob((blob) => download(`${fileStem()}-profile.png`, blob)) } }, "PNG"),
+      el("button", { type: "button", class: "ob-tool", "data-testid": "chart-csv", on: { click: () => download(`${fileStem()}-profile.csv`, new Blob([profileCsv(labels, table)], { type: "text/csv" })) } }, "CSV"),
     );
   }
 
@@ -234,34 +201,6 @@ export function mountSuiteCharts(container, initial, options = {}) {
     return `${lines.join("\n")}\n`;
   }
 
-  function profilePng(u, title) {
-    const ratio = uPlot.pxRatio;
-    const source = u.ctx.canvas;
-    const head = 28 * ratio;
-    const foot = 24 * ratio;
-    const canvas = document.createElement("canvas");
-    canvas.width = source.width;
-    canvas.height = source.height + head + foot;
-    const ctx = canvas.getContext("2d");
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    ctx.fillStyle = "#222";
-    ctx.font = `600 ${14 * ratio}px system-ui, sans-serif`;
-    ctx.fillText(`${scores.name}: ${title}`, 8 * ratio, 19 * ratio);
-    ctx.drawImage(source, 0, head);
-    let x = 8 * ratio;
-    ctx.font = `${11 * ratio}px system-ui, sans-serif`;
-    for (const label of scores.optimizers) {
-      if (hidden.has(label)) continue;
-      ctx.fillStyle = colour(label);
-      ctx.fillRect(x, canvas.height - 14 * ratio, 16 * ratio, 3 * ratio);
-      ctx.fillStyle = "#222";
-      ctx.fillText(label, x + 20 * ratio, canvas.height - 9 * ratio);
-      x += (28 + label.length * 7) * ratio;
-    }
-    return canvas;
-  }
-
   // ---------------------------------------------------------------- the heat map
 
   function renderHeat() {
@@ -269,28 +208,28 @@ export function mountSuiteCharts(container, initial, options = {}) {
     const rMax = scores.r_max;
     const header = grid.columns.map((column) => {
       const target = column.target ? `${column.target.metric} ${/loss|distance/.test(column.target.metric) ? "≤" : "≥"} ${column.target.value}` : "";
-      return node("th", {
+      return el("th", {
         scope: "col", class: `ob-workload${column.unsolved ? " ob-unsolved" : ""}`, "data-testid": "heat-workload",
         "data-workload": column.name, "data-solved": String(column.solved), "data-unsolved": String(column.unsolved),
       },
-      node("span", { class: "ob-workload-name" }, column.name),
-      node("span", { class: "ob-workload-facts" }, [column.dataset, column.model].filter(Boolean).join(" · ")),
-      target ? node("span", { class: "ob-workload-facts" }, target) : null,
-      !column.unsolved ? null : node("span", { class: "ob-unsolved-mark", "data-testid": "unsolved-mark", title: "no optimizer reached this workload's target: every r is ∞, and it lowers every profile alike" }, "solved by none"),
-      column.running ? node("span", { class: "ob-workload-facts" }, "running") : null,
-      node("span", { class: "ob-job-links" }, column.jobs.map((job) => jobLinks(job, column)).flat()));
+      el("span", { class: "ob-workload-name" }, column.name),
+      el("span", { class: "ob-workload-facts" }, [column.dataset, column.model].filter(Boolean).join(" · ")),
+      target ? el("span", { class: "ob-workload-facts" }, target) : null,
+      !column.unsolved ? null : el("span", { class: "ob-unsolved-mark", "data-testid": "unsolved-mark", title: "no optimizer reached this workload's target: every r is ∞, and it lowers every profile alike" }, "solved by none"),
+      column.running ? el("span", { class: "ob-workload-facts" }, "running") : null,
+      el("span", { class: "ob-job-links" }, column.jobs.map((job) => jobLinks(job, column)).flat()));
     });
-    const body = grid.rows.map((row) => node("tr", { "data-testid": "heat-row", "data-optimizer": row.optimizer },
-      node("th", { scope: "row", class: "text" }, paint(node("i", { class: "ob-dot" }), colour(row.optimizer)), row.optimizer),
-      row.cells.map((cell) => paint(node("td", {
+    const body = grid.rows.map((row) => el("tr", { "data-testid": "heat-row", "data-optimizer": row.optimizer },
+      el("th", { scope: "row", class: "text" }, paint(el("i", { class: "ob-dot" }), colour(row.optimizer)), row.optimizer),
+      row.cells.map((cell) => paint(el("td", {
         class: `ob-cell ob-${cell.state}`, "data-testid": "heat-cell", "data-state": cell.state,
         "data-optimizer": cell.optimizer, "data-workload": cell.workload, "data-r": cell.r ?? "", "data-t": cell.t ?? "",
         title: cell.title, "aria-label": cell.title,
       }, cell.text), cell.colour, cell.colour ? textOn(cell.colour) : null))));
-    const table = node("table", { class: "ob-heat", "data-testid": "suite-heatmap" },
-      node("caption", {}, "r(s, w): each optimizer's time to the target over the fastest optimizer's, per workload (hover a cell for t)"),
-      node("thead", {}, node("tr", {}, node("th", { scope: "col", class: "text" }, "optimizer"), header)),
-      node("tbody", {}, body));
+    const table = el("table", { class: "ob-heat", "data-testid": "suite-heatmap" },
+      el("caption", {}, "r(s, w): each optimizer's time to the target over the fastest optimizer's, per workload (hover a cell for t)"),
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", class: "text" }, "optimizer"), header)),
+      el("tbody", {}, body));
     const key = [
       [heatColour(1, rMax), "1: the fastest", "best"],
       [heatColour(Math.sqrt(rMax), rMax), formatRatio(Math.sqrt(rMax)), "solved"],
@@ -298,16 +237,16 @@ export function mountSuiteCharts(container, initial, options = {}) {
       [heatColour(rMax * 2, rMax), `> r_max: outside the profile`, "beyond"],
       [null, "miss: never reached the target (t = ∞)", "miss"],
       [null, "…: still training", "pending"],
-    ].map(([background, text, state]) => node("span", { class: "ob-heat-key" }, paint(node("i", { class: `ob-heat-swatch ob-${state}` }), background), text));
+    ].map(([background, text, state]) => el("span", { class: "ob-heat-key" }, paint(el("i", { class: `ob-heat-swatch ob-${state}` }), background), text));
     heatBox.replaceChildren(
-      node("h2", {}, "Heat map of r(s, w)"),
-      node("div", { class: "ob-scroll" }, table),
-      node("p", { class: "ob-heat-legend", "data-testid": "heat-legend" }, "colour by log r: ", key),
-      node("p", { class: "ob-note" }, "A column per workload (its header links to each study's job report), a row per optimizer. "
+      el("h2", {}, "Heat map of r(s, w)"),
+      el("div", { class: "ob-scroll" }, table),
+      el("p", { class: "ob-heat-legend", "data-testid": "heat-legend" }, "colour by log r: ", key),
+      el("p", { class: "ob-note" }, "A column per workload (its header links to each study's job report), a row per optimizer. "
         + `t is in ${scores.time_measure === "seconds" ? "training seconds" : "optimizer steps"}; a workload that no optimizer solved is marked, every r on it is ∞.`),
-      node("p", { class: "ob-tools" }, node("button", {
+      el("p", { class: "ob-tools" }, el("button", {
         type: "button", class: "ob-tool", "data-testid": "cells-csv",
-        on: { click: () => saveFile(`${fileStem()}-cells.csv`, new Blob([cellsCsv(scores)], { type: "text/csv" })) },
+        on: { click: () => download(`${fileStem()}-cells.csv`, new Blob([cellsCsv(scores)], { type: "text/csv" })) },
       }, "CSV of every t(s, w) and r(s, w)")),
     );
   }
@@ -316,8 +255,8 @@ export function mountSuiteCharts(container, initial, options = {}) {
 
   function renderDefinition() {
     definitionBox.replaceChildren(
-      node("h2", {}, "What the numbers mean"),
-      node("dl", {}, definitionItems(scores).map(([term, text]) => [node("dt", {}, term), node("dd", {}, text)])),
+      el("h2", {}, "What the numbers mean"),
+      el("dl", {}, definitionItems(scores).map(([term, text]) => [el("dt", {}, term), el("dd", {}, text)])),
     );
   }
 
