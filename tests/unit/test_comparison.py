@@ -17,39 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, event
+from sqlalchemy import event
 
 from services import auth, comparison
 from services.api.app import create_app
 from services.db import store
-from services.db.models import ApiKey, Dataset
 from services.db.session import get_engine, unit_of_work
-from services.settings import get_settings
 from services.spec import JobSpec
 from tests.support import local_client
 from tests.unit.test_execution import stored_job
 from workers.execution import execute_job
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def db(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """The embedded SQLite file, or PostgreSQL (the broker: files in a temporary home)."""
-    if request.param == "sqlite":
-        request.getfixturevalue("embedded_home")
-    else:
-        from services.queue import reset_client
-
-        request.getfixturevalue("postgres_db")
-        monkeypatch.setenv("OPTBENCH_HOME", str(tmp_path / "home"))
-        get_settings.cache_clear()
-        reset_client()
-    yield str(request.param)
-    if request.param == "postgresql":  # postgres_db empties the job tables (and their children)
-        with unit_of_work() as session:
-            session.execute(delete(Dataset))
-            session.execute(delete(ApiKey))
 
 
 @pytest.fixture

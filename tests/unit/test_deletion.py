@@ -11,20 +11,17 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 
 from services import auth, jobs, retention
 from services.api.app import create_app
 from services.db import checkpoints, store
 from services.db.models import (
-    ApiKey,
-    Dataset,
     EpochMetric,
     Job,
     Run,
@@ -34,7 +31,6 @@ from services.db.models import (
     utcnow,
 )
 from services.db.session import unit_of_work
-from services.queue import reset_client
 from services.settings import get_settings
 from tests.support import local_client
 from tests.unit.test_execution import stored_job
@@ -43,25 +39,6 @@ from workers.engine.checkpoint import RunState
 from workers.execution import execute_job
 
 CHILDREN = (RunCheckpoint, StepRollup, EpochMetric, StepMetric, Run)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
-def db(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """The embedded SQLite file, or PostgreSQL (the broker: files in a temporary home)."""
-    if request.param == "sqlite":
-        request.getfixturevalue("embedded_home")
-    else:
-        request.getfixturevalue("postgres_db")
-        monkeypatch.setenv("OPTBENCH_HOME", str(tmp_path / "home"))
-        get_settings.cache_clear()
-        reset_client()
-    yield str(request.param)
-    if request.param == "postgresql":  # postgres_db empties the job tables (and their children)
-        with unit_of_work() as session:
-            session.execute(delete(Dataset))
-            session.execute(delete(ApiKey))
 
 
 @pytest.fixture
