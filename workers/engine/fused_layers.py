@@ -10,8 +10,9 @@ Activations travel in one of two layouts:
   same batch, up to the first layer with weights);
 - ``STACKED``: (K, B, ...), member first and contiguous per member.
 
-A fully connected layer is one batched matrix multiply; a shared input meets it as one wide
-multiply against all members' weights instead of being copied once per member. Pooling and
+A fully connected layer is one batched matrix multiply with a backward of its own
+(``_MemberLinear``); a shared input is read by every member through a stride-0 view instead
+of being copied once per member. Pooling and
 activations run once over all members. Convolutions run member by member on contiguous
 slices: measured on a 2-core CPU (torch 2.13), one grouped convolution over K*C channels
 was 2x slower than K separate ones (LeNet's second layer, batch 128: 29 ms vs 15 ms forward
@@ -119,6 +120,46 @@ class Flatten(Layer):
 CPU_LOOP_MULTIPLY_ADDS = 2**21
 
 
+class _MemberLinear(torch.autograd.Function):
+    """Each member's ``x @ weight.T + bias`` over stacked inputs (K, B, in), with a backward
+    that computes each weight gradient as ``grad.T @ x`` (K, out, in), as ``nn.Linear``'s own
+    backward does, rather than autograd's ``x.T @ grad`` of the transposed operand followed
+    by a transposing copy: measured 57 µs against 178 µs for digits' second layer (K=7, batch
+    64, 128x10; 2-core AMD EPYC VM, torch 2.13, one thread). A shared input (B, in) is read
+    through a stride-0 expand, never copied per member, and gets no gradient (it is data)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        k = weight.shape[0]
+        shared = x.dim() == 2
+        xs = x.expand(k, *x.shape) if shared else x
+        ctx.save_for_backward(xs, weight)
+        ctx.shared, ctx.has_bias = shared, bias is not None  # type: ignore[attr-defined]
+        if bias is None:
+            return torch.bmm(xs, weight.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(1), xs, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        xs, weight = ctx.saved_tensors  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        grad_x = None
+        if needs[0]:
+            grad_x = torch.bmm(grad, weight)
+            if ctx.shared:  # type: ignore[attr-defined]
+                grad_x = grad_x.sum(0)
+        grad_weight = torch.bmm(grad.transpose(1, 2), xs) if needs[1] else None
+        grad_bias = grad.sum(1) if ctx.has_bias and needs[2] else None  # type: ignore[attr-defined]
+        return grad_x, grad_weight, grad_bias
+
+
 class Linear(Layer):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         self.weight, self.bias = weight, bias  # (K, out, in), (K, out)
@@ -127,19 +168,13 @@ class Linear(Layer):
         k, out, width = self.weight.shape
         x, layout = act
         if layout == SHARED and x.dim() == 2:
-            # One wide multiply against every member's weights; x is read once.
-            wide = self.weight.reshape(k * out, width)
-            bias = None if self.bias is None else self.bias.reshape(k * out)
-            return F.linear(x, wide, bias).view(x.shape[0], k, out).transpose(0, 1), STACKED
+            return _MemberLinear.apply(x, self.weight, self.bias), STACKED
         x = stacked(act, k)
         if x.device.type == "cpu" and x.shape[1] * width * out >= CPU_LOOP_MULTIPLY_ADDS:
             biases = self.bias.unbind(0) if self.bias is not None else (None,) * k
             members = zip(x.unbind(0), self.weight.unbind(0), biases, strict=True)
             return torch.stack([F.linear(xi, wi, bi) for xi, wi, bi in members]), STACKED
-        transposed = self.weight.transpose(1, 2)
-        if self.bias is None:
-            return torch.bmm(x, transposed), STACKED
-        return torch.baddbmm(self.bias.unsqueeze(1), x, transposed), STACKED
+        return _MemberLinear.apply(x, self.weight, self.bias), STACKED
 
 
 class Conv2d(Layer):
