@@ -129,7 +129,7 @@ class _MemberLinear(torch.autograd.Function):
     through a stride-0 expand, never copied per member, and gets no gradient (it is data)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: torch.autograd.function.FunctionCtx,
         x: torch.Tensor,
         weight: torch.Tensor,
@@ -145,7 +145,7 @@ class _MemberLinear(torch.autograd.Function):
         return torch.baddbmm(bias.unsqueeze(1), xs, weight.transpose(1, 2))
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         xs, weight = ctx.saved_tensors  # type: ignore[attr-defined]
