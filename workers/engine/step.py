@@ -27,6 +27,7 @@ from torch.optim import optimizer as torch_optimizer
 from workers.engine import optimizers, schedules
 from workers.engine.config import RunConfig
 from workers.engine.fused_layers import Act
+from workers.engine.kernel_step import kernel_step
 from workers.engine.members import Members
 
 # The columns of a step's values, in order; landscapes add the point (x, y) before the step.
@@ -59,6 +60,7 @@ class Update:
 
     def __post_init__(self) -> None:
         self._direct = direct_step(self.optimizer)
+        self._kernel = kernel_step(self.optimizer) if self._direct is not None else None
 
     @classmethod
     def build(cls, run: RunConfig, members: Members, k: int, total_steps: int) -> Update:
@@ -87,7 +89,8 @@ class Update:
             self.optimizer.step(closure)  # type: ignore[arg-type]  # torch types it as -> float
         elif self._direct is not None and DIRECT_STEP and not _step_hooks(self.optimizer):
             with torch.no_grad():
-                self._direct(self.optimizer)
+                if self._kernel is None or not self._kernel():
+                    self._direct(self.optimizer)
             self.optimizer._opt_called = True  # type: ignore[attr-defined]  # as the scheduler's wrapper would
         else:
             self.optimizer.step()
