@@ -288,8 +288,47 @@ class BinaryArray:
         ).tobytes()
         return cls(kind, header + _encode((kind,), (values,), count=False))
 
+    @classmethod
+    def many(cls, kinds: Sequence[str], arrays: Sequence[npt.NDArray[Any]]) -> list[BinaryArray]:
+        """``of`` of each (kind, array) pair, the same bytes, but the arrays of one kind and
+        length encoded together: one numpy pass per group instead of per array (the
+        rollup's 34 short arrays per flush: 1.5 ms one by one, docs/performance.md)."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, (kind, values) in enumerate(zip(kinds, arrays, strict=True)):
+            groups.setdefault((kind, len(values)), []).append(i)
+        encoded: dict[int, BinaryArray] = {}
+        for (kind, n), at in groups.items():
+            if n == 0 or len(at) == 1:
+                encoded.update((i, cls.of(kind, arrays[i])) for i in at)
+                continue
+            size = 4 if kind == "int4" else 8
+            stack = np.array([arrays[i] for i in at], dtype=_BIG_ENDIAN[kind])  # (arrays, n)
+            cells = np.empty((len(at), n, 4 + size), dtype=np.uint8)  # length word, value
+            cells[:, :, :4] = _LENGTH_WORDS[size]
+            cells[:, :, 4:] = stack.view(np.uint8).reshape(len(at), n, size)
+            headers = np.empty((len(at), 5), dtype=">i4")
+            headers[:] = (1, 0, _ELEMENT_OID[kind], n, 1)
+            nulls = np.isnan(stack) if kind == "float8" else None
+            lengths = np.full(len(at), n * (4 + size))
+            if nulls is not None and nulls.any():  # NULL: a length of -1, no value bytes
+                cells[nulls, :4] = 0xFF
+                keep = np.ones(cells.shape, dtype=bool)
+                keep[nulls, 4:] = False
+                payload = cells[keep].tobytes()
+                headers[:, 1] = nulls.any(axis=1)
+                lengths -= size * nulls.sum(axis=1)
+            else:
+                payload = cells.tobytes()
+            ends = np.cumsum(lengths).tolist()
+            starts = [0, *ends[:-1]]
+            for j, i in enumerate(at):
+                body = payload[starts[j] : ends[j]]
+                encoded[i] = cls(kind, headers[j].tobytes() + body)
+        return [encoded[i] for i in range(len(arrays))]
+
 
 _ELEMENT_OID = {"int8": 20, "int4": 23, "float8": 701}
+_LENGTH_WORDS = {size: np.frombuffer(np.array(size, ">i4").tobytes(), np.uint8) for size in (4, 8)}
 
 
 class _ArrayDumper(Dumper):

@@ -88,4 +88,4 @@ def block_arrays(columns: Columns) -> list[BinaryArray]:
         low = np.fmin.reduceat(values, starts)  # NaN only where every value is NaN
         high = np.fmax.reduceat(values, starts)
         arrays += [low, high, values[ends]]
-    return [BinaryArray.of(kind, array) for kind, array in zip(_KINDS, arrays, strict=True)]
+    return BinaryArray.many(_KINDS, arrays)

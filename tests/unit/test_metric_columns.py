@@ -119,6 +119,29 @@ def test_binary_arrays_read_back_as_given(
     assert got == (expected,)
 
 
+def test_binary_arrays_encoded_together_are_the_bytes_of_each_alone() -> None:
+    """``BinaryArray.many`` (the rollup's blocks) groups arrays by kind and length: the same
+    bytes as ``of`` per array, NULLs (NaN) in some, all or none of a group's elements."""
+    rng = np.random.default_rng(3)
+    floats = [rng.normal(size=5) for _ in range(4)]
+    floats[1][[0, 3]] = NAN
+    floats[2][:] = NAN
+    kinds = ["int8", "float8", "int4", "float8", "float8", "int4", "float8", "float8", "int8"]
+    arrays = [
+        np.array([7, 2**40, -1, 0, 9]),
+        floats[0],
+        np.array([1, -(2**31), 2**31 - 1, 0, 5]),
+        floats[1],
+        floats[2],
+        np.array([3, 4]),  # another length: a group of its own
+        floats[3],
+        np.array([], dtype=float),
+        np.array([2**63 - 1, 1, 2, 3, 4]),
+    ]
+    expected = [BinaryArray.of(kind, array) for kind, array in zip(kinds, arrays, strict=True)]
+    assert BinaryArray.many(kinds, arrays) == expected
+
+
 def test_columns_of_arrays_concatenate_runs_and_check_types() -> None:
     @dataclass
     class Arrays:
