@@ -35,8 +35,8 @@ def observe_all(histogram: Any, amounts: np.ndarray) -> None:
     if not len(amounts):
         return
     # The first bound >= amount; NaN (in no bucket, as observe has it) sorts past the last.
-    index = np.searchsorted(np.asarray(bounds, dtype=np.float64), amounts, side="left")
-    counts = np.bincount(index, minlength=len(bounds))
+    found = np.searchsorted(np.asarray(bounds, dtype=np.float64), amounts, side="left")
+    counts = np.bincount(found, minlength=len(bounds))
     for index, count in enumerate(counts[: len(bounds)].tolist()):
         if count:
             buckets[index].inc(count)
