@@ -199,6 +199,7 @@ def execute_part(
     todo = leases.todo
     timer = PartTimer()
     timings: dict[str, object] | None = None
+    trained = False  # the part's training returned: its end goes with the finalising
     if leases.held:
         log.info("job %s: runs %s are trained by a live worker; not here", job_key, leases.held)
     if leases.given_up:
@@ -223,12 +224,14 @@ def execute_part(
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            with Heartbeat(todo, settings.heartbeat_seconds):
+            # claim stamped the runs a moment ago: no second stamp before the first step
+            with Heartbeat(todo, settings.heartbeat_seconds, stamped=True):
                 if loaded is None:
                     loaded = load_job(job_key, pick_device(device or settings.device), settings)
                 resume = _resume(loaded.experiment, todo, fresh)
                 _train(job_key, loaded, todo, (timer, *extra_hooks), resume, deadlines)
             timings = timer.timings(rows_committed=timestamp())  # the sink has closed
+            trained = True
         except JobCancelled:
             log.info("job %s part %d/%d stopped: the job was cancelled", job_key, part, parts)
             return CANCELLED
@@ -252,13 +255,15 @@ def execute_part(
             return _fail(job_key, todo, error)
         finally:
             torch.set_num_threads(previous)
-            _part_ended(job_key, todo)
+            if not trained:
+                _part_ended(job_key, todo)
         log.info("job %s part %d/%d done, pid %d", job_key, part, parts, os.getpid())
-    return finalise_job(job_key, send_part=send_part, threads=threads, timings=timings)
+    return finalise_job(job_key, send_part=send_part, threads=threads, timings=timings, ended=todo)
 
 
 def _part_ended(job_key: uuid.UUID, run_ids: list[int]) -> None:
-    """After a part, whatever ended it: the checkpoints of its runs that finished go (a
+    """After a part that did not train to its end (one that did: in ``finalise_job``'s
+    transaction, the same statements): the checkpoints of its runs that finished go (a
     stopping worker's unfinished runs keep theirs, to resume from), and its cancelled runs
     are held by no worker any more, so that their job can be deleted at once. Best effort:
     left behind, both go with the job when it is deleted."""
@@ -308,6 +313,7 @@ def finalise_job(
     send_part: SendPart | None = None,
     threads: int = 1,
     timings: Mapping[str, object] | None = None,
+    ended: Collection[int] = (),
 ) -> str:
     """If every run of the running job has finished: a study's next phase, or the job's end.
 
@@ -317,9 +323,14 @@ def finalise_job(
     fused group), or trained here when there is no queue (``optbench run``). Otherwise the
     summary is stored and the job marked succeeded. Returns the job's status afterwards
     (``running`` while runs are open). ``timings``: the calling part's (workers/timings.py),
-    merged into the job's in the same transaction."""
+    merged into the job's in the same transaction. ``ended``: the runs of a part whose
+    training returned, whose end (``_part_ended``'s statements) is written in it too, one
+    transaction fewer."""
     with unit_of_work() as session:
         job = store.lock_job(session, job_id)
+        if ended:
+            checkpoints.discard_finished(session, list(ended))
+            store.release_cancelled(session, ended)
         if timings and job.status == RUNNING:
             job.timings = merge_timings(job.timings, timings)
         if job.status != RUNNING or store.open_runs(job):

@@ -8,8 +8,9 @@ services/db/leases.py; this is the worker's side, used by workers/execution.py:
   counts an attempt and is stamped as held by this process, unless it was started
   ``OPTBENCH_MAX_ATTEMPTS`` times already (it keeps killing its workers: ``GaveUp``).
 - ``Heartbeat(run_ids, interval)`` wraps the training. On enter it stamps the runs
-  (``run.heartbeat_at``, the database's clock; ``run.worker``, ``host:pid``) at once, then
-  every ``interval`` seconds from a daemon thread, each time in a short transaction of its
+  (``run.heartbeat_at``, the database's clock; ``run.worker``, ``host:pid``) at once (not
+  with ``stamped``: ``claim`` stamped them just now, in the part's claiming transaction),
+  then every ``interval`` seconds from a daemon thread, each time in a short transaction of its
   own; on exit the thread stops, and no stamp is written after ``__exit__`` has returned. A
   run that finished is no longer stamped. The reconciler sends again the runs of a running
   job whose stamp is no longer fresh: their worker is gone (killed, its machine lost) and the
@@ -102,13 +103,19 @@ class Heartbeat:
     """Stamp ``run_ids`` as alive while the ``with`` block runs (see the module)."""
 
     def __init__(
-        self, run_ids: Collection[int], interval: float, *, worker: str | None = None
+        self,
+        run_ids: Collection[int],
+        interval: float,
+        *,
+        worker: str | None = None,
+        stamped: bool = False,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"heartbeat interval must be positive, not {interval}")
         self.run_ids = sorted({int(run_id) for run_id in run_ids})
         self.interval = float(interval)
         self.worker = worker or db_leases.worker_name()
+        self.stamped = stamped  # just stamped (claim): the first beat after one interval
         self.beats = 0  # stamps written
         self.failures = 0  # stamps that failed
         self._lock = threading.Lock()  # held while a stamp is written
@@ -120,7 +127,8 @@ class Heartbeat:
     def __enter__(self) -> Heartbeat:
         if not self.run_ids:
             return self
-        self._beat()
+        if not self.stamped:
+            self._beat()
         self._thread = threading.Thread(target=self._loop, name="optbench-heartbeat", daemon=True)
         self._thread.start()
         return self

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, delete, func, select, text, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session, selectinload
 
 from services.db import leases
@@ -217,16 +218,29 @@ def finish_run(session: Session, run_id: int, result: RunOutcome) -> None:
 
     Its checkpoint goes in the same transaction: a finished run is never resumed, and no
     checkpoint of it is taken after its end (the engine checkpoints active runs only)."""
-    session.execute(delete(RunCheckpoint).where(RunCheckpoint.run_id == run_id))
-    run = session.get_one(Run, run_id)
-    run.status, run.finished_at = SUCCEEDED, utcnow()
-    run.diverged, run.steps_done = result.diverged, result.steps
-    run.diverged_at_step = result.diverged_at_step
-    run.test_loss, run.test_accuracy = result.test_loss, result.test_accuracy
-    run.fused, run.fusion = result.fused, result.fusion
-    run.pruned_at_epoch = result.pruned_at_epoch
-    if result.pruned_at_epoch is not None:  # it will train no more: progress counts it done
-        run.total_steps = result.steps
+    finish_runs(session, [(run_id, result)])
+
+
+def finish_runs(session: Session, ends: Sequence[tuple[int, RunOutcome]]) -> None:
+    """``finish_run`` for several runs at once (a group's runs ending together): one delete
+    of their checkpoints and one read of their rows, whatever their number."""
+    ids = [run_id for run_id, _ in ends]
+    if not ids:
+        return
+    session.execute(delete(RunCheckpoint).where(RunCheckpoint.run_id.in_(ids)))
+    runs = {run.id: run for run in session.scalars(select(Run).where(Run.id.in_(ids)))}
+    for run_id, result in ends:
+        run = runs.get(run_id)
+        if run is None:
+            raise NoResultFound(f"no run with id {run_id}")  # as session.get_one
+        run.status, run.finished_at = SUCCEEDED, utcnow()
+        run.diverged, run.steps_done = result.diverged, result.steps
+        run.diverged_at_step = result.diverged_at_step
+        run.test_loss, run.test_accuracy = result.test_loss, result.test_accuracy
+        run.fused, run.fusion = result.fused, result.fusion
+        run.pruned_at_epoch = result.pruned_at_epoch
+        if result.pruned_at_epoch is not None:  # it will train no more: progress counts it done
+            run.total_steps = result.steps
 
 
 def finish_job(

@@ -194,3 +194,11 @@ def test_the_timeout_defaults_to_six_heartbeats_and_must_exceed_two(
     monkeypatch.setenv("OPTBENCH_HEARTBEAT_TIMEOUT_SECONDS", "9")
     with pytest.raises(ValueError, match="OPTBENCH_HEARTBEAT_TIMEOUT_SECONDS"):
         Settings()
+
+
+def test_runs_just_stamped_by_their_claim_are_not_stamped_again_on_enter(database: str) -> None:
+    run_ids = running_job()
+    with Heartbeat(run_ids, 60, worker="host-f:2", stamped=True) as heartbeat:
+        assert heartbeat.beats == 0  # the first beat comes after one interval
+        assert stamps(run_ids)[run_ids[0]] == (None, None)
+    assert heartbeat.beats == 0

@@ -186,6 +186,27 @@ def keys(runs: list[RunConfig]) -> list[int]:
     return [run.key for run in runs]
 
 
+def test_runs_ending_together_are_committed_in_one_transaction_before_it_returns(
+    database: str,
+) -> None:
+    runs = lecture_runs(3)
+    sink = SqlSink()
+    for run in runs:
+        sink.on_run_start(run, 30)
+    sink.on_flush([(run, steps(1, 30)) for run in runs])
+    sink.flush()
+    before = sink.stats.transactions
+    results = [RunResult(steps=30, diverged=False, train_seconds=0.3, test_loss=0.1 * k)
+               for k in range(1, 4)]  # fmt: skip
+    sink.on_runs_end(list(zip(runs, results, strict=True)))
+    assert sink.stats.transactions == before + 1  # one wait, one commit for the three
+    with unit_of_work() as session:
+        stored = [session.get_one(Run, run.key) for run in runs]
+    assert [(r.status, r.steps_done) for r in stored] == [("succeeded", 30)] * 3
+    assert [r.test_loss for r in stored] == [0.1, 0.2, pytest.approx(0.3)]
+    sink.close()
+
+
 def test_flushes_that_queue_while_the_database_is_slow_share_one_transaction(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -96,11 +96,14 @@ class Evaluator:
         wanted = any(not trainer.runs[k].trial for k in trainer.active)
         with eval_weights(trainer):
             test = self.problem.evaluate(trainer.members, "test") if wanted else None
-        for k in list(trainer.active):
-            if test is None or trainer.runs[k].trial:
-                trainer.finish(k)
-            else:
-                trainer.finish(k, test[0][k], test[1][k])
+        trainer.finish_all(
+            [
+                (k, None, None)
+                if test is None or trainer.runs[k].trial
+                else (k, test[0][k], test[1][k])
+                for k in list(trainer.active)
+            ]
+        )
 
 
 class Pruner:

@@ -143,6 +143,13 @@ class Hooks:
 
     def on_run_end(self, run: RunConfig, result: RunResult) -> None: ...
 
+    def on_runs_end(self, ends: Sequence[tuple[RunConfig, RunResult]]) -> None:
+        """Several runs of a group ended at one moment (its last epoch, one flush): by
+        default each to ``on_run_end``, in order; a sink that must wait for its writes
+        overrides this to wait once for all of them."""
+        for run, result in ends:
+            self.on_run_end(run, result)
+
     def wants_checkpoint(self) -> bool:
         """Asked at each flush point: True takes a checkpoint now, whatever the schedule
         (a worker shutting down, workers/shutdown.py)."""
@@ -182,6 +189,10 @@ class CompositeHooks(Hooks):
     def on_run_end(self, run: RunConfig, result: RunResult) -> None:
         for hook in self.hooks:
             hook.on_run_end(run, result)
+
+    def on_runs_end(self, ends: Sequence[tuple[RunConfig, RunResult]]) -> None:
+        for hook in self.hooks:
+            hook.on_runs_end(ends)
 
     def wants_checkpoint(self) -> bool:
         return any(hook.wants_checkpoint() for hook in self.hooks)

@@ -161,8 +161,7 @@ class Trainer:
         for k, step in diverged.items():
             self.end(k)
             self.diverged[k] = step
-        for k in sorted(self.leaving):
-            self.finish(k)
+        self.finish_all([(k, None, None) for k in sorted(self.leaving)])
         self.leaving.clear()
         self._emit(Event.FLUSH)
 
@@ -170,18 +169,30 @@ class Trainer:
         self, k: int, test_loss: float | None = None, test_accuracy: float | None = None
     ) -> None:
         """Member k's run has ended: its result to the hooks."""
-        if k in self.active:
-            self.active.remove(k)
-        result = RunResult(
-            steps=self.recorder.last_step[k],
-            diverged=k in self.diverged,
-            train_seconds=self.seconds[k],
-            diverged_at_step=self.diverged.get(k),
-            test_loss=test_loss,
-            test_accuracy=test_accuracy,
-            fused=self.members.k > 1,
-            fusion=self.note,
-            pruned_at_epoch=self.pruned.get(k),
-        )
-        self.results[self.runs[k].key] = result
-        self.hooks.on_run_end(self.runs[k], result)
+        self.finish_all([(k, test_loss, test_accuracy)])
+
+    def finish_all(self, ends: Sequence[tuple[int, float | None, float | None]]) -> None:
+        """Members' runs have ended at one moment, each ``(k, test_loss, test_accuracy)``:
+        their results to the hooks in one call (``Hooks.on_runs_end``: the SQL sink waits
+        once for all of them, one transaction, instead of once per run)."""
+        handed = []
+        for k, test_loss, test_accuracy in ends:
+            if k in self.active:
+                self.active.remove(k)
+            result = RunResult(
+                steps=self.recorder.last_step[k],
+                diverged=k in self.diverged,
+                train_seconds=self.seconds[k],
+                diverged_at_step=self.diverged.get(k),
+                test_loss=test_loss,
+                test_accuracy=test_accuracy,
+                fused=self.members.k > 1,
+                fusion=self.note,
+                pruned_at_epoch=self.pruned.get(k),
+            )
+            self.results[self.runs[k].key] = result
+            handed.append((self.runs[k], result))
+        if len(handed) == 1:
+            self.hooks.on_run_end(*handed[0])
+        elif handed:
+            self.hooks.on_runs_end(handed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,30 @@ from services.telemetry import (
     TRAIN_STEPS,
 )
 from workers.engine import EpochRecord, Hooks, RunConfig, RunResult, StepColumns
+
+
+def observe_all(histogram: Any, amounts: np.ndarray) -> None:
+    """``histogram.observe(amount)`` for each amount, in one pass: the count of each bucket
+    and the sum added once per flush instead of once per step (prometheus_client has no
+    bulk observe; ``_upper_bounds``, ``_buckets`` and ``_sum`` are what its ``observe``
+    updates, an amount counting in the first bucket whose bound is at least it). A
+    histogram without them (another client version) is observed value by value."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts.tolist():
+            histogram.observe(amount)
+        return
+    if not len(amounts):
+        return
+    # The first bound >= amount; NaN (in no bucket, as observe has it) sorts past the last.
+    found = np.searchsorted(np.asarray(bounds, dtype=np.float64), amounts, side="left")
+    counts = np.bincount(found, minlength=len(bounds))
+    for index, count in enumerate(counts[: len(bounds)].tolist()):
+        if count:
+            buckets[index].inc(count)
+    total.inc(float(amounts.sum()))
 
 
 class PrometheusSink(Hooks):
@@ -34,22 +59,30 @@ class PrometheusSink(Hooks):
         self.target_column, self.reached = target_column, reached
         self._last_seconds: dict[int, float] = {}
         self._done: set[int] = set()
+        self._children: dict[int, tuple[Any, Any, Any]] = {}
 
     def on_run_start(self, run: RunConfig, total_steps: int) -> None:
         RUNS_ACTIVE.inc()
         self._last_seconds[run.key] = 0.0
 
     def on_steps(self, run: RunConfig, steps: StepColumns) -> None:
-        name = run.optimizer.name
-        TRAIN_STEPS.labels(name, self.dataset, self.model, self.device).inc(len(steps))
-        samples = int(steps.samples.sum())
-        TRAIN_SAMPLES.labels(name, self.dataset, self.model, self.device).inc(samples)
-        timer = STEP_SECONDS.labels(name, self.device)
+        children = self._children.get(run.key)
+        if children is None:  # a run's labelled series, looked up once
+            name = run.optimizer.name
+            children = self._children[run.key] = (
+                TRAIN_STEPS.labels(name, self.dataset, self.model, self.device),
+                TRAIN_SAMPLES.labels(name, self.dataset, self.model, self.device),
+                STEP_SECONDS.labels(name, self.device),
+            )
+        counted_steps, counted_samples, timer = children
+        counted_steps.inc(len(steps))
+        counted_samples.inc(int(steps.samples.sum()))
         # train_seconds is cumulative: a step's time is the difference to the one before.
         seconds = steps.train_seconds
-        durations = np.diff(seconds, prepend=self._last_seconds.get(run.key, 0.0))
-        for duration in np.maximum(durations, 0.0).tolist():
-            timer.observe(duration)
+        durations = np.empty(len(seconds))
+        durations[0] = seconds[0] - self._last_seconds.get(run.key, 0.0)
+        np.subtract(seconds[1:], seconds[:-1], out=durations[1:])
+        observe_all(timer, np.maximum(durations, 0.0, out=durations))
         self._last_seconds[run.key] = float(seconds[-1])
 
     def on_epochs(self, run: RunConfig, epochs: Sequence[EpochRecord]) -> None:

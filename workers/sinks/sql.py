@@ -19,7 +19,8 @@ Order and durability:
 - ``on_run_end`` returns once that run's rows and its outcome (and everything before) are
   committed: a run is never recorded as finished before its rows are stored, and when
   ``Experiment.run_all`` returns everything is stored, so the caller can finish and
-  summarise the job at once. That is the one wait per run; ``on_run_start``, ``on_flush``
+  summarise the job at once. That is the one wait per run, or per group of runs ending
+  together (``on_runs_end``: the last epoch's runs, one transaction); ``on_run_start``, ``on_flush``
   and ``on_epochs`` never wait unless ``max_pending_rows`` rows are queued (backpressure).
   A start only marks a run running, and is skipped if the job has ended meanwhile (the
   training failed and the job was finished before the start was written).
@@ -135,19 +136,26 @@ class _Transactions:
         epochs: list[tuple[int, list[EpochRecord]]] = []
         written = {"step": 0, "epoch": 0}
         given = {"step": 0, "epoch": 0}
+        ends: list[tuple[int, RunResult]] = []  # consecutive run ends: finished together
         with unit_of_work(get_writer_engine()) as session:
             for item in items:
+                if ends and not isinstance(item, _End):
+                    store.finish_runs(session, ends)
+                    ends = []
                 if isinstance(item, _Steps):
                     steps.append(item)
                 elif isinstance(item, _Epochs):
                     epochs.append((item.run, item.epochs))
                 else:
-                    self.write_rows(session, steps, epochs, written, given, direct)
-                    steps, epochs = [], []
+                    if not ends:  # a run's rows (and all before them) before its end
+                        self.write_rows(session, steps, epochs, written, given, direct)
+                        steps, epochs = [], []
                     if isinstance(item, _Start):
                         self.start(session, item.run)
                     else:
-                        store.finish_run(session, item.run, item.result)
+                        ends.append((item.run, item.result))
+            if ends:
+                store.finish_runs(session, ends)
             self.write_rows(session, steps, epochs, written, given, direct)
         seconds = time.perf_counter() - started
         stats = self.stats
@@ -245,13 +253,20 @@ class SqlSink(Hooks):
             raise self._writer.error
 
     def _submit(self, item: _Item, *, wait: bool = False) -> None:
+        self._submit_all([item], wait=wait)
+
+    def _submit_all(self, items: Sequence[_Item], *, wait: bool = False) -> None:
+        """Queue the items in order; ``wait``: until the last (so all) is committed.
+        Without the writer thread, one transaction of them all."""
         self._check()
         if self._closed:
             raise RuntimeError("this SqlSink is closed")
         if not self.background:
-            self._writer.write_retrying([item])
+            self._writer.write_retrying(items)
             return
-        sequence = self._writer.put(item)
+        sequence = 0
+        for item in items:
+            sequence = self._writer.put(item)
         if wait:
             self._writer.wait(sequence)
             self._check()
@@ -278,6 +293,11 @@ class SqlSink(Hooks):
     def on_run_end(self, run: RunConfig, result: RunResult) -> None:
         """Returns once the run's rows and its outcome are committed."""
         self._submit(_End(run.key, result), wait=True)
+
+    def on_runs_end(self, ends: Sequence[tuple[RunConfig, RunResult]]) -> None:
+        """Returns once the runs' rows and outcomes are committed: one wait, one transaction
+        (the writer takes everything queued), not one commit after another per run."""
+        self._submit_all([_End(run.key, result) for run, result in ends], wait=True)
 
     def flush(self) -> None:
         """Wait until everything handed over so far is committed; raise a failed write."""
