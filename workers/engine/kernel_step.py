@@ -74,19 +74,17 @@ def _adam(optimizer: torch.optim.Optimizer) -> KernelStep:
         params: list[torch.Tensor] = group["params"]
         decoupled = group.get("decoupled_weight_decay", False)
         kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-        states = [optimizer.state[p] for p in params]
-        if not all(states):
+        states = _counted_states(optimizer, params)
+        if states is None:
             return False
         amsgrad = group["amsgrad"]
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
         kernel(
             params,
             [p.grad for p in params],  # type: ignore[misc]
             [s["exp_avg"] for s in states],
             [s["exp_avg_sq"] for s in states],
             [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
-            steps,
+            [s["step"] for s in states],
             amsgrad=amsgrad,
             lr=group["lr"],
             beta1=float(group["betas"][0]),
@@ -103,20 +101,17 @@ def _adam(optimizer: torch.optim.Optimizer) -> KernelStep:
 
 
 def _adagrad(optimizer: torch.optim.Optimizer) -> KernelStep:
-
     def step() -> bool:
         group = optimizer.param_groups[0]  # anew: loading a state replaces the dicts
         params: list[torch.Tensor] = group["params"]
-        states = [optimizer.state[p] for p in params]
-        if not all(states):
+        states = _counted_states(optimizer, params)
+        if states is None:
             return False
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
         torch._fused_adagrad_(
             params,
             [p.grad for p in params],  # type: ignore[misc]
             [s["sum"] for s in states],
-            steps,
+            [s["step"] for s in states],
             lr=group["lr"],
             lr_decay=group["lr_decay"],
             weight_decay=group["weight_decay"],
@@ -128,6 +123,18 @@ def _adagrad(optimizer: torch.optim.Optimizer) -> KernelStep:
         return True
 
     return step
+
+
+def _counted_states(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
+) -> list[dict] | None:
+    """The parameters' states with their step counters advanced, as ``step()`` does before
+    the kernel; None before the first step (no state yet), with nothing changed."""
+    states = [optimizer.state[p] for p in params]
+    if not all(states):
+        return None
+    torch._foreach_add_([s["step"] for s in states], 1)
+    return states
 
 
 _KERNELS: dict[type, Callable[[torch.optim.Optimizer], KernelStep]] = {

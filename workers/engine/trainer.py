@@ -192,7 +192,5 @@ class Trainer:
             )
             self.results[self.runs[k].key] = result
             handed.append((self.runs[k], result))
-        if len(handed) == 1:
-            self.hooks.on_run_end(*handed[0])
-        elif handed:
+        if handed:
             self.hooks.on_runs_end(handed)
