@@ -30,6 +30,7 @@ from celery.signals import worker_init, worker_process_init, worker_shutting_dow
 from services.queue import celery_config
 from services.settings import Settings, get_settings
 from workers import gpus, shutdown  # shutdown's shared flag must exist before the pool forks
+from workers.warm import freeze_long_lived
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -54,6 +55,7 @@ def _init_training_process(index: int) -> None:
     _warm_lecture()
     set_build_info(torch.__version__, torch.version.cuda or "")
     serve_metrics(get_settings(), index)
+    freeze_long_lived()  # no 0.2 s collection inside a timed step (workers/warm.py)
 
 
 def serve_metrics(settings: Settings, index: int) -> WSGIServer | None:
@@ -149,6 +151,9 @@ def _init_worker(sender: Any = None, **_: Any) -> None:
     if "prefork" in str(pool_module):
         _preload()
         _publish_catalog()
+        # Frozen before the fork, what the children inherit is never walked (nor its pages
+        # written) by their collections; each child freezes its own warm-up after.
+        freeze_long_lived()
     else:  # solo/threads: this process trains, on one GPU, and is ready once warm
         # What the warm-up does not need is imported by the first job that does: before
         # the fork it is paid once for every child, here it would only delay the start

@@ -75,6 +75,7 @@ def run(spec: Path, as_json: bool) -> int:
     from services.db.session import unit_of_work
     from services.errors import InvalidSpec
     from workers.execution import execute_job
+    from workers.warm import freeze_long_lived
 
     job_spec = load_spec(spec)
     if plugins.has_plugins(job_spec):  # this process trains them: its own catalog decides
@@ -88,6 +89,7 @@ def run(spec: Path, as_json: bool) -> int:
     migrate_if_embedded()
     with unit_of_work() as session:
         job_id = store.create_job(session, job_spec).id
+    freeze_long_lived()  # as a worker does: no full collection inside a timed step
     if as_json:
         status = execute_job(job_id)
     else:
