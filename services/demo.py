@@ -16,13 +16,12 @@ it sends ``OPTBENCH_API_KEY``, and says so when there is none.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from contextlib import ExitStack
 from typing import Any
 
+from services.children import DEMO_WORKER_ARGS, Children, wait_until_up
 from services.cli.progress import JobProgress
 from services.client import ApiClient
 from services.console import make_console, summary_table
@@ -30,54 +29,9 @@ from services.settings import get_settings
 from services.spec import LECTURE_SPEC, LECTURE_TUNED_SPEC, MODERN_SPEC, modern_spec
 from services.support import free_port
 
-STOP_SECONDS = 15.0
 # Once the job has ended nothing is left to stop cleanly for: an idle Celery worker's warm
 # shutdown took 4.9 s on the 2-core VM, as long as the rest of the demo after its start.
 IDLE_STOP_SECONDS = 1.0
-# One worker process that trains itself (no pool to fork): the demo's job is one part.
-DEMO_WORKER_ARGS = ("--pool", "solo", "--concurrency", "1")
-
-
-class _Children:
-    """Child processes of ``optbench ...``, all asked to stop at once when the block ends
-    (one after another, the worker's warm shutdown and the API's added up to seconds after
-    the table), each killed if it has not stopped within ``STOP_SECONDS``."""
-
-    def __init__(self) -> None:
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.grace = STOP_SECONDS  # how long they may take to stop before they are killed
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "services.cli", *args]
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy()
-        )
-        self.processes.append(process)
-        return process
-
-    def __enter__(self) -> _Children:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for process in self.processes:
-            process.terminate()
-        deadline = time.monotonic() + self.grace
-        for process in self.processes:
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _wait_until_up(client: ApiClient, api: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if api.poll() is not None:
-            raise RuntimeError(f"the API exited with status {api.returncode}")
-        if client.ready():
-            return
-        time.sleep(0.05)
-    raise RuntimeError("the API did not become ready in time")
 
 
 def demo_spec(
@@ -159,12 +113,13 @@ def run_demo(
         return 2
     port = free_port()
     with ExitStack() as stack:
-        children = stack.enter_context(_Children())
+        children = stack.enter_context(Children())
         print("starting the API and one worker (embedded default: SQLite + filesystem broker)")
-        # The worker first: it takes longest to start (torch, then a warm-up on the lecture's
-        # data, workers/warm.py), and needs the database only once a job comes, after the
-        # migration. One process, solo: the demo's job trains as one part.
-        children.start("worker", "--log-level", "WARNING", *DEMO_WORKER_ARGS)
+        # The worker first (the one `optbench demo` started before its imports, where it
+        # did: services/entry.py): it takes longest to start (torch, then a warm-up on the
+        # lecture's data, workers/warm.py), and needs the database only once a job comes,
+        # after the migration. One process, solo: the demo's job trains as one part.
+        children.start(*DEMO_WORKER_ARGS)
         if not settings.is_embedded:  # the embedded default's API migrates before it serves
             upgrade()
         api = children.start("api", "--port", str(port), "--log-level", "warning")
@@ -174,7 +129,7 @@ def run_demo(
                 "machine act as owner 'local' (OPTBENCH_AUTH=loopback)"
             )
         client = stack.enter_context(ApiClient(f"http://127.0.0.1:{port}", api_key=key))
-        _wait_until_up(client, api)
+        wait_until_up(client, api)
         if modern:
             spec = modern_demo_spec(wait_for_plugins(client), epochs, trials)
             left_out = {e["label"] for e in MODERN_SPEC["optimizers"]} - {

@@ -242,8 +242,8 @@ def _submit_and_follow(api: ApiClient, spec: dict[str, Any], options: Mapping[st
 
 @contextmanager
 def _embedded_api(key: str | None, workers: int) -> Iterator[ApiClient]:
+    from services.children import Children, wait_until_up
     from services.db.migrate import upgrade
-    from services.demo import _Children, _wait_until_up
     from services.support import free_port
 
     upgrade()
@@ -254,12 +254,12 @@ def _embedded_api(key: str | None, workers: int) -> Iterator[ApiClient]:
             "broker)",
             file=sys.stderr,
         )
-        children = stack.enter_context(_Children())
+        children = stack.enter_context(Children())
         api = children.start("api", "--port", str(port), "--log-level", "warning")
         for _ in range(workers):
             children.start("worker", "--log-level", "WARNING")
         http = stack.enter_context(ApiClient(f"http://127.0.0.1:{port}", api_key=key))
-        _wait_until_up(http, api)
+        wait_until_up(http, api)
         yield http
 
 

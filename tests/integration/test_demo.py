@@ -15,7 +15,8 @@ def test_demo_prints_the_eight_optimizer_table(tmp_path: Path) -> None:
     for name in ("OPTBENCH_DATABASE_URL", "OPTBENCH_BROKER_URL"):
         env.pop(name, None)
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "demo", "--epochs", "2"],
+        # README's console script: its entry point starts the worker first (services/entry.py)
+        [str(Path(sys.executable).parent / "optbench"), "demo", "--epochs", "2"],
         env=env,
         capture_output=True,
         text=True,
