@@ -35,13 +35,23 @@ def start(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]
     )
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+# How long the API and the worker may take to stop once the module's tests are done. Nothing
+# here tests their shutdown (tests/integration/test_faults_worker.py does): an idle worker's
+# warm shutdown on the filesystem broker took 7 s, a tenth of the browser tests' time.
+STOP_GRACE_SECONDS = 2.0
+
+
+def stop(*processes: subprocess.Popen[bytes]) -> None:
+    """Ask them all to stop at once; kill those still running after the grace."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +89,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list
         worker = start(env, "worker", "--concurrency", "1", log=worker_log)
         yield url, [api_log, worker_log]
     finally:
-        stop(api)
-        if worker is not None:
-            stop(worker)
+        stop(api, *([worker] if worker is not None else []))
 
 
 @pytest.fixture(scope="module")
