@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import tails
-from tests.support import free_port, require_binary, unavailable
+from tests.support import free_port, require_binary, stop_processes, unavailable
 
 HINT = "apt-get install chromium chromium-driver"
 
@@ -39,19 +39,6 @@ def start(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]
 # here tests their shutdown (tests/integration/test_faults_worker.py does): an idle worker's
 # warm shutdown on the filesystem broker took 7 s, a tenth of the browser tests' time.
 STOP_GRACE_SECONDS = 2.0
-
-
-def stop(*processes: subprocess.Popen[bytes]) -> None:
-    """Ask them all to stop at once; kill those still running after the grace."""
-    for process in processes:
-        process.terminate()
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list
         worker = start(env, "worker", "--concurrency", "1", log=worker_log)
         yield url, [api_log, worker_log]
     finally:
-        stop(api, *([worker] if worker is not None else []))
+        stop_processes([api, *([worker] if worker is not None else [])], STOP_GRACE_SECONDS)
 
 
 @pytest.fixture(scope="module")

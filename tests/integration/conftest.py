@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.invariants import assert_stored_metrics_valid
-from tests.support import free_port, require_port
+from tests.support import free_port, require_port, stop_processes
 
 REDIS_URL = os.environ.get("OPTBENCH_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
@@ -78,20 +78,6 @@ def _start(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes
     )
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    """Terminate them all at once (each worker's warm shutdown runs alongside the others'),
-    then wait; one still running after 20 s is killed."""
-    for process in processes:
-        process.terminate()
-    deadline = time.monotonic() + 20
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextmanager
 def running_cluster(
     postgres_url: str,
@@ -150,7 +136,7 @@ def running_cluster(
         assert_stored_metrics_valid(postgres_url)
     finally:
         client.close()
-        _stop(processes)
+        stop_processes(processes, grace=20)  # each worker's warm shutdown beside the others'
 
 
 # The session's cluster lives until the last test of the session, unit tests included, on

@@ -29,6 +29,7 @@ multi-tensor rule instead, and so does ``step`` here), one parameter group, no
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -84,124 +85,116 @@ def _sgd(optimizer: torch.optim.Optimizer) -> KernelStep:
     return step
 
 
-def _adam(optimizer: torch.optim.Optimizer) -> KernelStep:
-    def step() -> bool:
-        group = optimizer.param_groups[0]  # anew: loading a state replaces the dicts
-        params: list[torch.Tensor] = group["params"]
-        decoupled = group.get("decoupled_weight_decay", False)
-        kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-        states = _counted_states(optimizer, params)
-        if states is None:
-            return False
-        amsgrad = group["amsgrad"]
-        kernel(
-            params,
-            [p.grad for p in params],  # type: ignore[misc]
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
-            [s["step"] for s in states],
-            amsgrad=amsgrad,
-            lr=group["lr"],
-            beta1=float(group["betas"][0]),
-            beta2=float(group["betas"][1]),
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=group["maximize"],
-            grad_scale=None,
-            found_inf=None,
-        )
-        return True
-
-    return step
+Group = dict[str, Any]
+State = dict[str, Any]
+Rule = Callable[[Group, list[torch.Tensor], list[State]], None]
 
 
-def _adagrad(optimizer: torch.optim.Optimizer) -> KernelStep:
-    def step() -> bool:
-        group = optimizer.param_groups[0]  # anew: loading a state replaces the dicts
-        params: list[torch.Tensor] = group["params"]
-        states = _counted_states(optimizer, params)
-        if states is None:
-            return False
-        torch._fused_adagrad_(
-            params,
-            [p.grad for p in params],  # type: ignore[misc]
-            [s["sum"] for s in states],
-            [s["step"] for s in states],
-            lr=group["lr"],
-            lr_decay=group["lr_decay"],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=group["maximize"],
-            grad_scale=None,
-            found_inf=None,
-        )
-        return True
+def _with_state(rule: Rule) -> Callable[[torch.optim.Optimizer], KernelStep]:
+    """The kernel step of ``rule(group, params, states)``: the group read anew at each call
+    (a schedule changes ``lr``; loading a state replaces the dicts), the step counters
+    advanced first as ``step()`` does, and nothing done before the first step (no state)."""
 
-    return step
+    def build(optimizer: torch.optim.Optimizer) -> KernelStep:
+        def step() -> bool:
+            group = optimizer.param_groups[0]
+            params: list[torch.Tensor] = group["params"]
+            states = _counted_states(optimizer, params)
+            if states is None:
+                return False
+            rule(group, params, states)
+            return True
+
+        return step
+
+    return build
 
 
-def _rmsprop(optimizer: torch.optim.Optimizer) -> KernelStep:
-    def step() -> bool:
-        group = optimizer.param_groups[0]  # anew: loading a state replaces the dicts
-        params: list[torch.Tensor] = group["params"]
-        states = _counted_states(optimizer, params)
-        if states is None:
-            return False
-        lr, alpha, eps, momentum = group["lr"], group["alpha"], group["eps"], group["momentum"]
-        for param, state in zip(params, states, strict=True):
-            grad: torch.Tensor = param.grad  # type: ignore[assignment]
-            grad = -grad if group["maximize"] else grad
-            if group["weight_decay"] != 0:
-                grad = grad.add(param, alpha=group["weight_decay"])
-            square_avg = state["square_avg"]
-            square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
-            if group["centered"]:
-                grad_avg = state["grad_avg"]
-                grad_avg.lerp_(grad, 1 - alpha)
-                avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
-            else:
-                avg = square_avg.sqrt()
-            avg = avg.add_(eps)
-            if momentum > 0:
-                buffer = state["momentum_buffer"]
-                buffer.mul_(momentum).addcdiv_(grad, avg)
-                param.add_(buffer, alpha=-lr)
-            else:
-                param.addcdiv_(grad, avg, value=-lr)
-        return True
-
-    return step
+def _adam(group: Group, params: list[torch.Tensor], states: list[State]) -> None:
+    amsgrad = group["amsgrad"]
+    kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
+    kernel(
+        params,
+        [p.grad for p in params],  # type: ignore[misc]
+        [s["exp_avg"] for s in states],
+        [s["exp_avg_sq"] for s in states],
+        [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+        [s["step"] for s in states],
+        amsgrad=amsgrad,
+        lr=group["lr"],
+        beta1=float(group["betas"][0]),
+        beta2=float(group["betas"][1]),
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=group["maximize"],
+        grad_scale=None,
+        found_inf=None,
+    )
 
 
-def _adadelta(optimizer: torch.optim.Optimizer) -> KernelStep:
-    def step() -> bool:
-        group = optimizer.param_groups[0]  # anew: loading a state replaces the dicts
-        params: list[torch.Tensor] = group["params"]
-        states = _counted_states(optimizer, params)
-        if states is None:
-            return False
-        lr, rho, eps = group["lr"], group["rho"], group["eps"]
-        for param, state in zip(params, states, strict=True):
-            grad: torch.Tensor = param.grad  # type: ignore[assignment]
-            grad = -grad if group["maximize"] else grad
-            if group["weight_decay"] != 0:
-                grad = grad.add(param, alpha=group["weight_decay"])
-            square_avg, acc_delta = state["square_avg"], state["acc_delta"]
-            square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
-            std = square_avg.add(eps).sqrt_()
-            delta = acc_delta.add(eps).sqrt_()
-            delta.div_(std).mul_(grad)
-            acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
-            param.add_(delta, alpha=-lr)
-        return True
+def _adagrad(group: Group, params: list[torch.Tensor], states: list[State]) -> None:
+    torch._fused_adagrad_(
+        params,
+        [p.grad for p in params],  # type: ignore[misc]
+        [s["sum"] for s in states],
+        [s["step"] for s in states],
+        lr=group["lr"],
+        lr_decay=group["lr_decay"],
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=group["maximize"],
+        grad_scale=None,
+        found_inf=None,
+    )
 
-    return step
+
+def _gradient(group: Group, param: torch.Tensor) -> torch.Tensor:
+    """The gradient a single-tensor rule steps with: negated to maximize, weight decay added
+    (a new tensor then, as torch's rules make it; ``param.grad`` itself is left alone)."""
+    grad: torch.Tensor = param.grad  # type: ignore[assignment]
+    grad = -grad if group["maximize"] else grad
+    if group["weight_decay"] != 0:
+        grad = grad.add(param, alpha=group["weight_decay"])
+    return grad
+
+
+def _rmsprop(group: Group, params: list[torch.Tensor], states: list[State]) -> None:
+    lr, alpha, eps, momentum = group["lr"], group["alpha"], group["eps"], group["momentum"]
+    for param, state in zip(params, states, strict=True):
+        grad = _gradient(group, param)
+        square_avg = state["square_avg"]
+        square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+        if group["centered"]:
+            grad_avg = state["grad_avg"]
+            grad_avg.lerp_(grad, 1 - alpha)
+            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+        else:
+            avg = square_avg.sqrt()
+        avg = avg.add_(eps)
+        if momentum > 0:
+            buffer = state["momentum_buffer"]
+            buffer.mul_(momentum).addcdiv_(grad, avg)
+            param.add_(buffer, alpha=-lr)
+        else:
+            param.addcdiv_(grad, avg, value=-lr)
+
+
+def _adadelta(group: Group, params: list[torch.Tensor], states: list[State]) -> None:
+    lr, rho, eps = group["lr"], group["rho"], group["eps"]
+    for param, state in zip(params, states, strict=True):
+        grad = _gradient(group, param)
+        square_avg, acc_delta = state["square_avg"], state["acc_delta"]
+        square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
+        std = square_avg.add(eps).sqrt_()
+        delta = acc_delta.add(eps).sqrt_()
+        delta.div_(std).mul_(grad)
+        acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+        param.add_(delta, alpha=-lr)
 
 
 def _counted_states(
     optimizer: torch.optim.Optimizer, params: list[torch.Tensor]
-) -> list[dict] | None:
+) -> list[State] | None:
     """The parameters' states with their step counters advanced, as ``step()`` does before
     the kernel; None before the first step (no state yet), with nothing changed."""
     states = [optimizer.state[p] for p in params]
@@ -213,12 +206,12 @@ def _counted_states(
 
 _KERNELS: dict[type, Callable[[torch.optim.Optimizer], KernelStep]] = {
     torch.optim.SGD: _sgd,
-    torch.optim.Adam: _adam,
-    torch.optim.AdamW: _adam,
-    torch.optim.Adagrad: _adagrad,
+    torch.optim.Adam: _with_state(_adam),
+    torch.optim.AdamW: _with_state(_adam),
+    torch.optim.Adagrad: _with_state(_adagrad),
 }
 # The classes without a fused kernel whose single-tensor rule is called directly.
 _RULES: dict[type, Callable[[torch.optim.Optimizer], KernelStep]] = {
-    torch.optim.RMSprop: _rmsprop,
-    torch.optim.Adadelta: _adadelta,
+    torch.optim.RMSprop: _with_state(_rmsprop),
+    torch.optim.Adadelta: _with_state(_adadelta),
 }
