@@ -4,8 +4,9 @@ without ``--url``): the API and workers, started with the commands a cluster run
 The demo's worker can be started before the command has imported anything of its own
 (``start_early``, called by services/entry.py): the worker takes longest to be ready
 (torch, torch._dynamo and its warm-up, about 5 s on the 2-core VM) while the command's own
-imports (click, rich, httpx, SQLAlchemy, pydantic) took 0.8 s before it started it. The
-command then ``adopt``s it. Only the standard library here, so that starting early is early.
+imports (click, rich, httpx, SQLAlchemy, pydantic) took 0.8 s before it started it.
+``Children.start`` with the same arguments then takes that process over. Only the standard
+library here, so that starting early is early.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,15 +47,23 @@ def start_early(*args: str) -> None:
         _early[args] = spawn(*args)
 
 
-@atexit.register
-def _stop_unadopted() -> None:
-    for process in _early.values():
+def stop(processes: Sequence[Process], grace: float) -> None:
+    """Ask them all to stop at once (their shutdowns overlap); kill those still running
+    ``grace`` seconds later."""
+    for process in processes:
         process.terminate()
-    for process in _early.values():
+    deadline = time.monotonic() + grace
+    for process in processes:
         try:
-            process.wait(timeout=STOP_SECONDS)
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+
+
+@atexit.register
+def _stop_unadopted() -> None:
+    stop(list(_early.values()), STOP_SECONDS)
     _early.clear()
 
 
@@ -79,14 +89,7 @@ class Children:
         return self
 
     def __exit__(self, *_: object) -> None:
-        for process in self.processes:
-            process.terminate()
-        deadline = time.monotonic() + self.grace
-        for process in self.processes:
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(self.processes, self.grace)
 
 
 def wait_until_up(client: ApiClient, api: Process, timeout: float = 60) -> None:

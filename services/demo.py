@@ -115,8 +115,8 @@ def run_demo(
     with ExitStack() as stack:
         children = stack.enter_context(Children())
         print("starting the API and one worker (embedded default: SQLite + filesystem broker)")
-        # The worker first (the one `optbench demo` started before its imports, where it
-        # did: services/entry.py): it takes longest to start (torch, then a warm-up on the
+        # The worker first (or the one services/entry.py started before this command's
+        # imports): it takes longest to start (torch, then a warm-up on the
         # lecture's data, workers/warm.py), and needs the database only once a job comes,
         # after the migration. One process, solo: the demo's job trains as one part.
         children.start(*DEMO_WORKER_ARGS)

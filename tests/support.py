@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from services.children import stop as stop_processes  # the demo's own, reused
 from services.support import free_port
 
 __all__ = [
@@ -124,17 +122,3 @@ TINY_SUITE: dict[str, Any] = {
     "optimizers": [{"name": "sgd", "lr": 0.1, "search": {"lr": {"log_uniform": [0.01, 1.0]}}}],
     "tuning": {"trials": 1, "rerun_seeds": 1, "baseline": False},
 }
-
-
-def stop_processes(processes: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
-    """Ask them all to stop at once (their shutdowns overlap), then kill whichever is still
-    running ``grace`` seconds later."""
-    for process in processes:
-        process.terminate()
-    deadline = time.monotonic() + grace
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
